@@ -1,0 +1,76 @@
+"""The Network IR as a torch module (training, masked fine-tuning, PyTorch reference outputs)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgeprune.network import Layer, Network
+
+
+def torch_activation(name: str, negative_slope: float = 0.01):
+    """The torch function for an IR activation name."""
+    if name == "identity":
+        return lambda z: z
+    if name == "relu":
+        return torch.relu
+    if name == "leaky_relu":
+        return lambda z: torch.nn.functional.leaky_relu(z, negative_slope)
+    if name == "sigmoid":
+        return torch.sigmoid
+    if name == "tanh":
+        return torch.tanh
+    raise ValueError(f"unknown activation {name!r}")
+
+
+class MaskedMLP(nn.Module):
+    """A chain of masked dense layers; pruned weights are multiplied by a fixed 0/1 mask."""
+
+    def __init__(self, net: Network):
+        super().__init__()
+        self.linears = nn.ModuleList()
+        self.acts = []
+        self.latent = net.latent
+        for k, layer in enumerate(net.layers):
+            lin = nn.Linear(layer.in_dim, layer.out_dim)
+            with torch.no_grad():
+                lin.weight.copy_(torch.from_numpy(layer.masked_weight))
+                lin.bias.copy_(torch.from_numpy(layer.bias))
+            self.linears.append(lin)
+            self.register_buffer(f"mask{k}", torch.from_numpy(layer.mask.astype(np.float32)))
+            self.acts.append(torch_activation(layer.activation, layer.negative_slope))
+
+    def masks(self) -> list[torch.Tensor]:
+        return [getattr(self, f"mask{k}") for k in range(len(self.linears))]
+
+    def forward(self, x: torch.Tensor, upto: int | None = None) -> torch.Tensor:
+        n = len(self.linears) if upto is None else upto
+        for lin, act, mask in list(zip(self.linears, self.acts, self.masks()))[:n]:
+            x = act(nn.functional.linear(x, lin.weight * mask, lin.bias))
+        return x
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward(x, upto=self.latent)
+
+    @torch.no_grad()
+    def apply_masks_(self) -> None:
+        """Set pruned weights to exactly zero (after an optimizer step)."""
+        for lin, mask in zip(self.linears, self.masks()):
+            lin.weight.mul_(mask)
+
+    def to_network(self, template: Network) -> Network:
+        """Copy the trained weights back into a Network shaped like ``template``."""
+        layers = []
+        for lin, mask, old in zip(self.linears, self.masks(), template.layers):
+            m = mask.detach().numpy().astype(bool)
+            w = (lin.weight.detach() * mask).numpy()
+            layers.append(Layer(w, lin.bias.detach().numpy(), old.activation, old.negative_slope, m))
+        return Network(layers, latent=template.latent, kind=template.kind, meta=dict(template.meta))
+
+
+def torch_forward(net: Network, x: np.ndarray) -> np.ndarray:
+    """PyTorch reference output of the masked network (float32)."""
+    model = MaskedMLP(net).eval()
+    with torch.no_grad():
+        return model(torch.from_numpy(np.asarray(x, dtype=np.float32))).numpy()
