@@ -1,8 +1,7 @@
 """Datasets named by a spec string (see :func:`available_datasets`), with seeded splits.
 
-``digits`` (scikit-learn's bundled 8x8 digits) is the embedded default; nothing is ever
-downloaded. Every split is a float32, C-contiguous ``(n, d)`` matrix with rows = samples.
-"""
+``digits`` is the embedded default and nothing is ever downloaded. Every split is a float32,
+C-contiguous ``(n, d)`` matrix with rows = samples."""
 
 from __future__ import annotations
 
@@ -114,20 +113,15 @@ def _read_idx(path: Path, magic: int) -> np.ndarray:
     dims = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
     expected = int(np.prod(dims))
     if len(raw) - header != expected:
-        raise DataError(f"IDX file {path} holds {len(raw) - header} data bytes but its header "
-                        f"dims {dims} need {expected}; the file is truncated or corrupt, "
-                        "re-extract it")
+        raise DataError(f"IDX file {path} holds {len(raw) - header} data bytes but header dims "
+                        f"{dims} need {expected}; it is truncated or corrupt, re-extract it")
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 
 
 def _find(directory: Path, stem: str, kind: str) -> Path | None:
-    """Find ``{stem}-{kind}`` in a directory, in dash/dot spellings, plain or gzipped."""
-    for sep in ("-", "."):
-        for suffix in ("", ".gz"):
-            cand = directory / f"{stem}{sep}{kind}-ubyte{suffix}"
-            if cand.is_file():
-                return cand
-    return None
+    """Find ``{stem}-{kind}-ubyte`` or ``{stem}.{kind}-ubyte`` in a directory, plain or gzipped."""
+    cands = [directory / f"{stem}{sep}{kind}-ubyte{gz}" for sep in "-." for gz in ("", ".gz")]
+    return next((c for c in cands if c.is_file()), None)
 
 
 def _idx_pair(images: Path, labels: Path | None) -> tuple[np.ndarray, np.ndarray | None]:
@@ -159,7 +153,7 @@ def _npy(path: Path, spec: str) -> tuple[np.ndarray, np.ndarray | None]:
     except Exception as exc:  # noqa: BLE001 - any read failure becomes a one-line DataError
         raise DataError(f"{spec}: cannot read {path} ({exc}); save a numeric array with "
                         "np.save or np.savez") from exc
-    if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
+    if x.dtype.kind not in "biuf":
         raise DataError(f"{spec}: array dtype {x.dtype} is not numeric; save a float array")
     return x, y
 
@@ -199,9 +193,7 @@ def _labels(y: np.ndarray | None, n: int, spec: str) -> np.ndarray | None:
     if y.ndim != 1 or len(y) != n:
         raise DataError(f"{spec}: labels have shape {y.shape} but there are {n} samples; "
                         "give one label per sample")
-    integral = np.issubdtype(y.dtype, np.integer) or (
-        np.issubdtype(y.dtype, np.floating) and bool(np.all(np.mod(y, 1) == 0)))
-    if not integral:
+    if y.dtype.kind not in "biu" and not (y.dtype.kind == "f" and np.all(np.mod(y, 1) == 0)):
         raise DataError(f"{spec}: labels of dtype {y.dtype} are not integers; store y as int64")
     return y.astype(np.int64)
 
@@ -212,11 +204,10 @@ def _split(n: int, seed: int, fractions: tuple[float, ...]) -> list[np.ndarray]:
     return np.split(perm, np.cumsum([int(round(n * f)) for f in fractions]))
 
 
-_Source = tuple[np.ndarray, "np.ndarray | None", "tuple[int, ...] | None",
-                "tuple[str, ...] | None", "tuple[np.ndarray, np.ndarray | None] | None"]
-
-
-def _source(spec: str, seed: int) -> _Source:
+def _source(spec: str, seed: int) -> tuple[
+    np.ndarray, np.ndarray | None, tuple[int, ...] | None, tuple[str, ...] | None,
+    tuple[np.ndarray, np.ndarray | None] | None,
+]:
     """Load (x, y, image_shape, feature_names, official_test) for a spec, without splitting."""
     kind, _, arg = spec.partition(":")
     if spec == "synthetic6":
@@ -230,13 +221,13 @@ def _source(spec: str, seed: int) -> _Source:
         raise DataError(f"{spec}: no such file or directory {path}; check the path")
     if kind == "idx":
         if path.is_dir():
-            train = _find(path, "train", "images-idx3")
+            train = _find(path, "train-images", "idx3")
             if train is None:
                 raise DataError(f"{spec}: no train-images-idx3-ubyte[.gz] (or train-images.idx3-"
                                 f"ubyte[.gz]) in {path}; put the MNIST IDX files there")
-            x, y = _idx_pair(train, _find(path, "train", "labels-idx1"))
-            test = _find(path, "t10k", "images-idx3")
-            official = _idx_pair(test, _find(path, "t10k", "labels-idx1")) if test else None
+            x, y = _idx_pair(train, _find(path, "train-labels", "idx1"))
+            test = _find(path, "t10k-images", "idx3")
+            official = _idx_pair(test, _find(path, "t10k-labels", "idx1")) if test else None
             if official is not None and (y is None or official[1] is None):
                 y, official = None, (official[0], None)  # labels only when both splits have them
         else:
@@ -269,8 +260,7 @@ def load_dataset(spec: str, seed: int = 0, val_fraction: float = 0.1,
     is also *drawn* with ``seed``, so different seeds give different samples.
     """
     spec = spec.strip()
-    if not (0.0 <= val_fraction < 1.0 and 0.0 <= test_fraction < 1.0
-            and val_fraction + test_fraction < 1.0):
+    if not (val_fraction >= 0 and test_fraction >= 0 and val_fraction + test_fraction < 1):
         raise DataError(f"{spec}: val_fraction={val_fraction} and test_fraction={test_fraction} "
                         "must be in [0, 1) and sum to less than 1")
     x, y, image_shape, names, official = _source(spec, seed)

@@ -1,0 +1,217 @@
+"""The ``edgeprune`` command line: a thin click layer over the library functions."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+
+import click
+
+from edgeprune import __version__
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _user_errors(fn):
+    """Turn the library's one-line errors into ``Error: ...`` and exit 1, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except click.ClickException:
+            raise
+        except (ValueError, OSError) as exc:  # ModelError, DataError, BundleError, IO problems
+            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise click.ClickException(msg) from None
+        except KeyboardInterrupt:
+            raise click.Abort() from None
+        except Exception as exc:  # noqa: BLE001 - last resort: one line, traceback on request
+            if os.environ.get("EDGEPRUNE_DEBUG"):
+                raise
+            raise click.ClickException(
+                f"unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                " (set EDGEPRUNE_DEBUG=1 for the traceback and please report it)"
+            ) from None
+
+    return wrapper
+
+
+def _load_model(path, activations, latent, trust_pickle):
+    from edgeprune.checkpoint import load_network
+
+    return load_network(path, activations=activations, latent=latent, trust_pickle=trust_pickle)
+
+
+model_options = [
+    click.option("--activations", default=None, metavar="A1,A2,..",
+                 help="Activations per Linear layer, for a plain state_dict "
+                      "(identity, relu, leaky_relu, sigmoid, tanh)."),
+    click.option("--latent", type=int, default=None, metavar="L",
+                 help="Index of the latent (bottleneck) layer, 1-based, for a plain state_dict."),
+    click.option("--trust-pickle", is_flag=True,
+                 help="Allow loading a fully pickled nn.Module (runs code from the file)."),
+]
+
+
+def with_model_options(fn):
+    for opt in reversed(model_options):
+        fn = opt(fn)
+    return fn
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(__version__, "-V", "--version", prog_name="edgeprune")
+def main() -> None:
+    """Shapley-value pruning (SHAP-SAE) of autoencoders and MLPs for edge devices."""
+
+
+@main.command(context_settings=CONTEXT)
+@click.option("--data", "data_spec", default="digits", show_default=True,
+              help="synthetic6, digits, mnist5k, idx:PATH, npy:PATH or csv:PATH.")
+@click.option("--hidden", default="32,8", show_default=True, help="Encoder widths; mirrored.")
+@click.option("--activation", default="relu", show_default=True)
+@click.option("--latent-activation", default=None, help="Activation of the latent layer.")
+@click.option("--output-activation", default="sigmoid", show_default=True)
+@click.option("--epochs", type=click.IntRange(0), default=20, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False))
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+@_user_errors
+def train(data_spec, hidden, activation, latent_activation, output_activation, epochs, lr,
+          batch_size, seed, output, quiet):
+    """Train a symmetric autoencoder and write an edgeprune checkpoint."""
+    from edgeprune.workflows import train_autoencoder
+
+    summary = train_autoencoder(data_spec, hidden=hidden, activation=activation,
+                                latent_activation=latent_activation,
+                                output_activation=output_activation, epochs=epochs, lr=lr,
+                                batch_size=batch_size, seed=seed, output=output, quiet=quiet)
+    click.echo(summary)
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--data", "data_spec", default="digits", show_default=True)
+@click.option("--estimator", default="auto", show_default=True,
+              type=click.Choice(["auto", "linear", "exact", "permutation", "kernel"]))
+@click.option("--samples", type=click.IntRange(1), default=256, show_default=True,
+              help="Size of the explanation set, drawn seeded from the training split.")
+@click.option("--reference", type=click.Choice(["zero", "mean"]), default="zero",
+              show_default=True, help="Value an absent link is replaced by.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--memory-budget", type=float, default=2.0, show_default=True, help="GB.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
+@click.option("-q", "--quiet", is_flag=True)
+@with_model_options
+@_user_errors
+def score(model, data_spec, estimator, samples, reference, seed, memory_budget, output, as_json,
+          quiet, activations, latent, trust_pickle):
+    """Score every link of MODEL with Shapley values (SHAP-SAE eq. 3-4)."""
+    from edgeprune.compress import check_data_matches
+    from edgeprune.data import explanation_set, load_dataset
+    from edgeprune.scoring import save_scores, score_network
+
+    net = _load_model(model, activations, latent, trust_pickle)
+    ds = load_dataset(data_spec, seed=seed)
+    check_data_matches(net, ds)
+    scores = score_network(net, explanation_set(ds, samples, seed), estimator=estimator,
+                           reference=reference, seed=seed,
+                           memory_budget=int(memory_budget * 1024**3), quiet=quiet)
+    save_scores(scores, output)
+    summary = scores.summary()
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        for row in summary["layers"]:
+            click.echo(f"layer {row['layer']}: {row['shape'][0]}x{row['shape'][1]} "
+                       f"{row['estimator']:<11} {row['seconds']:.2f}s")
+        click.echo(f"wrote {output}")
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--data", "data_spec", default="digits", show_default=True)
+@click.option("-m", "--importance-level", type=float, default=None,
+              help="SHAP-SAE importance level m in (0, 1].")
+@click.option("--sparsity", type=float, default=None, help="Target sparsity eta in [0, 1).")
+@click.option("--method", default="shap-sae", show_default=True,
+              type=click.Choice(["shap-sae", "magnitude", "random", "lap"]))
+@click.option("--estimator", default="auto", show_default=True,
+              type=click.Choice(["auto", "linear", "exact", "permutation", "kernel"]))
+@click.option("--reference", type=click.Choice(["zero", "mean"]), default="zero",
+              show_default=True)
+@click.option("--samples", type=click.IntRange(1), default=256, show_default=True)
+@click.option("--scores", "scores_path", default=None, type=click.Path(dir_okay=False),
+              help="Reuse link scores written by `edgeprune score`.")
+@click.option("--finetune-epochs", type=click.IntRange(0), default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--memory-budget", type=float, default=2.0, show_default=True, help="GB.")
+@click.option("-o", "--output", "outdir", required=True, type=click.Path(file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print report.json instead of the table.")
+@click.option("-q", "--quiet", is_flag=True)
+@with_model_options
+@_user_errors
+def compress(model, data_spec, importance_level, sparsity, method, estimator, reference, samples,
+             scores_path, finetune_epochs, seed, memory_budget, outdir, as_json, quiet,
+             activations, latent, trust_pickle):
+    """Prune MODEL (SHAP-SAE or a baseline) and write pruned.pt, model.npz and reports."""
+    from edgeprune.compress import CompressOptions
+    from edgeprune.compress import compress as run_compress
+    from edgeprune.data import load_dataset
+    from edgeprune.report import format_summary
+
+    opts = CompressOptions(importance_level=importance_level, sparsity=sparsity, method=method,
+                           estimator=estimator, reference=reference, samples=samples, seed=seed,
+                           finetune_epochs=finetune_epochs, scores_path=scores_path,
+                           memory_budget=int(memory_budget * 1024**3), quiet=quiet,
+                           provenance={"model": str(model)})
+    opts.validate()  # bad options fail before the model and data are read
+    net = _load_model(model, activations, latent, trust_pickle)
+    ds = load_dataset(data_spec, seed=seed)
+    result = run_compress(net, ds, outdir, opts)
+    if as_json:
+        click.echo(json.dumps(result.report, indent=2))
+    else:
+        click.echo(format_summary(result.report))
+        click.echo(f"wrote {outdir}/pruned.pt, model.npz, report.json, report.md")
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("bundle", type=click.Path(dir_okay=False))
+@click.argument("inputs", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False))
+@click.option("--kernel", type=click.Choice(["auto", "dense", "csr"]), default="auto",
+              show_default=True)
+@click.option("--encode", "mode", flag_value="encode", help="Return the latent code.")
+@click.option("--decode", "mode", flag_value="decode", help="Inputs are latent codes.")
+@_user_errors
+def run(bundle, inputs, output, kernel, mode):
+    """Run a model.npz bundle on INPUTS (.npy) with the NumPy runtime; write OUTPUT (.npy)."""
+    from edgeprune.workflows import run_bundle
+
+    shape = run_bundle(bundle, inputs, output, kernel=kernel, mode=mode or "forward")
+    click.echo(f"wrote {output} {shape}")
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("artifact", type=click.Path(exists=False))
+@click.option("--json", "as_json", is_flag=True)
+@with_model_options
+@_user_errors
+def info(artifact, as_json, activations, latent, trust_pickle):
+    """Describe an artifact: format, layers, shapes, non-zeros, bytes on disk and gzip bytes."""
+    from edgeprune.workflows import describe_artifact, format_info
+
+    desc = describe_artifact(artifact, activations=activations, latent=latent,
+                             trust_pickle=trust_pickle)
+    click.echo(json.dumps(desc, indent=2) if as_json else format_info(desc))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

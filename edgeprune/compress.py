@@ -1,0 +1,178 @@
+"""The ``compress`` pipeline: score -> prune -> fine-tune -> compact -> bundle, verified.
+
+Every option is validated before anything is written; the output directory is assembled in a
+temporary sibling directory and moved into place only when every artifact has been checked.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgeprune import __version__
+from edgeprune.checkpoint import save_checkpoint
+from edgeprune.data import Dataset, explanation_set
+from edgeprune.exporters.csr import save_bundle
+from edgeprune.network import ModelError, Network
+from edgeprune.prune import compact, prune_network
+from edgeprune.prune import baselines
+from edgeprune.report import format_markdown, write_json, write_text_atomic
+from edgeprune.scoring import load_link_scores, score_network
+from edgeprune.train import evaluate, train_network
+
+METHODS = ("shap-sae", "magnitude", "random", "lap")
+PARITY_TOLERANCE = 1e-5
+
+
+@dataclass
+class CompressOptions:
+    """Everything ``edgeprune compress`` can be told; see the CLI help for each field."""
+
+    importance_level: float | None = None
+    sparsity: float | None = None
+    method: str = "shap-sae"
+    estimator: str = "auto"
+    reference: str = "zero"
+    samples: int = 256
+    seed: int = 0
+    finetune_epochs: int = 0
+    finetune_lr: float = 1e-3
+    memory_budget: int = 2 * 1024**3
+    scores_path: str | None = None
+    quiet: bool = False
+    provenance: dict = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if (self.importance_level is None) == (self.sparsity is None):
+            raise ModelError("give exactly one of --importance-level M or --sparsity ETA")
+        if self.importance_level is not None and not 0.0 < self.importance_level <= 1.0:
+            raise ModelError(f"--importance-level {self.importance_level}: m must be in (0, 1], "
+                             "e.g. 0.8")
+        if self.sparsity is not None and not 0.0 <= self.sparsity < 1.0:
+            raise ModelError(f"--sparsity {self.sparsity}: eta must be in [0, 1), e.g. 0.9")
+        if self.method not in METHODS:
+            raise ModelError(f"--method {self.method!r}: use one of {', '.join(METHODS)}")
+        if self.samples < 1:
+            raise ModelError("--samples must be at least 1")
+        if self.finetune_epochs < 0:
+            raise ModelError("--finetune-epochs must be >= 0")
+
+
+@dataclass
+class CompressResult:
+    network: Network  # pruned (masked, cascaded, fine-tuned) network
+    report: dict
+    outdir: Path
+
+
+def check_data_matches(net: Network, ds: Dataset) -> None:
+    if ds.dim != net.in_dim:
+        raise ModelError(f"data {ds.name!r} has {ds.dim} features but the model reads "
+                         f"{net.in_dim}; pass --data with {net.in_dim}-feature samples")
+
+
+def link_scores(net: Network, ds: Dataset, opts: CompressOptions) -> tuple[list, dict | None]:
+    """Per-layer non-negative link scores for the chosen method (+ a scoring summary)."""
+    if opts.scores_path:
+        return load_link_scores(opts.scores_path, net), {"from": str(opts.scores_path)}
+    if opts.method == "shap-sae":
+        x = explanation_set(ds, opts.samples, opts.seed)
+        scores = score_network(net, x, estimator=opts.estimator, reference=opts.reference,
+                               seed=opts.seed, memory_budget=opts.memory_budget, quiet=opts.quiet)
+        return scores.li(), scores.summary()
+    return baselines.method_scores(net, opts.method, seed=opts.seed), None
+
+
+def compress(net: Network, ds: Dataset, outdir: str | os.PathLike,
+             opts: CompressOptions) -> CompressResult:
+    """Prune ``net`` on ``ds`` and write ``pruned.pt``, ``model.npz``, ``report.json/md``."""
+    opts.validate()
+    check_data_matches(net, ds)
+    outdir = Path(outdir)
+    if outdir.exists() and not outdir.is_dir():
+        raise ModelError(f"-o {outdir}: exists and is not a directory; choose another path")
+    t0 = time.perf_counter()
+    net = net.copy()
+    for layer in net.layers:  # a zero weight is not a link
+        layer.mask &= layer.weight != 0
+    before = evaluate(net, ds, opts.seed)
+    scores, scoring = link_scores(net, ds, opts)
+    result = prune_network(net, scores, importance_level=opts.importance_level,
+                           sparsity=opts.sparsity)
+    pruned = result.network
+    history = []
+    if opts.finetune_epochs:
+        pruned, history = train_network(pruned, ds.x_train, ds.x_val,
+                                        epochs=opts.finetune_epochs, lr=opts.finetune_lr,
+                                        seed=opts.seed, quiet=opts.quiet, desc="fine-tune")
+    after = evaluate(pruned, ds, opts.seed)
+    compact_net = compact(pruned)
+    report = {
+        "edgeprune_version": __version__,
+        "network": net.describe(),
+        "source": {"data": ds.name, **opts.provenance},
+        "method": opts.method,
+        "scoring": scoring,
+        "importance_level": result.importance_level,
+        "sparsity": pruned.sparsity,
+        "links_total": pruned.n_links,
+        "links_kept": pruned.n_active,
+        "input_dim": net.in_dim,
+        "output_dim": net.out_dim,
+        "layers": result.per_layer,
+        "unused_inputs": [int(i) for i in np.setdiff1d(np.arange(net.in_dim),
+                                                         compact_net.input_index)],
+        "constant_outputs": {int(i): float(compact_net.output_const[i])
+                             for i in np.setdiff1d(np.arange(net.out_dim),
+                                                   compact_net.output_index)},
+        "finetune_epochs": opts.finetune_epochs,
+        "finetune_history": history,
+        "metrics": {"before": before, "after": after},
+    }
+    outdir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", dir=outdir.parent))
+    try:
+        pruned.meta = {**pruned.meta, "pruning": {k: report[k] for k in
+                                                  ("method", "importance_level", "sparsity")}}
+        save_checkpoint(pruned, staging / "pruned.pt")
+        bundle = staging / "model.npz"
+        save_bundle(compact_net, bundle, provenance={"edgeprune_version": __version__,
+                                                     "source_fingerprint": net.fingerprint(),
+                                                     **report["source"]},
+                    report={k: report[k] for k in ("method", "importance_level", "sparsity",
+                                                   "links_total", "links_kept")})
+        report["runtime_max_abs_diff"] = verify_bundle(bundle, pruned, ds.x_test)
+        report["seconds"] = round(time.perf_counter() - t0, 3)
+        write_json(staging / "report.json", report)
+        write_text_atomic(staging / "report.md", format_markdown(report))
+        _publish(staging, outdir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return CompressResult(pruned, report, outdir)
+
+
+def verify_bundle(bundle: Path, pruned: Network, x: np.ndarray) -> float:
+    """Run the bundle in the NumPy runtime and compare with the masked PyTorch model."""
+    from edgeprune import runtime
+    from edgeprune.torch_network import torch_forward
+
+    model = runtime.load(bundle)
+    x = np.asarray(x[:512], dtype=np.float32)
+    diff = float(np.max(np.abs(model(x) - torch_forward(pruned, x)))) if len(x) else 0.0
+    if not diff <= PARITY_TOLERANCE:
+        raise ModelError(f"{bundle.name}: the NumPy runtime differs from PyTorch by {diff:.3g} "
+                         f"(> {PARITY_TOLERANCE}); this is a bug, please report it")
+    return diff
+
+
+def _publish(staging: Path, outdir: Path) -> None:
+    """Move finished artifacts into ``outdir`` (each by an atomic rename)."""
+    outdir.mkdir(parents=True, exist_ok=True)
+    for item in staging.iterdir():
+        os.replace(item, outdir / item.name)

@@ -1,0 +1,121 @@
+"""Per-layer tables and the JSON / Markdown reports written by ``edgeprune compress``."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+
+def layer_table(per_layer: list[dict]) -> list[list[str]]:
+    """Rows of the per-layer table: layer, shape, links kept, units kept, eta."""
+    rows = [["layer", "shape (out x in)", "links kept", "units kept", "sparsity"]]
+    for row in per_layer:
+        out, inp = row["shape"]
+        rows.append([
+            str(row["layer"]),
+            f"{out} x {inp}",
+            f"{row['links_kept']}/{row['links']}",
+            f"{row['units_kept']}/{out}",
+            f"{row['sparsity']:.3f}",
+        ])
+    return rows
+
+
+def format_text_table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def format_markdown_table(rows: list[list[str]]) -> str:
+    head = "| " + " | ".join(rows[0]) + " |"
+    sep = "|" + "|".join("---:" for _ in rows[0]) + "|"
+    body = ["| " + " | ".join(r) + " |" for r in rows[1:]]
+    return "\n".join([head, sep, *body])
+
+
+def metrics_lines(before: dict, after: dict) -> list[tuple[str, str, str]]:
+    names = {"test_mse": "reconstruction MSE (test)", "probe_accuracy": "linear-probe accuracy"}
+    return [(names.get(k, k), f"{before[k]:.6g}", f"{after.get(k, float('nan')):.6g}")
+            for k in before]
+
+
+def format_summary(report: dict) -> str:
+    """The text the CLI prints after compress: the table plus metrics before/after."""
+    lines = [format_text_table(layer_table(report["layers"])), ""]
+    m = report.get("importance_level")
+    lines.append(f"achieved sparsity eta = {report['sparsity']:.4f}"
+                 + (f" at importance level m = {m:.4f}" if m is not None else "")
+                 + f" ({report['links_kept']}/{report['links_total']} links kept)")
+    if report.get("unused_inputs"):
+        lines.append(f"unused inputs: {len(report['unused_inputs'])} of {report['input_dim']}")
+    if report.get("constant_outputs"):
+        lines.append(f"constant outputs: {len(report['constant_outputs'])} of "
+                     f"{report['output_dim']}")
+    for name, b, a in metrics_lines(report["metrics"]["before"], report["metrics"]["after"]):
+        lines.append(f"{name}: {b} -> {a}")
+    if "runtime_max_abs_diff" in report:
+        lines.append(f"runtime vs PyTorch: max |diff| = {report['runtime_max_abs_diff']:.2e}")
+    return "\n".join(lines)
+
+
+def format_markdown(report: dict) -> str:
+    """``report.md``: what was pruned, how, and what it cost."""
+    src = report.get("source", {})
+    lines = [
+        "# edgeprune compression report",
+        "",
+        f"- model: `{src.get('model', '?')}` ({report.get('network', '')})",
+        f"- data: `{src.get('data', '?')}`, method `{report['method']}`"
+        + (f", estimator `{report['scoring']['estimator']}`" if report.get("scoring") else ""),
+        f"- achieved sparsity η = {report['sparsity']:.4f}"
+        + (f" at importance level m = {report['importance_level']:.4f}"
+           if report.get("importance_level") is not None else ""),
+        f"- links kept: {report['links_kept']} of {report['links_total']}",
+        f"- fine-tuning epochs: {report.get('finetune_epochs', 0)}",
+        "",
+        "## Layers",
+        "",
+        format_markdown_table(layer_table(report["layers"])),
+        "",
+        "## Quality (test split)",
+        "",
+        "| metric | before | after |",
+        "|---|---:|---:|",
+    ]
+    for name, b, a in metrics_lines(report["metrics"]["before"], report["metrics"]["after"]):
+        lines.append(f"| {name} | {b} | {a} |")
+    lines += [
+        "",
+        f"Unused inputs ({len(report['unused_inputs'])}): "
+        + (", ".join(map(str, report["unused_inputs"][:64])) or "none")
+        + (" …" if len(report["unused_inputs"]) > 64 else ""),
+        "",
+        f"Constant outputs ({len(report['constant_outputs'])}): "
+        + (", ".join(f"{k}={v:.4g}" for k, v in list(report["constant_outputs"].items())[:32])
+           or "none"),
+    ]
+    if "runtime_max_abs_diff" in report:
+        lines += ["", f"NumPy runtime vs PyTorch on the test split: max |diff| = "
+                  f"{report['runtime_max_abs_diff']:.2e}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def write_json(path: str | os.PathLike, obj: dict) -> Path:
+    return write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")

@@ -1,0 +1,129 @@
+"""Scoring every link of a Network with Shapley values, layer by layer (DESIGN section 4).
+
+Each layer's game is played on the input activations that the *current* (masked) network
+computes on the explanation set; the per-layer estimators live in :mod:`edgeprune.shapley`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from edgeprune.network import ModelError, Network
+from edgeprune.shapley import ESTIMATORS, LayerScores, score_layer
+
+REFERENCES = ("zero", "mean")
+
+
+@dataclass
+class NetworkScores:
+    """Shapley link scores for every layer (index k-1 holds layer k) and how they were made."""
+
+    layers: list[LayerScores]
+    estimator: str
+    reference: str
+    n_samples: int
+    seed: int
+
+    def li(self) -> list[np.ndarray]:
+        return [s.li for s in self.layers]
+
+    def summary(self) -> dict:
+        return {
+            "estimator": self.estimator,
+            "reference": self.reference,
+            "samples": self.n_samples,
+            "seed": self.seed,
+            "seconds": round(sum(s.seconds for s in self.layers), 4),
+            "layers": [
+                {"layer": k, "shape": list(s.li.shape), "estimator": s.estimator,
+                 "seconds": round(s.seconds, 4), "evaluations_per_pair": s.n_evaluations,
+                 "li_total": float(s.li.sum()),
+                 "mean_rel_stderr": (None if s.stderr is None else
+                                     float(s.stderr.mean() / max(s.li.mean(), 1e-30)))}
+                for k, s in enumerate(self.layers, start=1)
+            ],
+        }
+
+
+def score_network(net: Network, x_explain: np.ndarray, *, estimator: str = "auto",
+                  reference: str = "zero", seed: int = 0, memory_budget: int = 2 * 1024**3,
+                  n_permutations: int | None = None, target_rel_error: float | None = None,
+                  quiet: bool = False) -> NetworkScores:
+    """Score every link of every layer (encoder and decoder) of ``net``."""
+    if estimator not in ESTIMATORS:
+        raise ModelError(f"--estimator {estimator!r}: use one of {', '.join(ESTIMATORS)}")
+    if reference not in REFERENCES:
+        raise ModelError(f"--reference {reference!r}: use one of {', '.join(REFERENCES)}")
+    x_explain = np.asarray(x_explain, dtype=np.float32)
+    if x_explain.ndim != 2 or x_explain.shape[1] != net.in_dim:
+        raise ModelError(f"explanation data has shape {x_explain.shape}, but the model reads "
+                         f"{net.in_dim} features; use data with {net.in_dim} columns")
+    inputs = net.layer_inputs(x_explain)
+    results = []
+    for k, (layer, a) in enumerate(zip(net.layers, inputs), start=1):
+        bar = tqdm(total=layer.out_dim, desc=f"score layer {k}/{len(net.layers)} "
+                   f"({layer.out_dim}x{layer.in_dim})", unit="unit", disable=quiet, leave=False)
+        done = [0]
+
+        def progress(n: int, bar=bar, done=done) -> None:
+            bar.update(n - done[0])
+            done[0] = n
+
+        scores = score_layer(layer.masked_weight, layer.bias, a, layer.activation,
+                             negative_slope=layer.negative_slope, reference=reference,
+                             estimator=estimator, seed=seed + k, memory_budget=memory_budget,
+                             n_permutations=n_permutations, target_rel_error=target_rel_error,
+                             progress=progress)
+        bar.close()
+        results.append(scores)
+    return NetworkScores(results, estimator, reference, len(x_explain), seed)
+
+
+def save_scores(scores: NetworkScores, path: str | os.PathLike) -> Path:
+    """Write ``li{k}``, ``ui{k}``, ``signed{k}``, ``var{k}`` (and ``stderr{k}``) to an .npz."""
+    path = Path(path)
+    arrays: dict[str, np.ndarray] = {"meta": np.array(json.dumps(scores.summary()))}
+    for k, s in enumerate(scores.layers, start=1):
+        arrays[f"li{k}"] = s.li
+        arrays[f"ui{k}"] = s.ui
+        arrays[f"signed{k}"] = s.signed
+        arrays[f"var{k}"] = s.var
+        if s.stderr is not None:
+            arrays[f"stderr{k}"] = s.stderr
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=path.parent)
+    os.close(fd)
+    try:
+        np.savez_compressed(tmp, **arrays)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def load_link_scores(path: str | os.PathLike, net: Network) -> list[np.ndarray]:
+    """Read the ``li{k}`` arrays of a scores file and check them against ``net``'s shapes."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            li = [np.asarray(z[f"li{k}"], dtype=np.float64) for k in range(1, len(net.layers) + 1)]
+    except FileNotFoundError:
+        raise ModelError(f"{path}: no such scores file; create it with `edgeprune score`") from None
+    except KeyError as exc:
+        raise ModelError(f"{path}: missing array {exc}; was it scored for this model?") from None
+    except Exception as exc:  # noqa: BLE001 - any unreadable file gets one line
+        raise ModelError(f"{path}: cannot read scores ({type(exc).__name__}); re-run "
+                         "`edgeprune score`") from None
+    for k, (s, layer) in enumerate(zip(li, net.layers), start=1):
+        if s.shape != layer.weight.shape or not np.all(np.isfinite(s)) or np.any(s < 0):
+            raise ModelError(f"{path}: li{k} has shape {s.shape} or invalid values; expected "
+                             f"non-negative finite {layer.weight.shape} for this model")
+    return li

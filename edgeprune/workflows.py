@@ -1,0 +1,127 @@
+"""Small end-to-end library functions behind ``train``, ``run`` and ``info`` (no click here)."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from edgeprune.network import ModelError
+
+
+def train_autoencoder(data_spec: str, *, hidden: str = "32,8", activation: str = "relu",
+                      latent_activation: str | None = None, output_activation: str = "sigmoid",
+                      epochs: int = 20, lr: float = 1e-3, batch_size: int = 64, seed: int = 0,
+                      output: str | os.PathLike = "model.pt", quiet: bool = False) -> str:
+    """Train a symmetric autoencoder on ``data_spec`` and save it; returns a summary line."""
+    from edgeprune.checkpoint import save_checkpoint
+    from edgeprune.data import load_dataset
+    from edgeprune.network import parse_activations
+    from edgeprune.train import build_autoencoder, evaluate, parse_hidden, train_network
+
+    sizes = parse_hidden(hidden)
+    activation = parse_activations(activation, 1)[0]
+    output_activation = parse_activations(output_activation, 1)[0]
+    if latent_activation is not None:
+        latent_activation = parse_activations(latent_activation, 1)[0]
+    ds = load_dataset(data_spec, seed=seed)
+    net = build_autoencoder(ds.dim, sizes, activation, output_activation, latent_activation, seed)
+    net, history = train_network(net, ds.x_train, ds.x_val, epochs=epochs, lr=lr,
+                                 batch_size=batch_size, seed=seed, quiet=quiet)
+    metrics = evaluate(net, ds, seed)
+    net.meta = {"trained_on": ds.name, "epochs": epochs, "seed": seed, "lr": lr,
+                "test_metrics": metrics, "history": history[-1:] if history else []}
+    save_checkpoint(net, output)
+    parts = [f"{k}={v:.5g}" for k, v in metrics.items()]
+    return f"trained {net.describe()} on {ds.name}: {', '.join(parts)}; wrote {output}"
+
+
+def _save_npy_atomic(path: Path, arr: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npy", dir=path.parent)
+    os.close(fd)
+    try:
+        np.save(tmp, arr)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def run_bundle(bundle: str | os.PathLike, inputs: str | os.PathLike, output: str | os.PathLike,
+               *, kernel: str = "auto", mode: str = "forward") -> tuple[int, ...]:
+    """Run ``bundle`` on the samples in ``inputs`` (.npy) and write the result to ``output``."""
+    from edgeprune import runtime
+
+    model = runtime.load(bundle, kernel=kernel)
+    inputs = Path(inputs)
+    try:
+        x = np.load(inputs, allow_pickle=False)
+    except FileNotFoundError:
+        raise ModelError(f"{inputs}: no such input file; give a .npy array of samples") from None
+    except ValueError as exc:
+        raise ModelError(f"{inputs}: not a plain numeric .npy array ({exc}); save it with "
+                         "np.save from a float array") from None
+    if x.dtype.kind not in "fiub":
+        raise ModelError(f"{inputs}: dtype {x.dtype} is not numeric; save a float32 array")
+    x = x.astype(np.float32, copy=False)
+    fn = {"forward": model, "encode": model.encode, "decode": model.decode}[mode]
+    y = fn(x)
+    _save_npy_atomic(Path(output), y)
+    return tuple(y.shape)
+
+
+def _file_sizes(path: Path) -> dict:
+    raw = path.read_bytes()
+    return {"bytes_on_disk": len(raw), "gzip_bytes": len(gzip.compress(raw, 9))}
+
+
+def describe_artifact(path: str | os.PathLike, *, activations: str | None = None,
+                      latent: int | None = None, trust_pickle: bool = False) -> dict:
+    """Format, layers, shapes, non-zeros and byte counts of a bundle, checkpoint or outdir."""
+    path = Path(path)
+    if path.is_dir():
+        if (path / "model.npz").is_file():
+            path = path / "model.npz"
+        else:
+            raise ModelError(f"{path}: directory has no model.npz; give an artifact file")
+    if not path.is_file():
+        raise ModelError(f"{path}: no such file")
+    if path.suffix == ".npz":
+        from edgeprune.runtime.info import describe
+
+        return describe(path)
+    from edgeprune.checkpoint import load_network
+
+    net = load_network(path, activations=activations, latent=latent, trust_pickle=trust_pickle)
+    layers = [{"layer": k, "shape": [layer.out_dim, layer.in_dim], "activation": layer.activation,
+               "nnz": int(np.count_nonzero(layer.masked_weight))}
+              for k, layer in enumerate(net.layers, start=1)]
+    nnz = sum(row["nnz"] for row in layers)
+    return {"path": str(path), "format": "pytorch-checkpoint", "kind": net.kind,
+            "network": net.describe(), "layers": layers, "nnz": nnz,
+            "parameters_dense": net.n_links, "sparsity": 1 - nnz / net.n_links,
+            "dense_fp32_bytes": 4 * sum(layer.n_links + layer.out_dim for layer in net.layers),
+            **_file_sizes(path)}
+
+
+def format_info(desc: dict) -> str:
+    """Human-readable ``edgeprune info`` output."""
+    lines = [f"{desc['path']}: {desc['format']} ({desc.get('kind', '?')})"]
+    for row in desc.get("layers", []):
+        extra = f" kernel={row['kernel']}" if "kernel" in row else ""
+        lines.append(f"  layer {row['layer']}: {row['shape'][0]} x {row['shape'][1]} "
+                     f"{row['activation']:<10} nnz={row['nnz']}{extra}")
+    for key in ("nnz", "sparsity", "input_dim", "used_inputs", "output_dim", "constant_outputs",
+                "dense_fp32_bytes", "csr_bytes", "bytes_on_disk", "gzip_bytes"):
+        if key in desc:
+            val = desc[key]
+            if isinstance(val, list):
+                val = len(val)
+            if isinstance(val, float):
+                val = f"{val:.4f}"
+            lines.append(f"  {key.replace('_', ' ')}: {val}")
+    return "\n".join(lines)
