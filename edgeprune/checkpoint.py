@@ -108,6 +108,13 @@ def load_network(
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"{path}: no such model file; check the path")
+    if _is_torchscript(path):  # a zip of tensors + TorchScript code, no Python pickle of objects
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            module = torch.jit.load(str(path), map_location="cpu")
+        return network_from_module(module, activations=activations, latent=latent, source=path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - we classify below and re-raise one-line errors
@@ -124,9 +131,6 @@ def load_network(
             f"{path}: holds a {type(obj).__name__}, not a model; expected an edgeprune "
             "checkpoint, a state_dict, TorchScript, or a pickled nn.Module with --trust-pickle"
         )
-    if _is_torchscript(path):
-        module = torch.jit.load(str(path), map_location="cpu")
-        return network_from_module(module, activations=activations, latent=latent, source=path)
     if "weights only load failed" not in str(weights_only_error).lower():
         first = (str(weights_only_error).splitlines() or [""])[0][:120]
         raise ModelError(f"{path}: cannot be read as a PyTorch model file "

@@ -1,0 +1,113 @@
+"""The single pruning entry point used by the CLI: link scores + m or eta -> PruneResult."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edgeprune.network import Network
+from edgeprune.prune.cascade import CascadeResult
+from edgeprune.prune.sparsity import prune_at_level, solve_importance_level
+from edgeprune.prune.support import check_importance_level, rank_layers, support_pairs
+
+
+@dataclass
+class PruneResult:
+    """A pruned network and its report.
+
+    ``network`` is masked and cascaded (constants of dead units folded into biases);
+    ``sparsity`` is the achieved eta after the cascade (paper eq. 9). ``per_layer`` has one dict
+    per layer: ``layer`` (1-based), ``shape`` [out, in], ``links`` / ``links_kept``,
+    ``units_in`` (units the layer had, i.e. out) / ``units_kept`` (units with a link left),
+    ``inputs_kept`` (input columns with a link left), ``sparsity`` (masked fraction of the
+    layer's links). ``unused_inputs``: input features (0-based) no link reads;
+    ``constant_outputs``: output unit (0-based) -> its constant value ``act(b)``;
+    ``support_sets``: 1-based (i, j) pairs per layer, after the cascade.
+    """
+
+    network: Network
+    importance_level: float | None
+    sparsity: float
+    per_layer: list[dict]
+    unused_inputs: list[int]
+    constant_outputs: dict[int, float]
+    support_sets: list[list[tuple[int, int]]]
+    target_sparsity: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """A JSON-friendly summary (without the network and support sets)."""
+        return {
+            "importance_level": self.importance_level,
+            "sparsity": self.sparsity,
+            "target_sparsity": self.target_sparsity,
+            "per_layer": self.per_layer,
+            "unused_inputs": self.unused_inputs,
+            "constant_outputs": {str(k): v for k, v in self.constant_outputs.items()},
+            "notes": list(self.notes),
+        }
+
+
+def build_result(
+    cascade: CascadeResult,
+    importance_level: float | None,
+    target_sparsity: float | None = None,
+) -> PruneResult:
+    """Assemble a :class:`PruneResult` from a cascaded network."""
+    net = cascade.network
+    per_layer = []
+    for k, layer in enumerate(net.layers, start=1):
+        kept = layer.n_active
+        per_layer.append(
+            {
+                "layer": k,
+                "shape": [layer.out_dim, layer.in_dim],
+                "links": layer.n_links,
+                "links_kept": kept,
+                "units_in": layer.out_dim,
+                "units_kept": cascade.units_kept[k - 1],
+                "inputs_kept": int(layer.mask.any(axis=0).sum()),
+                "sparsity": 1.0 - kept / layer.n_links,
+            }
+        )
+    return PruneResult(
+        network=net,
+        importance_level=importance_level,
+        sparsity=net.sparsity,
+        per_layer=per_layer,
+        unused_inputs=list(cascade.unused_inputs),
+        constant_outputs=dict(cascade.constant_outputs),
+        support_sets=[support_pairs(layer.mask) for layer in net.layers],
+        target_sparsity=target_sparsity,
+        notes=list(cascade.notes),
+    )
+
+
+def prune_network(
+    net: Network,
+    scores: Sequence[np.ndarray],
+    *,
+    importance_level: float | None = None,
+    sparsity: float | None = None,
+) -> PruneResult:
+    """Prune ``net`` with the SHAP-SAE support sets of its link ``scores``.
+
+    ``scores``: one non-negative (out, in) array per layer (Shapley link importances or a
+    baseline). Give exactly one of ``importance_level`` (m in (0, 1], eq. 8) or ``sparsity``
+    (target eta in [0, 1); the m whose eta after the cascade is closest is used). Links already
+    masked in ``net`` stay masked. ``net`` itself is not modified.
+    """
+    if (importance_level is None) == (sparsity is None):
+        raise ValueError("give exactly one of --importance-level or --sparsity")
+    if len(scores) != len(net.layers):
+        raise ValueError(
+            f"got link scores for {len(scores)} layers but the network has {len(net.layers)}"
+        )
+    if importance_level is not None:
+        m = check_importance_level(importance_level)
+        ranks = rank_layers(scores, [layer.mask for layer in net.layers])
+        return build_result(prune_at_level(net, ranks, m), m)
+    sol = solve_importance_level(net, scores, sparsity)
+    return build_result(sol.cascade, sol.importance_level, target_sparsity=sol.target)
