@@ -1,0 +1,91 @@
+"""One-line bundle errors and the checks that raise them (standard library + numpy only)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+REEXPORT = "the bundle is corrupted — re-export it with `edgeprune compress`"
+
+__all__ = ["REEXPORT", "BundleError", "Checker"]
+
+
+class BundleError(ValueError):
+    """A bundle that cannot be used; the message is one line: file, field, problem and fix."""
+
+
+class Checker:
+    """Raises :class:`BundleError` in the ``"<file>: <field> <problem>; <fix>"`` format."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, field: str, problem: str, fix: str = REEXPORT) -> BundleError:
+        text = f"{self.source}: {field} {problem}; {fix}"
+        return BundleError(" ".join(text.split()))
+
+    # -- meta values ------------------------------------------------------------------------
+    def integer(self, value: Any, field: str, minimum: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(field, f"must be an integer, got {value!r}")
+        if value < minimum:
+            raise self.fail(field, f"must be >= {minimum}, got {value}")
+        return value
+
+    # -- arrays -----------------------------------------------------------------------------
+    def array(
+        self,
+        arrays: dict[str, np.ndarray],
+        name: str,
+        dtype: np.dtype,
+        length: int | None = None,
+    ) -> np.ndarray:
+        """Fetch a 1-D array with exactly ``dtype`` (and ``length`` when given)."""
+        if name not in arrays:
+            raise self.fail(name, "is missing")
+        arr = arrays[name]
+        if not isinstance(arr, np.ndarray):
+            raise self.fail(name, f"is not an array ({type(arr).__name__})")
+        if arr.dtype.hasobject:
+            raise self.fail(name, "is an object array, which is refused")
+        if arr.dtype != dtype:
+            got = (
+                str(arr.dtype) if arr.dtype.isnative else f"{arr.dtype.str} (non-native byte order)"
+            )
+            raise self.fail(name, f"has dtype {got}, expected {dtype}")
+        if arr.ndim != 1:
+            raise self.fail(name, f"must be 1-D, got shape {arr.shape}")
+        if length is not None and arr.shape[0] != length:
+            raise self.fail(name, f"has length {arr.shape[0]}, expected {length}")
+        return arr
+
+    def finite(self, arr: np.ndarray, name: str) -> None:
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            pos = int(np.argmax(bad))
+            raise self.fail(name, f"holds a non-finite value ({arr[pos]}) at position {pos}")
+
+    def index_map(
+        self, arr: np.ndarray, name: str, bound: int, bound_name: str, increasing: bool
+    ) -> None:
+        """Indices in ``[0, bound)``; strictly increasing or merely unique."""
+        if arr.size == 0:
+            return
+        low = arr < 0
+        if low.any():
+            pos = int(np.argmax(low))
+            raise self.fail(name, f"has negative index {arr[pos]} at position {pos}")
+        high = arr >= bound
+        if high.any():
+            pos = int(np.argmax(high))
+            raise self.fail(
+                name, f"has index {arr[pos]} at position {pos} outside [0, {bound_name}={bound})"
+            )
+        if increasing:
+            steps = np.diff(arr) <= 0
+            if steps.any():
+                pos = int(np.argmax(steps)) + 1
+                raise self.fail(name, f"is not strictly increasing (position {pos})")
+        elif np.unique(arr).shape[0] != arr.shape[0]:
+            raise self.fail(name, "holds duplicate indices")

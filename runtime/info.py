@@ -1,0 +1,74 @@
+"""``describe(path)``: static facts about a bundle, as shown by ``edgeprune info``."""
+
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+from typing import Any
+
+from .bundle import read_bundle
+from .kernels import choose_kernel
+
+__all__ = ["describe"]
+
+_F32 = 4
+_I32 = 4
+
+
+def describe(path: str | os.PathLike[str], kernel: str = "auto") -> dict[str, Any]:
+    """Validate the bundle at ``path`` and summarize it as a JSON-serializable dict.
+
+    Byte figures: ``bytes_on_disk`` (the file), ``gzip_bytes`` (``gzip.compress`` of the file
+    bytes), ``dense_fp32_bytes`` (the compact layers stored dense: weights + biases in float32)
+    and ``csr_bytes`` (data + indices + indptr + bias arrays). ``kernel`` is the choice reported
+    per layer (``"auto"`` applies the runtime's density rule).
+    """
+    if kernel not in ("auto", "dense", "csr"):
+        raise ValueError(f"unknown kernel {kernel!r}; expected 'dense', 'csr' or 'auto'")
+    bundle = read_bundle(path)
+    raw = Path(path).read_bytes()
+    layers = []
+    dense_bytes = csr_bytes = params_dense = 0
+    for k, layer in enumerate(bundle.layers, start=1):
+        rows, cols = layer.shape
+        params_dense += rows * cols
+        dense_bytes += (rows * cols + rows) * _F32
+        csr_bytes += layer.nnz * (_F32 + _I32) + (rows + 1) * _I32 + rows * _F32
+        layers.append(
+            {
+                "index": k,
+                "shape": [rows, cols],
+                "nnz": layer.nnz,
+                "density": layer.density,
+                "activation": layer.activation,
+                "negative_slope": layer.negative_slope,
+                "kernel": choose_kernel(layer) if kernel == "auto" else kernel,
+            }
+        )
+    meta = bundle.meta
+    nnz = sum(layer.nnz for layer in bundle.layers)
+    info: dict[str, Any] = {
+        "path": os.fspath(path),
+        "format": meta["format"],
+        "version": meta["version"],
+        "kind": bundle.kind,
+        "layers": layers,
+        "input_dim": bundle.input_dim,
+        "used_inputs": int(bundle.input_index.shape[0]),
+        "output_dim": bundle.output_dim,
+        "live_outputs": int(bundle.output_index.shape[0]),
+        "constant_outputs": bundle.output_dim - int(bundle.output_index.shape[0]),
+        "latent_layer": bundle.latent_layer,
+        "latent_dim": bundle.latent_dim,
+        "live_latent": None if bundle.latent_index is None else int(bundle.latent_index.shape[0]),
+        "nnz": nnz,
+        "compact_dense_params": params_dense,
+        "bytes_on_disk": len(raw),
+        "gzip_bytes": len(gzip.compress(raw)),
+        "dense_fp32_bytes": dense_bytes,
+        "csr_bytes": csr_bytes,
+        "provenance": meta.get("provenance", {}),
+        "report": meta.get("report", {}),
+    }
+    return info
