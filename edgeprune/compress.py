@@ -20,14 +20,15 @@ from edgeprune.checkpoint import save_checkpoint
 from edgeprune.data import Dataset, explanation_set
 from edgeprune.exporters.csr import save_bundle
 from edgeprune.network import ModelError, Network
-from edgeprune.prune import compact, prune_network
-from edgeprune.prune import baselines
+from edgeprune.prune import compact, format_support_set, prune_network
+from edgeprune.prune import baseline_scores
 from edgeprune.report import format_markdown, write_json, write_text_atomic
 from edgeprune.scoring import load_link_scores, score_network
 from edgeprune.train import evaluate, train_network
 
 METHODS = ("shap-sae", "magnitude", "random", "lap")
 PARITY_TOLERANCE = 1e-5
+SUPPORT_SET_PRINT_LIMIT = 512  # networks with at most this many links get their support sets
 
 
 @dataclass
@@ -86,7 +87,7 @@ def link_scores(net: Network, ds: Dataset, opts: CompressOptions) -> tuple[list,
         scores = score_network(net, x, estimator=opts.estimator, reference=opts.reference,
                                seed=opts.seed, memory_budget=opts.memory_budget, quiet=opts.quiet)
         return scores.li(), scores.summary()
-    return baselines.method_scores(net, opts.method, seed=opts.seed), None
+    return baseline_scores(opts.method, net, seed=opts.seed), None
 
 
 def compress(net: Network, ds: Dataset, outdir: str | os.PathLike,
@@ -131,10 +132,15 @@ def compress(net: Network, ds: Dataset, outdir: str | os.PathLike,
         "constant_outputs": {int(i): float(compact_net.output_const[i])
                              for i in np.setdiff1d(np.arange(net.out_dim),
                                                    compact_net.output_index)},
+        "target_sparsity": result.target_sparsity,
+        "notes": list(result.notes),
         "finetune_epochs": opts.finetune_epochs,
         "finetune_history": history,
         "metrics": {"before": before, "after": after},
     }
+    if pruned.n_links <= SUPPORT_SET_PRINT_LIMIT:  # small enough to read, as in paper §3.1
+        report["support_sets"] = [format_support_set(pairs, k)
+                                  for k, pairs in enumerate(result.support_sets, start=1)]
     outdir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", dir=outdir.parent))
     try:

@@ -55,6 +55,7 @@ def format_summary(report: dict) -> str:
     if report.get("constant_outputs"):
         lines.append(f"constant outputs: {len(report['constant_outputs'])} of "
                      f"{report['output_dim']}")
+    lines.extend(report.get("support_sets", []))
     for name, b, a in metrics_lines(report["metrics"]["before"], report["metrics"]["after"]):
         lines.append(f"{name}: {b} -> {a}")
     if "runtime_max_abs_diff" in report:
@@ -70,7 +71,10 @@ def format_markdown(report: dict) -> str:
         "",
         f"- model: `{src.get('model', '?')}` ({report.get('network', '')})",
         f"- data: `{src.get('data', '?')}`, method `{report['method']}`"
-        + (f", estimator `{report['scoring']['estimator']}`" if report.get("scoring") else ""),
+        + (f", estimator `{report['scoring']['estimator']}`"
+           if (report.get("scoring") or {}).get("estimator") else "")
+        + (f", scores from `{report['scoring']['from']}`"
+           if (report.get("scoring") or {}).get("from") else ""),
         f"- achieved sparsity η = {report['sparsity']:.4f}"
         + (f" at importance level m = {report['importance_level']:.4f}"
            if report.get("importance_level") is not None else ""),
@@ -98,6 +102,9 @@ def format_markdown(report: dict) -> str:
         + (", ".join(f"{k}={v:.4g}" for k, v in list(report["constant_outputs"].items())[:32])
            or "none"),
     ]
+    if report.get("support_sets"):
+        lines += ["", "## Support sets (1-based (i, j): unit i of layer l, unit j of layer l-1)", ""]
+        lines += [f"- {s}" for s in report["support_sets"]]
     if "runtime_max_abs_diff" in report:
         lines += ["", f"NumPy runtime vs PyTorch on the test split: max |diff| = "
                   f"{report['runtime_max_abs_diff']:.2e}"]

@@ -113,7 +113,7 @@ def format_info(desc: dict) -> str:
     lines = [f"{desc['path']}: {desc['format']} ({desc.get('kind', '?')})"]
     for row in desc.get("layers", []):
         extra = f" kernel={row['kernel']}" if "kernel" in row else ""
-        lines.append(f"  layer {row['layer']}: {row['shape'][0]} x {row['shape'][1]} "
+        lines.append(f"  layer {row.get('layer', row.get('index'))}: {row['shape'][0]} x {row['shape'][1]} "
                      f"{row['activation']:<10} nnz={row['nnz']}{extra}")
     for key in ("nnz", "sparsity", "input_dim", "used_inputs", "output_dim", "constant_outputs",
                 "dense_fp32_bytes", "csr_bytes", "bytes_on_disk", "gzip_bytes"):
