@@ -28,13 +28,15 @@ def main(argv: list[str] | None = None) -> int:
     print("== 1. train a 64-32-8-32-64 autoencoder on scikit-learn's digits (8x8 images)")
     print(train_autoencoder("digits", hidden="32,8", epochs=60, seed=0, output=out / "model.pt",
                             quiet=True))
-    print("\n== 2. score every link with Shapley values and prune at importance level m = 0.8")
+    print("\n== 2. score every link with Shapley values, prune at importance level m = 0.8, "
+          "fine-tune 10 epochs")
     from edgeprune.checkpoint import load_network
 
     net = load_network(out / "model.pt")
     ds = load_dataset("digits", seed=0)
     result = compress(net, ds, out / "compressed",
                       CompressOptions(importance_level=0.8, samples=256, seed=0, quiet=True,
+                                      finetune_epochs=10,
                                       provenance={"model": str(out / "model.pt")}))
     print(format_summary(result.report))
     scoring = result.report["scoring"]
@@ -47,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"runtime output {y_rt.shape} on {len(ds.x_test)} test images; "
           f"max |runtime - PyTorch| = {np.max(np.abs(y_rt - y_pt)):.2e}")
     print(f"bundle: {model.nnz} non-zero weights; layers: "
-          + ", ".join(f"{row['shape'][0]}x{row['shape'][1]}/{row['kernel']}"
+          + ", ".join(f"{row.shape[0]}x{row.shape[1]}/{row.kernel}"
                       for row in model.layers))
     print(f"\nartifacts in {out}/compressed: pruned.pt model.npz report.json report.md "
           f"({time.perf_counter() - t0:.0f} s in all)")
