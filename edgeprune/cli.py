@@ -26,6 +26,12 @@ def _user_errors(fn):
         except (ValueError, OSError) as exc:  # ModelError, DataError, BundleError, IO problems
             msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise click.ClickException(msg) from None
+        except ImportError as exc:  # a base install (numpy/scipy/click) runs bundles only
+            name = getattr(exc, "name", None) or str(exc)
+            raise click.ClickException(
+                f"this command needs the Python package {name!r}, which is not installed; "
+                "install the extras with: pip install 'edgeprune[torch]'"
+            ) from None
         except KeyboardInterrupt:
             raise click.Abort() from None
         except Exception as exc:  # noqa: BLE001 - last resort: one line, traceback on request
