@@ -20,8 +20,7 @@ from edgeprune.checkpoint import save_checkpoint
 from edgeprune.data import Dataset, explanation_set
 from edgeprune.exporters.csr import save_bundle
 from edgeprune.network import ModelError, Network
-from edgeprune.prune import compact, format_support_set, prune_network
-from edgeprune.prune import baseline_scores
+from edgeprune.prune import baseline_scores, compact, format_support_set, prune_network
 from edgeprune.report import format_markdown, write_json, write_text_atomic
 from edgeprune.scoring import load_link_scores, score_network
 from edgeprune.train import evaluate, train_network
