@@ -53,9 +53,10 @@ class LayerScores:
     ``stderr`` (out, in): RMS over x of the estimator's standard error of phi_ij(x), None for the
     exact estimators (exact, linear, and kernel when its design enumerates every coalition);
     ``estimator``: the estimator actually used (``auto`` resolved); ``n_evaluations``: activation
-    evaluations per (unit, sample) pair; ``info``: estimator details (permutations used, achieved
-    relative error, coalitions, ...); ``phi`` (N, out, in): every value, only with
-    ``return_phi=True``.
+    evaluations per (unit, sample) pair; ``info``: estimator details (``permutations``,
+    ``rounds``, ``coalitions``, ``enumerated``, ...) and, with a standard error, ``rel_error`` =
+    ``stderr.mean() / li.mean()``; ``phi`` (N, out, in): every value, only with
+    ``return_phi=True`` (a field rather than a second return value, so the return type is fixed).
     """
 
     li: np.ndarray
