@@ -15,12 +15,12 @@ Formats, safest first (DESIGN section 3):
 from __future__ import annotations
 
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from edgeprune.fileio import atomic_path
 from edgeprune.network import Layer, ModelError, Network, parse_activations
 
 CHECKPOINT_FORMAT = "edgeprune-checkpoint"
@@ -80,17 +80,9 @@ def _jsonable(obj):
 def save_checkpoint(net: Network, path: str | os.PathLike) -> Path:
     """Write ``net`` as an edgeprune checkpoint, atomically (temp file, then rename)."""
     torch = _torch()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(network_state(net), tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return Path(path)
 
 
 # ---------------------------------------------------------------------------------------------

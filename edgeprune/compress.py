@@ -19,9 +19,10 @@ from edgeprune import __version__
 from edgeprune.checkpoint import save_checkpoint
 from edgeprune.data import Dataset, explanation_set
 from edgeprune.exporters.csr import save_bundle
+from edgeprune.fileio import write_text_atomic
 from edgeprune.network import ModelError, Network
 from edgeprune.prune import baseline_scores, compact, format_support_set, prune_network
-from edgeprune.report import format_markdown, write_json, write_text_atomic
+from edgeprune.report import format_markdown, write_json
 from edgeprune.scoring import load_link_scores, score_network
 from edgeprune.train import evaluate, train_network
 

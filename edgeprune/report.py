@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
+
+from edgeprune.fileio import write_text_atomic
 
 
 def layer_table(per_layer: list[dict]) -> list[list[str]]:
@@ -109,19 +110,6 @@ def format_markdown(report: dict) -> str:
         lines += ["", f"NumPy runtime vs PyTorch on the test split: max |diff| = "
                   f"{report['runtime_max_abs_diff']:.2e}"]
     return "\n".join(lines) + "\n"
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
 
 
 def write_json(path: str | os.PathLike, obj: dict) -> Path:

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from edgeprune.fileio import atomic_path
 from edgeprune.network import ModelError, Network
 from edgeprune.shapley import ESTIMATORS, LayerScores, score_layer
 
@@ -97,15 +97,8 @@ def save_scores(scores: NetworkScores, path: str | os.PathLike) -> Path:
         arrays[f"var{k}"] = s.var
         if s.stderr is not None:
             arrays[f"stderr{k}"] = s.stderr
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".npz") as tmp:
         np.savez_compressed(tmp, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import gzip
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from edgeprune.fileio import atomic_path
 from edgeprune.network import ModelError
 
 
@@ -40,15 +40,8 @@ def train_autoencoder(data_spec: str, *, hidden: str = "32,8", activation: str =
 
 
 def _save_npy_atomic(path: Path, arr: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npy", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".npy") as tmp:
         np.save(tmp, arr)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def run_bundle(bundle: str | os.PathLike, inputs: str | os.PathLike, output: str | os.PathLike,
