@@ -158,25 +158,34 @@ def score(model, data_spec, estimator, samples, reference, seed, memory_budget, 
 @click.option("--finetune-epochs", type=click.IntRange(0), default=0, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--memory-budget", type=float, default=2.0, show_default=True, help="GB.")
+@click.option("--export", "export_formats", default="auto", show_default=True,
+              help="Artifacts besides model.npz: onnx,tflite (auto: every installed format).")
+@click.option("--onnx-sparse-initializers", is_flag=True,
+              help="Store ONNX weights as sparse initializers (smaller file; ORT densifies).")
+@click.option("--tflite-sparse", is_flag=True, help="Store TFLite weights as sparse tensors.")
 @click.option("-o", "--output", "outdir", required=True, type=click.Path(file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print report.json instead of the table.")
 @click.option("-q", "--quiet", is_flag=True)
 @with_model_options
 @_user_errors
 def compress(model, data_spec, importance_level, sparsity, method, estimator, reference, samples,
-             scores_path, finetune_epochs, seed, memory_budget, outdir, as_json, quiet,
+             scores_path, finetune_epochs, seed, memory_budget, export_formats,
+             onnx_sparse_initializers, tflite_sparse, outdir, as_json, quiet,
              activations, latent, trust_pickle):
     """Prune MODEL (SHAP-SAE or a baseline) and write pruned.pt, model.npz and reports."""
     from edgeprune.compress import CompressOptions
     from edgeprune.compress import compress as run_compress
     from edgeprune.data import load_dataset
+    from edgeprune.export import ExportOptions
     from edgeprune.report import format_summary
 
     opts = CompressOptions(importance_level=importance_level, sparsity=sparsity, method=method,
                            estimator=estimator, reference=reference, samples=samples, seed=seed,
                            finetune_epochs=finetune_epochs, scores_path=scores_path,
                            memory_budget=int(memory_budget * 1024**3), quiet=quiet,
-                           provenance={"model": str(model)})
+                           provenance={"model": str(model)}, export=export_formats,
+                           export_options=ExportOptions(onnx_sparse_initializers,
+                                                        tflite_sparse))
     opts.validate()  # bad options fail before the model and data are read
     net = _load_model(model, activations, latent, trust_pickle)
     ds = load_dataset(data_spec, seed=seed)
@@ -185,7 +194,37 @@ def compress(model, data_spec, importance_level, sparsity, method, estimator, re
         click.echo(json.dumps(result.report, indent=2))
     else:
         click.echo(format_summary(result.report))
-        click.echo(f"wrote {outdir}/pruned.pt, model.npz, report.json, report.md")
+        names = ", ".join(f"model.{f}" for f in result.report.get("artifacts", {"npz": 0}))
+        click.echo(f"wrote {outdir}/: pruned.pt, {names}, report.json, report.md")
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("pruned", type=click.Path())
+@click.option("--format", "formats", default="auto", show_default=True,
+              help="Comma-separated subset of npz,onnx,tflite (auto: every installed format).")
+@click.option("--data", "data_spec", default=None,
+              help="Inputs for the parity check (default: the data compress used).")
+@click.option("--onnx-sparse-initializers", is_flag=True,
+              help="Store ONNX weights as sparse initializers (smaller file; ORT densifies).")
+@click.option("--tflite-sparse", is_flag=True, help="Store TFLite weights as sparse tensors.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("-o", "--output", "outdir", required=True, type=click.Path(file_okay=False))
+@with_model_options
+@_user_errors
+def export(pruned, formats, data_spec, onnx_sparse_initializers, tflite_sparse, seed, outdir,
+           activations, latent, trust_pickle):
+    """Export PRUNED (a compress output directory or a pruned checkpoint) to npz/ONNX/TFLite,
+    each checked against PyTorch on real inputs."""
+    from edgeprune.export import ExportOptions, export_pruned
+
+    result = export_pruned(pruned, outdir, formats=formats, data_spec=data_spec, seed=seed,
+                           options=ExportOptions(onnx_sparse_initializers, tflite_sparse),
+                           activations=activations, latent=latent, trust_pickle=trust_pickle)
+    for note in result["notes"]:
+        click.echo(f"note: {note}")
+    for art in result["written"].values():
+        click.echo(f"wrote {art['path']} ({art['bytes']} bytes; max |diff| vs PyTorch "
+                   f"{art['max_abs_diff_vs_pytorch']:.2e} on {result['data']})")
 
 
 @main.command(context_settings=CONTEXT)

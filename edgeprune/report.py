@@ -61,6 +61,10 @@ def format_summary(report: dict) -> str:
         lines.append(f"{name}: {b} -> {a}")
     if "runtime_max_abs_diff" in report:
         lines.append(f"runtime vs PyTorch: max |diff| = {report['runtime_max_abs_diff']:.2e}")
+    for fmt, art in (report.get("artifacts") or {}).items():
+        lines.append(f"model.{fmt}: {art['bytes']} bytes, max |diff| vs PyTorch "
+                     f"{art['max_abs_diff_vs_pytorch']:.2e}")
+    lines.extend(f"note: {n}" for n in report.get("export_notes", []))
     return "\n".join(lines)
 
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import gzip
 import os
 from pathlib import Path
 
 import numpy as np
 
+from edgeprune.artifact_info import describe_onnx, describe_tflite, file_sizes
 from edgeprune.fileio import atomic_path
 from edgeprune.network import ModelError
 
@@ -67,11 +67,6 @@ def run_bundle(bundle: str | os.PathLike, inputs: str | os.PathLike, output: str
     return tuple(y.shape)
 
 
-def _file_sizes(path: Path) -> dict:
-    raw = path.read_bytes()
-    return {"bytes_on_disk": len(raw), "gzip_bytes": len(gzip.compress(raw, 9))}
-
-
 def describe_artifact(path: str | os.PathLike, *, activations: str | None = None,
                       latent: int | None = None, trust_pickle: bool = False) -> dict:
     """Format, layers, shapes, non-zeros and byte counts of a bundle, checkpoint or outdir."""
@@ -87,6 +82,10 @@ def describe_artifact(path: str | os.PathLike, *, activations: str | None = None
         from edgeprune.runtime.info import describe
 
         return describe(path)
+    if path.suffix == ".onnx":
+        return describe_onnx(path)
+    if path.suffix == ".tflite":
+        return describe_tflite(path)
     from edgeprune.checkpoint import load_network
 
     net = load_network(path, activations=activations, latent=latent, trust_pickle=trust_pickle)
@@ -98,7 +97,7 @@ def describe_artifact(path: str | os.PathLike, *, activations: str | None = None
             "network": net.describe(), "layers": layers, "nnz": nnz,
             "parameters_dense": net.n_links, "sparsity": 1 - nnz / net.n_links,
             "dense_fp32_bytes": 4 * sum(layer.n_links + layer.out_dim for layer in net.layers),
-            **_file_sizes(path)}
+            **file_sizes(path)}
 
 
 def format_info(desc: dict) -> str:
@@ -106,7 +105,9 @@ def format_info(desc: dict) -> str:
     lines = [f"{desc['path']}: {desc['format']} ({desc.get('kind', '?')})"]
     for row in desc.get("layers", []):
         extra = f" kernel={row['kernel']}" if "kernel" in row else ""
-        lines.append(f"  layer {row.get('layer', row.get('index'))}: {row['shape'][0]} x {row['shape'][1]} "
+        extra += f" storage={row['storage']}" if "storage" in row else ""
+        shape = " x ".join(str(d) for d in row["shape"])
+        lines.append(f"  layer {row.get('layer', row.get('index'))}: {shape} "
                      f"{row['activation']:<10} nnz={row['nnz']}{extra}")
     for key in ("nnz", "sparsity", "input_dim", "used_inputs", "output_dim", "constant_outputs",
                 "dense_fp32_bytes", "csr_bytes", "bytes_on_disk", "gzip_bytes"):

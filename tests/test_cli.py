@@ -133,3 +133,24 @@ def test_run_rejects_wrong_width(runner, tmp_path, small_model, npy_data):
     _fails(runner.invoke(main, ["run", str(tmp_path / "c" / "model.npz"), str(tmp_path / "x.npy"),
                                 "-o", str(tmp_path / "y.npy")]))
     assert not (tmp_path / "y.npy").exists()
+
+
+def test_export_command_writes_verified_artifacts(runner, tmp_path, small_model, npy_data):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("ai_edge_litert")
+    _ok(runner.invoke(main, ["compress", str(small_model), "--data", npy_data, "--sparsity", "0.8",
+                             "--method", "magnitude", "--export", "npz", "-q",
+                             "-o", str(tmp_path / "c")]))
+    assert not (tmp_path / "c" / "model.onnx").exists()
+    out = _ok(runner.invoke(main, ["export", str(tmp_path / "c"), "--format", "onnx,tflite,npz",
+                                   "--onnx-sparse-initializers", "--tflite-sparse",
+                                   "-o", str(tmp_path / "e")]))
+    assert out.count("max |diff| vs PyTorch") == 3
+    for fmt in ("onnx", "tflite", "npz"):
+        assert (tmp_path / "e" / f"model.{fmt}").stat().st_size > 0
+    info = json.loads(_ok(runner.invoke(main, ["info", str(tmp_path / "e" / "model.onnx"),
+                                               "--json"])))
+    assert info["format"] == "onnx" and info["gzip_bytes"] > 0
+    _fails(runner.invoke(main, ["export", str(tmp_path / "c"), "--format", "pdf",
+                                "-o", str(tmp_path / "x")]), "--format")
+    assert not (tmp_path / "x").exists()

@@ -9,6 +9,7 @@ from edgeprune import runtime
 from edgeprune.checkpoint import load_network
 from edgeprune.compress import CompressOptions, compress
 from edgeprune.data import load_dataset
+from edgeprune.export import format_available
 from edgeprune.torch_network import torch_forward
 from tests.conftest import make_network
 
@@ -55,8 +56,11 @@ def test_importance_level_and_reports(tmp_path, npy_data):
     assert {"before", "after"} <= set(rep["metrics"])
     md = (tmp_path / "o" / "report.md").read_text()
     assert "| layer |" in md and "η" in md
-    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == [
-        "model.npz", "pruned.pt", "report.json", "report.md"]
+    extra = [f"model.{f}" for f in ("onnx", "tflite") if format_available(f)[0]]
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == sorted([
+        "model.npz", "pruned.pt", "report.json", "report.md", *extra])
+    for fmt, art in rep["artifacts"].items():
+        assert art["max_abs_diff_vs_pytorch"] <= 1e-5, fmt
 
 
 def test_finetune_keeps_pruned_weights_zero(tmp_path, npy_data):

@@ -1,0 +1,172 @@
+"""Writing a pruned network as deployable artifacts (``npz``, ``onnx``, ``tflite``), each one
+run in its own runtime on real inputs and checked against the masked PyTorch model."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgeprune import __version__
+from edgeprune.compact_types import CompactNetwork
+from edgeprune.network import ModelError, Network
+
+FORMATS = ("npz", "onnx", "tflite")
+PARITY_TOLERANCE = 1e-5
+VERIFY_SAMPLES = 256
+
+
+@dataclass
+class ExportOptions:
+    """How to encode the weights in each format (DESIGN section 6)."""
+
+    onnx_sparse_initializers: bool = False
+    tflite_sparse: bool = False
+
+
+def parse_formats(spec: str | None) -> tuple[list[str], list[str]]:
+    """``"onnx,npz"`` -> (formats to write, notes for formats skipped). ``None`` or ``"auto"``
+    means every format whose dependencies are installed."""
+    if spec is None or spec.strip() == "auto":
+        chosen, notes = [], []
+        for fmt in FORMATS:
+            ok, why = format_available(fmt)
+            (chosen.append(fmt) if ok else notes.append(f"{fmt}: skipped ({why})"))
+        return chosen, notes
+    names = [s.strip().lower() for s in spec.split(",") if s.strip()]
+    bad = [n for n in names if n not in FORMATS]
+    if bad or not names:
+        raise ModelError(f"--format/--export {spec!r}: use a comma-separated subset of "
+                         f"{','.join(FORMATS)} (or auto)")
+    for fmt in names:
+        ok, why = format_available(fmt)
+        if not ok:
+            raise ModelError(f"--format {fmt}: {why}")
+    return names, []
+
+
+def format_available(fmt: str) -> tuple[bool, str]:
+    """Whether the exporter and the runtime that verifies ``fmt`` are importable."""
+    if fmt == "npz":
+        return True, ""
+    if fmt == "onnx":
+        from edgeprune.exporters.onnx import onnx_available, onnxruntime_available
+
+        if not onnx_available() or not onnxruntime_available():
+            return False, "needs onnx and onnxruntime: pip install 'edgeprune[export]'"
+        return True, ""
+    if fmt == "tflite":
+        from edgeprune.exporters.tflite import tflite_available
+
+        if not tflite_available():
+            return False, "needs tflite and flatbuffers: pip install 'edgeprune[export]'"
+        from edgeprune.exporters.tflite import interpreter_available
+
+        if not interpreter_available():
+            return False, "needs a TFLite interpreter: pip install 'edgeprune[litert]'"
+        return True, ""
+    return False, f"unknown format {fmt!r}"
+
+
+def write_artifacts(pruned: Network, compact_net: CompactNetwork, x_verify: np.ndarray,
+                    outdir: Path, formats: list[str], options: ExportOptions | None = None,
+                    metadata: dict | None = None) -> dict[str, dict]:
+    """Write ``model.<fmt>`` for each format into ``outdir``; verify each against PyTorch.
+
+    Returns per format: path, bytes on disk, max |artifact - PyTorch| on ``x_verify``."""
+    from edgeprune.torch_network import torch_forward
+
+    options = options or ExportOptions()
+    x = np.ascontiguousarray(x_verify[:VERIFY_SAMPLES], dtype=np.float32)
+    reference = torch_forward(pruned, x)
+    meta = {"edgeprune_version": __version__, "source_fingerprint": pruned.fingerprint(),
+            "sparsity": pruned.sparsity, **(metadata or {})}
+    written: dict[str, dict] = {}
+    for fmt in formats:
+        path = outdir / f"model.{fmt}"
+        if fmt == "npz":
+            from edgeprune import runtime
+            from edgeprune.exporters.csr import save_bundle
+
+            save_bundle(compact_net, path, provenance=meta,
+                        report={"sparsity": pruned.sparsity, "links_total": pruned.n_links,
+                                "links_kept": pruned.n_active, **(metadata or {}).get(
+                                    "report", {})})
+            diff = _max_diff(runtime.load(path)(x), reference)
+            if not diff <= PARITY_TOLERANCE:
+                path.unlink()
+                raise ModelError(f"{path.name}: the NumPy runtime differs from PyTorch by "
+                                 f"{diff:.3g} (> {PARITY_TOLERANCE}); this is a bug, please "
+                                 "report it")
+        elif fmt == "onnx":
+            from edgeprune.exporters.onnx import export_onnx, run_onnx
+
+            export_onnx(compact_net, path, sparse_initializers=options.onnx_sparse_initializers,
+                        metadata=_flat(meta), verify_inputs=x, verify_reference=reference)
+            diff = _max_diff(run_onnx(path, x), reference)
+        elif fmt == "tflite":
+            from edgeprune.exporters.tflite import export_tflite, run_tflite
+
+            export_tflite(compact_net, path, sparse=options.tflite_sparse, metadata=_flat(meta),
+                          verify_inputs=x, verify_reference=reference)
+            diff = _max_diff(run_tflite(path, x), reference)
+        else:  # pragma: no cover - parse_formats rejects it
+            raise ModelError(f"unknown format {fmt!r}")
+        written[fmt] = {"path": str(path), "bytes": path.stat().st_size,
+                        "max_abs_diff_vs_pytorch": diff}
+    return written
+
+
+def _max_diff(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.max(np.abs(np.asarray(a, np.float64) - b))) if len(b) else 0.0
+
+
+def _flat(meta: dict) -> dict:
+    return {k: (v if isinstance(v, (str, int, float)) else json.dumps(v)) for k, v in meta.items()}
+
+
+def resolve_pruned(source: str | os.PathLike) -> tuple[Path, dict]:
+    """A ``compress`` output directory or a pruned checkpoint -> (checkpoint, its report)."""
+    source = Path(source)
+    if source.is_dir():
+        ckpt = source / "pruned.pt"
+        if not ckpt.is_file():
+            raise ModelError(f"{source}: no pruned.pt in this directory; give a `compress` "
+                             "output directory or a pruned checkpoint")
+        report_path = source / "report.json"
+        report = json.loads(report_path.read_text()) if report_path.is_file() else {}
+        return ckpt, report
+    if not source.is_file():
+        raise ModelError(f"{source}: no such file or directory")
+    return source, {}
+
+
+def export_pruned(source: str | os.PathLike, outdir: str | os.PathLike, *,
+                  formats: str | None = None, data_spec: str | None = None, seed: int = 0,
+                  options: ExportOptions | None = None, activations: str | None = None,
+                  latent: int | None = None, trust_pickle: bool = False) -> dict:
+    """``edgeprune export``: write the artifacts of a pruned model into ``outdir``.
+
+    Verification inputs come from ``data_spec``, else from the data recorded by ``compress``."""
+    from edgeprune.checkpoint import load_network
+    from edgeprune.data import load_dataset
+    from edgeprune.prune import compact
+
+    chosen, notes = parse_formats(formats)
+    ckpt, report = resolve_pruned(source)
+    net = load_network(ckpt, activations=activations, latent=latent, trust_pickle=trust_pickle)
+    spec = data_spec or (report.get("source") or {}).get("data") or net.meta.get("trained_on")
+    if not spec:
+        raise ModelError(f"{ckpt}: no record of the data it was pruned on; pass --data SPEC so "
+                         "the artifacts can be checked on real inputs")
+    ds = load_dataset(spec, seed=seed)
+    if ds.dim != net.in_dim:
+        raise ModelError(f"data {spec!r} has {ds.dim} features but the model reads "
+                         f"{net.in_dim}; pass --data with {net.in_dim}-feature samples")
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    written = write_artifacts(net, compact(net), ds.x_test, outdir, chosen, options)
+    return {"written": written, "notes": notes, "data": spec}

@@ -1,0 +1,286 @@
+"""TFLite exporter: parity in LiteRT (dense and CSR-sparse weights), structure, failures."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+
+import numpy as np
+import pytest
+from edgeprune.exporters.errors import ExportError
+from edgeprune.exporters.tflite import (
+    build_tflite_model,
+    export_tflite,
+    interpreter_available,
+    load_interpreter,
+    run_tflite,
+    sparse_weight_tensors,
+)
+
+from edgeprune.network import Layer, Network
+from edgeprune.prune import cascade_dead_units, compact
+from tests.conftest import make_network
+
+tflite = pytest.importorskip("tflite")
+pytest.importorskip("flatbuffers")
+torch = pytest.importorskip("torch")
+
+ACTIVATION_SETS = {
+    "relu": ["relu"] * 3,
+    "leaky_relu": ["leaky_relu"] * 3,
+    "sigmoid": ["sigmoid"] * 3,
+    "tanh": ["tanh"] * 3,
+    "identity": ["identity"] * 3,
+    "mixed": ["relu", "leaky_relu", "tanh", "identity", "sigmoid"],
+}
+
+
+def pruned_network(acts: list[str], seed: int = 0, keep: float = 0.6):
+    """A masked, cascaded network with unused inputs and constant outputs, and its compact form."""
+    dims = [14] + [10, 6, 8, 9][: len(acts) - 1] + [12]
+    net = make_network(acts, dims, seed=seed, weak_inputs=(0, 5), weak_outputs=(2, 7))
+    rng = np.random.default_rng(seed + 1)
+    for layer in net.layers:
+        layer.mask = (np.abs(layer.weight) > 1e-3) & (rng.random(layer.weight.shape) < keep)
+    pruned = cascade_dead_units(net).network
+    small = compact(pruned)
+    assert small.layers and small.input_index.size < 14 and small.output_index.size < 12
+    return pruned, small
+
+
+def batch(n: int, width: int, seed: int = 3) -> np.ndarray:
+    return (np.random.default_rng(seed).random((n, width), dtype=np.float32) * 4 - 2)
+
+
+def max_diff(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
+
+
+def model_ops(data: bytes) -> list[tuple[int, object]]:
+    """(builtin code, parsed operator) for every operator of the first subgraph."""
+    model = tflite.Model.GetRootAs(data, 0)
+    graph = model.Subgraphs(0)
+    out = []
+    for i in range(graph.OperatorsLength()):
+        op = graph.Operators(i)
+        out.append((model.OperatorCodes(op.OpcodeIndex()).BuiltinCode(), op))
+    return out
+
+
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse"])
+@pytest.mark.parametrize("name", list(ACTIVATION_SETS))
+def test_parity_and_structure(tmp_path, name, sparse):
+    pytest.importorskip("ai_edge_litert")
+    from edgeprune.torch_network import torch_forward
+
+    pruned, small = pruned_network(ACTIVATION_SETS[name])
+    x = batch(64, small.input_dim)
+    path = export_tflite(small, tmp_path / "m.tflite", sparse=sparse, verify_inputs=x,
+                         verify_reference=torch_forward(pruned, x))
+    interpreter = load_interpreter(path)
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    assert list(inp["shape"]) == [1, small.input_dim]
+    assert list(inp["shape_signature"]) == [-1, small.input_dim]
+    assert list(out["shape_signature"]) == [-1, small.output_dim]
+    for n in (1, 64):
+        interpreter.resize_tensor_input(inp["index"], [n, small.input_dim], strict=True)
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(inp["index"], x[:n])
+        interpreter.invoke()
+        got = interpreter.get_tensor(out["index"])
+        assert got.shape == (n, small.output_dim)
+        assert max_diff(got, small.forward(x[:n])) <= 1e-5
+        assert max_diff(got, torch_forward(pruned, x[:n])) <= 1e-5
+        dead = np.setdiff1d(np.arange(small.output_dim), small.output_index)
+        assert np.array_equal(got[:, dead], np.broadcast_to(small.output_const[dead],
+                                                            (n, dead.size)))  # bit-exact
+        assert max_diff(run_tflite(path, x[:n]), got) == 0.0
+
+    kept = sparse_weight_tensors(interpreter)
+    if sparse:  # loaded as CSR: the runtime holds only the non-zeros
+        assert set(kept) == {f"layer{k}.weight" for k in range(1, len(small.layers) + 1)}
+        details = {t["name"]: t for t in interpreter.get_tensor_details()}
+        for k, layer in enumerate(small.layers, start=1):
+            dims = kept[f"layer{k}.weight"]["dim_metadata"]
+            assert dims[0]["dense_size"] == layer.weight.shape[0]
+            assert list(dims[1]["array_segments"])[-1] == layer.nnz
+            assert interpreter.get_tensor(details[f"layer{k}.weight"]["index"]).size == layer.nnz
+    else:
+        assert kept == {}
+
+    ops = model_ops(path.read_bytes())
+    codes = [code for code, _ in ops]
+    op = tflite.BuiltinOperator
+    assert codes[0] == op.GATHER and codes[-3:] == [op.PAD, op.GATHER, op.ADD]
+    assert codes.count(op.FULLY_CONNECTED) == len(small.layers)
+    acts = [layer.activation for layer in small.layers]
+    assert codes.count(op.LOGISTIC) == acts.count("sigmoid")
+    assert codes.count(op.TANH) == acts.count("tanh")
+    assert codes.count(op.LEAKY_RELU) == acts.count("leaky_relu")
+    fused = []
+    for code, operator in ops:
+        if code == op.FULLY_CONNECTED:
+            options = tflite.FullyConnectedOptions()
+            table = operator.BuiltinOptions()
+            options.Init(table.Bytes, table.Pos)
+            fused.append(options.FusedActivationFunction())
+        if code == op.LEAKY_RELU:
+            options = tflite.LeakyReluOptions()
+            table = operator.BuiltinOptions()
+            options.Init(table.Bytes, table.Pos)
+            assert options.Alpha() == pytest.approx(0.2)
+    relu = tflite.ActivationFunctionType.RELU
+    assert fused == [relu if a == "relu" else tflite.ActivationFunctionType.NONE for a in acts]
+
+
+def test_torch_sequential_model(tmp_path):
+    pytest.importorskip("ai_edge_litert")
+    from edgeprune.checkpoint import network_from_module
+    from edgeprune.torch_network import torch_forward
+
+    torch.manual_seed(0)
+    seq = torch.nn.Sequential(torch.nn.Linear(16, 12), torch.nn.ReLU(), torch.nn.Linear(12, 6),
+                              torch.nn.Tanh(), torch.nn.Linear(6, 12), torch.nn.LeakyReLU(0.2),
+                              torch.nn.Linear(12, 16), torch.nn.Sigmoid())
+    net = network_from_module(seq, latent=2)
+    rng = np.random.default_rng(0)
+    for layer in net.layers:
+        layer.mask = rng.random(layer.weight.shape) < 0.5
+    net.layers[0].mask[:, [1, 9]] = False  # unused inputs
+    net.layers[-1].mask[[0, 4], :] = False  # constant outputs
+    pruned = cascade_dead_units(net).network
+    small = compact(pruned)
+    with torch.no_grad():  # the user's own module with the pruned links zeroed
+        for lin, layer in zip([m for m in seq if isinstance(m, torch.nn.Linear)], pruned.layers):
+            lin.weight.copy_(torch.from_numpy(layer.masked_weight))
+            lin.bias.copy_(torch.from_numpy(layer.bias))
+    x = batch(64, 16)
+    with torch.no_grad():
+        ref = seq(torch.from_numpy(x)).numpy()
+    assert max_diff(ref, torch_forward(pruned, x)) <= 1e-5
+    for sparse in (False, True):
+        path = export_tflite(small, tmp_path / f"seq{sparse}.tflite", sparse=sparse,
+                             verify_inputs=x, verify_reference=ref)
+        assert max_diff(run_tflite(path, x[:1]), ref[:1]) <= 1e-5
+        assert max_diff(run_tflite(path, x), ref) <= 1e-5
+
+
+def test_sparse_weights_are_smaller_at_90_percent(tmp_path):
+    net = make_network(["relu", "relu", "sigmoid"], [128, 64, 32, 128], seed=2)
+    for layer in net.layers:
+        layer.mask = np.abs(layer.weight) >= np.quantile(np.abs(layer.weight), 0.9)
+    small = compact(cascade_dead_units(net).network)
+    verify = interpreter_available()
+    dense = export_tflite(small, tmp_path / "dense.tflite", verify=verify)
+    sparse = export_tflite(small, tmp_path / "sparse.tflite", sparse=True, verify=verify)
+    assert sparse.stat().st_size < 0.5 * dense.stat().st_size
+
+
+def test_wrong_reference_raises_and_writes_nothing(tmp_path):
+    pytest.importorskip("ai_edge_litert")
+    _, small = pruned_network(ACTIVATION_SETS["mixed"])
+    x = batch(8, small.input_dim)
+    wrong = small.forward(x)
+    wrong[3, 4] += 1e-3
+    target = tmp_path / "m.tflite"
+    with pytest.raises(ExportError, match="differs from the reference"):
+        export_tflite(small, target, verify_inputs=x, verify_reference=wrong)
+    assert list(tmp_path.iterdir()) == []
+    target.write_bytes(b"previous")  # a failed export leaves an existing file alone
+    with pytest.raises(ExportError):
+        export_tflite(small, target, sparse=True, verify_inputs=x, verify_reference=wrong)
+    assert target.read_bytes() == b"previous" and len(list(tmp_path.iterdir())) == 1
+
+
+def test_unsupported_activation_raises_before_writing(tmp_path, monkeypatch):
+    _, small = pruned_network(ACTIVATION_SETS["relu"])
+    small.layers[2].activation = "softplus"
+    import edgeprune.exporters.tflite as module
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("the model must not be built")
+
+    monkeypatch.setattr(module, "build_tflite_model", no_build)
+    with pytest.raises(ExportError) as info:
+        export_tflite(small, tmp_path / "m.tflite", verify=False)
+    message = str(info.value)
+    assert "\n" not in message and "layer 3" in message and "'softplus'" in message
+    assert "TFLite" in message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_all_constant_network(tmp_path):
+    pytest.importorskip("ai_edge_litert")
+    from edgeprune.torch_network import torch_forward
+
+    net = make_network(["relu", "tanh", "sigmoid"], [9, 5, 4, 7], seed=4)
+    net.layers[1].mask[:] = False  # nothing reaches the last layers: every output is constant
+    small = compact(cascade_dead_units(net).network)
+    assert small.layers == []
+    x = batch(64, 9)
+    path = export_tflite(small, tmp_path / "const.tflite", verify_inputs=x,
+                         verify_reference=torch_forward(net, x))
+    for n in (1, 64):
+        got = run_tflite(path, x[:n])
+        assert got.shape == (n, 7)
+        assert max_diff(got, np.broadcast_to(small.output_const, (n, 7))) == 0.0
+        assert max_diff(got, torch_forward(net, x[:n])) <= 1e-5
+    interpreter = load_interpreter(path)
+    assert list(interpreter.get_input_details()[0]["shape_signature"]) == [-1, 9]
+
+
+def test_metadata_description_and_signature(tmp_path):
+    net = Network([Layer(np.eye(3, dtype=np.float32), np.zeros(3, np.float32), "tanh")])
+    small = compact(net)
+    small.meta["provenance"] = {"source_fingerprint": net.fingerprint()}
+    path = export_tflite(small, tmp_path / "m.tflite", metadata={"dataset": "digits"},
+                         verify=interpreter_available())
+    model = tflite.Model.GetRootAs(path.read_bytes(), 0)
+    assert model.MetadataLength() == 1 and model.Metadata(0).Name() == b"edgeprune"
+    raw = model.Buffers(model.Metadata(0).Buffer()).DataAsNumpy().tobytes()
+    meta = json.loads(raw.decode("utf-8"))
+    from edgeprune import __version__
+
+    assert meta["edgeprune_version"] == __version__ and meta["dataset"] == "digits"
+    assert meta["source_fingerprint"] == net.fingerprint() and float(meta["eta"]) == 0.0
+    assert model.Description().startswith(b"edgeprune ")
+    assert [code for code, _ in model_ops(path.read_bytes())] == [
+        tflite.BuiltinOperator.FULLY_CONNECTED, tflite.BuiltinOperator.TANH]
+    if interpreter_available():
+        signatures = load_interpreter(path).get_signature_list()
+        assert signatures == {"serving_default": {"inputs": ["input"], "outputs": ["output"]}}
+
+
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse"])
+def test_xnnpack_on(tmp_path, sparse):
+    """With XNNPACK on, sparse FULLY_CONNECTED ops stay on the built-in kernel: same result."""
+    pytest.importorskip("ai_edge_litert")
+    _, small = pruned_network(ACTIVATION_SETS["mixed"])
+    x = batch(64, small.input_dim)
+    path = export_tflite(small, tmp_path / "m.tflite", sparse=sparse, verify_inputs=x)
+    from edgeprune.exporters.tflite import invoke
+
+    got = invoke(load_interpreter(path, num_threads=2, xnnpack=True), x)
+    assert max_diff(got, small.forward(x)) <= 1e-5
+
+
+def test_interpreter_fallback_and_missing_runtime(tmp_path, monkeypatch):
+    litert = pytest.importorskip("ai_edge_litert.interpreter")
+    blob = build_tflite_model(compact(
+        Network([Layer(np.eye(2, dtype=np.float32), np.ones(2, np.float32), "relu")])))
+    fake = types.ModuleType("tflite_runtime.interpreter")
+    fake.Interpreter = litert.Interpreter  # no OpResolverType: the plain constructor is used
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
+    monkeypatch.setitem(sys.modules, "tflite_runtime", types.ModuleType("tflite_runtime"))
+    monkeypatch.setitem(sys.modules, "tflite_runtime.interpreter", fake)
+    got = run_tflite(blob, np.array([[1.0, -3.0]], np.float32))
+    assert got.tolist() == [[2.0, 0.0]]
+    monkeypatch.setitem(sys.modules, "tflite_runtime.interpreter", None)
+    assert not interpreter_available()
+    with pytest.raises(ExportError, match="ai-edge-litert"):
+        load_interpreter(blob)
+    with pytest.raises(ExportError, match="ai-edge-litert"):
+        export_tflite(compact(Network([Layer(np.eye(2, dtype=np.float32),
+                                             np.ones(2, np.float32))])), tmp_path / "m.tflite")
+    assert list(tmp_path.iterdir()) == []
