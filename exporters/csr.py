@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ import scipy.sparse as sp
 from edgeprune.runtime.bundle import FORMAT, BundleError, validate_bundle
 
 from edgeprune.compact_types import CompactNetwork
+from edgeprune.fileio import atomic_path
 
 VERSION = 1
 
@@ -156,36 +156,9 @@ def save_bundle(
     """
     arrays = bundle_arrays(net, provenance=provenance, report=report)
     target = Path(path)
-    directory = target.parent if str(target.parent) else Path(".")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            # Stored, not deflated (np.savez, not savez_compressed): float32 weights barely
-            # compress, loading skips an inflate pass on slow boards, and `edgeprune info`/bench
-            # report the gzip size of the file separately, so both figures stay meaningful.
-            np.savez(handle, **arrays)
-            handle.flush()
-            os.fsync(handle.fileno())
-        mode = target.stat().st_mode & 0o777 if target.exists() else 0o644
-        os.chmod(tmp, mode)  # mkstemp creates 0600; give the bundle ordinary permissions
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_directory(directory)
+    with atomic_path(target) as tmp, open(tmp, "wb") as handle:
+        # Stored, not deflated (np.savez, not savez_compressed): float32 weights barely
+        # compress, loading skips an inflate pass on slow boards, and `edgeprune info`/bench
+        # report the gzip size of the file separately, so both figures stay meaningful.
+        np.savez(handle, **arrays)
     return target
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename durable where the platform allows it (POSIX); best effort elsewhere."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -20,13 +20,13 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from collections.abc import Callable, Collection
 from pathlib import Path
 
 import numpy as np
 
 from edgeprune.compact_types import CompactNetwork
+from edgeprune.fileio import write_bytes_atomic
 
 PARITY_TOLERANCE = 1e-5
 
@@ -218,19 +218,4 @@ def write_atomic(path: str | os.PathLike[str], data: bytes,
     directory = target.parent if str(target.parent) else Path(".")
     if not directory.is_dir():
         raise ExportError(f"{target}: directory {directory} does not exist")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if check is not None:
-            check(tmp)
-        mode = target.stat().st_mode & 0o777 if target.exists() else 0o644
-        os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return target
+    return write_bytes_atomic(target, data, check)
