@@ -1,7 +1,22 @@
-"""``BundleModel``: run a validated CSR bundle on one sample or a batch (numpy/scipy only)."""
+"""``BundleModel``: run a validated CSR bundle on one sample or a batch (numpy/scipy only).
+
+Execution plans. The first call with a given batch size (and mode: forward, encode, decode)
+builds a *plan*: one float32 input buffer, one output buffer per layer (plus a scratch buffer
+for leaky_relu) and the list of ops of :meth:`LayerOps.ops` bound to them, with each layer's
+kernel chosen for that batch size. Later calls with the same batch size reuse it: a call copies
+the used input features into the input buffer, runs the ops and writes the result into a fresh
+array (or into ``out=``); no intermediate is allocated. One-sample calls (1-D input, or a batch
+of one) share the mat-vec plan. At most :data:`MAX_PLANS` plans are kept per model (the oldest
+is dropped), which bounds memory for callers that vary the batch size.
+
+Thread safety: because the buffers are reused, one ``BundleModel`` must not be called from two
+threads at once. Give each thread its own :meth:`BundleModel.clone` (which shares the read-only
+weights and has its own buffers) or guard the calls with a lock.
+"""
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -9,15 +24,19 @@ from typing import Any
 
 import numpy as np
 
+from . import kernels as _kernels
 from .bundle import Bundle, read_bundle
-from .kernels import KERNELS, CsrKernel, DenseKernel, build_kernel
+from .kernel_profile import KernelProfile
+from .kernels import KERNELS, LayerOps, Op, resolve_profile
 
-__all__ = ["BundleModel", "LayerInfo", "load"]
+__all__ = ["MAX_PLANS", "BundleModel", "LayerInfo", "load"]
+
+MAX_PLANS = 8
 
 
 @dataclass(frozen=True)
 class LayerInfo:
-    """What one layer of a loaded model is and how it runs."""
+    """What one layer of a loaded model is and how it runs (``kernel``: at batch size 1)."""
 
     index: int  # 1-based
     shape: tuple[int, int]
@@ -28,38 +47,83 @@ class LayerInfo:
     kernel: str
 
 
-def load(path: str | os.PathLike[str], kernel: str | Sequence[str] = "auto") -> BundleModel:
-    """Load and validate the bundle at ``path``; see :class:`BundleModel` for ``kernel``."""
-    return BundleModel(read_bundle(path), kernel=kernel)
+@dataclass
+class _Plan:
+    """Buffers and bound ops of one route at one batch size (0: a single sample, 1-D)."""
+
+    inbuf: np.ndarray
+    last: np.ndarray
+    ops: list[Op]
+    kernels: list[str]
+
+
+@dataclass
+class _Route:
+    """A way through the model (forward, encode or decode) and its plans per batch size."""
+
+    what: str  # "input" or "latent", for error messages
+    width: int  # full input width
+    index: np.ndarray  # used input features
+    gather_all: bool  # index == arange(width): a plain copy replaces the gather
+    start: int
+    stop: int
+    const: np.ndarray  # full-width output, constants at dead positions
+    out_index: np.ndarray  # live output positions
+    scatter_all: bool  # out_index == arange(len(const)): a plain copy replaces the scatter
+    plans: dict[int, _Plan]
+    vec: _Plan | None = None
+
+
+def _is_arange(index: np.ndarray, width: int) -> bool:
+    return index.shape[0] == width and bool(np.array_equal(index, np.arange(width)))
+
+
+def load(
+    path: str | os.PathLike[str],
+    kernel: str | Sequence[str] = "auto",
+    profile: KernelProfile | str | os.PathLike[str] | None = None,
+) -> BundleModel:
+    """Load and validate the bundle at ``path``; see :class:`BundleModel` for the options."""
+    return BundleModel(read_bundle(path), kernel=kernel, profile=profile)
 
 
 class BundleModel:
     """A pruned network ready to run.
 
-    ``kernel`` is ``"dense"``, ``"csr"``, ``"auto"`` (CSR below the density threshold of
-    :func:`edgeprune.runtime.kernels.choose_kernel`) or one such name per layer.
+    ``kernel`` is ``"dense"``, ``"csr"``, ``"auto"`` or one such name per layer. ``auto``
+    chooses per layer *and batch size*: CSR when the layer's density is below the crossover of
+    ``profile`` at that batch size. ``profile`` is a :class:`KernelProfile`, a path to one,
+    ``"static"`` (always :data:`~edgeprune.runtime.kernels.DENSITY_THRESHOLD`) or None (the
+    calibrated profile at the default location when it exists, else the static threshold).
 
     ``model(x)`` maps ``(input_dim,)`` to ``(output_dim,)`` and ``(B, input_dim)`` to
     ``(B, output_dim)`` in float32: it gathers the used inputs, runs the layers and scatters the
     live outputs into a row pre-filled with the constant outputs. Autoencoders also have
     :meth:`encode` (full ``latent_dim`` width; dead latent units hold their constant) and
-    :meth:`decode`.
+    :meth:`decode`. See the module docstring for buffer reuse and thread safety.
     """
 
-    def __init__(self, bundle: Bundle, kernel: str | Sequence[str] = "auto") -> None:
+    def __init__(
+        self,
+        bundle: Bundle,
+        kernel: str | Sequence[str] = "auto",
+        profile: KernelProfile | str | os.PathLike[str] | None = None,
+    ) -> None:
         self.bundle = bundle
         n_layers = len(bundle.layers)
-        if isinstance(kernel, str):
-            names = [kernel] * n_layers
-        else:
-            names = list(kernel)
-            if len(names) != n_layers:
-                raise ValueError(f"got {len(names)} kernel names for {n_layers} layers")
+        names = [kernel] * n_layers if isinstance(kernel, str) else list(kernel)
+        if not isinstance(kernel, str) and len(names) != n_layers:
+            raise ValueError(f"got {len(names)} kernel names for {n_layers} layers")
         for name in names:
             if name not in (*KERNELS, "auto"):
                 raise ValueError(f"unknown kernel {name!r}; expected 'dense', 'csr' or 'auto'")
-        self._kernels: list[DenseKernel | CsrKernel] = [
-            build_kernel(layer, name) for layer, name in zip(bundle.layers, names, strict=True)
+        self._names = names
+        self.profile = resolve_profile(profile) if "auto" in names else None
+        self._static = float(_kernels.DENSITY_THRESHOLD)
+        lowest = self.profile.min_threshold if self.profile is not None else self._static
+        self._ops = [
+            LayerOps(layer, name == "dense" or (name == "auto" and layer.density >= lowest))
+            for layer, name in zip(bundle.layers, names, strict=True)
         ]
         self.layers: list[LayerInfo] = [
             LayerInfo(
@@ -69,14 +133,34 @@ class BundleModel:
                 density=layer.density,
                 activation=layer.activation,
                 negative_slope=layer.negative_slope,
-                kernel=run.kernel,
+                kernel=kern,
             )
-            for k, (layer, run) in enumerate(zip(bundle.layers, self._kernels, strict=True), 1)
+            for k, (layer, kern) in enumerate(zip(bundle.layers, self.kernels_for(1)), 1)
         ]
         self._input_index = bundle.input_index
         self._output_index = bundle.output_index
         self._output_const = bundle.output_const
         self._latent_layer = bundle.latent_layer
+        self._routes = self._make_routes()
+
+    def _make_routes(self) -> dict[str, _Route]:
+        b, n = self.bundle, len(self._ops)
+
+        def route(what: str, width: int, index: np.ndarray, start: int, stop: int,
+                  const: np.ndarray, out_index: np.ndarray) -> _Route:
+            return _Route(what, width, index, _is_arange(index, width), start, stop, const,
+                          out_index, _is_arange(out_index, const.shape[0]), {})
+
+        routes = {"forward": route("input", b.input_dim, b.input_index, 0, n, b.output_const,
+                                   b.output_index)}
+        if b.latent_layer is not None:
+            assert b.latent_index is not None and b.latent_const is not None
+            split = int(b.latent_layer) if n else 0
+            routes["encode"] = route("input", b.input_dim, b.input_index, 0, split,
+                                     b.latent_const, b.latent_index)
+            routes["decode"] = route("latent", int(b.latent_dim or 0), b.latent_index, split, n,
+                                     b.output_const, b.output_index)
+        return routes
 
     # -- description ----------------------------------------------------------------------------
     @property
@@ -109,7 +193,27 @@ class BundleModel:
 
     @property
     def kernels(self) -> list[str]:
+        """The kernel of each layer at batch size 1 (see :meth:`kernels_for`)."""
         return [info.kernel for info in self.layers]
+
+    def kernels_for(self, batch: int) -> list[str]:
+        """The kernel each layer runs with at batch size ``batch``."""
+        out = []
+        for name, ops in zip(self._names, self._ops, strict=True):
+            if name == "auto":
+                limit = self.profile.threshold(batch) if self.profile is not None else self._static
+                name = "csr" if ops.density < limit else "dense"
+            out.append(name)
+        return out
+
+    @property
+    def kernel_rule(self) -> str:
+        """How ``auto`` decides here: the profile's source or the static threshold."""
+        if "auto" not in self._names:
+            return "forced"
+        if self.profile is not None:
+            return f"profile {self.profile.source}"
+        return f"static: csr when density < {self._static}"
 
     @property
     def nnz(self) -> int:
@@ -133,6 +237,12 @@ class BundleModel:
                 return float(value)
         return None
 
+    def clone(self) -> BundleModel:
+        """A model sharing this one's (read-only) weights, with its own buffers: one per thread."""
+        twin = copy.copy(self)
+        twin._routes = twin._make_routes()
+        return twin
+
     def __repr__(self) -> str:
         shapes = ", ".join(f"{i.shape[0]}x{i.shape[1]}:{i.kernel}" for i in self.layers)
         return (
@@ -141,29 +251,22 @@ class BundleModel:
         )
 
     # -- running --------------------------------------------------------------------------------
-    def __call__(self, x: Any) -> np.ndarray:
-        """Full forward pass: ``(input_dim,)`` -> ``(output_dim,)``, ``(B, input_dim)`` -> ``(B, output_dim)``."""
-        h, single = self._gather(x, self.input_dim, self._input_index, "input")
-        h = self._run(h, 0, len(self._kernels))
-        return self._scatter(h, single, self._output_const, self._output_index)
+    def __call__(self, x: Any, out: np.ndarray | None = None) -> np.ndarray:
+        """Forward pass: ``(input_dim,)`` -> ``(output_dim,)``, batches ``(B, input_dim)`` too.
 
-    def encode(self, x: Any) -> np.ndarray:
-        """Input -> latent code of full ``latent_dim`` width (dead latent units = their constant)."""
-        latent_layer = self._require_latent("encode")
-        h, single = self._gather(x, self.input_dim, self._input_index, "input")
-        stop = latent_layer if self._kernels else 0
-        h = self._run(h, 0, stop)
-        assert self.bundle.latent_const is not None and self.bundle.latent_index is not None
-        return self._scatter(h, single, self.bundle.latent_const, self.bundle.latent_index)
+        ``out``: an optional C-contiguous float32 array of the result's shape to write into.
+        """
+        return self._run(self._routes["forward"], x, out)
 
-    def decode(self, z: Any) -> np.ndarray:
+    def encode(self, x: Any, out: np.ndarray | None = None) -> np.ndarray:
+        """Input -> latent code, full ``latent_dim`` wide (dead latent units = their constant)."""
+        self._require_latent("encode")
+        return self._run(self._routes["encode"], x, out)
+
+    def decode(self, z: Any, out: np.ndarray | None = None) -> np.ndarray:
         """Latent code (full ``latent_dim`` width; only live latent units are read) -> output."""
-        latent_layer = self._require_latent("decode")
-        assert self.latent_dim is not None and self.bundle.latent_index is not None
-        h, single = self._gather(z, self.latent_dim, self.bundle.latent_index, "latent")
-        start = latent_layer if self._kernels else 0
-        h = self._run(h, start, len(self._kernels))
-        return self._scatter(h, single, self._output_const, self._output_index)
+        self._require_latent("decode")
+        return self._run(self._routes["decode"], z, out)
 
     def _require_latent(self, what: str) -> int:
         if self._latent_layer is None:
@@ -173,37 +276,89 @@ class BundleModel:
             )
         return int(self._latent_layer)
 
-    @staticmethod
-    def _gather(x: Any, width: int, index: np.ndarray, what: str) -> tuple[np.ndarray, bool]:
-        """Check ``x`` and return the used features feature-major: ``(n,)`` or ``(n, B)``."""
-        arr = np.asarray(x)
-        if arr.ndim not in (1, 2) or arr.shape[-1] != width:
-            raise ValueError(
-                f"expected {what} of shape ({width},) or (batch, {width}), got {arr.shape}"
-            )
-        if arr.ndim == 1:
-            h = np.take(arr, index)
+    def _plan(self, route: _Route, batch: int) -> _Plan:
+        """Build (once) the buffers and ops of ``route`` at ``batch`` (0: one sample, 1-D)."""
+        plan = route.vec if batch == 0 else route.plans.get(batch)
+        if plan is not None:
+            return plan
+        tail = (batch,) if batch else ()
+        h = inbuf = np.empty((route.index.shape[0], *tail), dtype=np.float32)
+        ops: list[Op] = []
+        chosen = self.kernels_for(max(batch, 1))[route.start:route.stop]
+        for layer, kern in zip(self._ops[route.start:route.stop], chosen):
+            y = np.empty((layer.shape[0], *tail), dtype=np.float32)
+            ops += layer.ops(kern, h, y)
+            h = y
+        plan = _Plan(inbuf=inbuf, last=h, ops=ops, kernels=list(chosen))
+        if batch == 0:
+            route.vec = plan
         else:
-            # Taking rows of the transposed view yields a C-contiguous (n, B) array directly.
-            h = np.take(arr.T, index, axis=0)
-        return h.astype(np.float32, copy=False), arr.ndim == 1
+            if len(route.plans) >= MAX_PLANS:
+                route.plans.pop(next(iter(route.plans)))
+            route.plans[batch] = plan
+        return plan
 
-    def _run(self, h: np.ndarray, start: int, stop: int) -> np.ndarray:
-        for run in self._kernels[start:stop]:
-            h = run(h)
-        return h
-
-    @staticmethod
-    def _scatter(h: np.ndarray, single: bool, const: np.ndarray, index: np.ndarray) -> np.ndarray:
-        """Full-width float32 result pre-filled with ``const``; live units written at ``index``."""
-        # With zero layers nothing is live (index is empty) and ``h`` is just the gathered input.
-        if single:
-            out = const.copy()
-            if index.size:
-                out[index] = h
-            return out
-        out = np.empty((h.shape[1], const.shape[0]), dtype=np.float32)
-        out[...] = const
-        if index.size:
-            out[:, index] = h.T
+    def _run(self, route: _Route, x: Any, out: np.ndarray | None) -> np.ndarray:
+        arr = x if type(x) is np.ndarray else np.asarray(x)
+        if arr.ndim not in (1, 2) or arr.shape[-1] != route.width:
+            raise ValueError(
+                f"expected {route.what} of shape ({route.width},) or (batch, {route.width}), "
+                f"got {arr.shape}"
+            )
+        if arr.dtype.kind != "f":
+            if arr.dtype.kind not in "iub":
+                raise ValueError(f"expected a real numeric {route.what}, got dtype {arr.dtype}")
+            arr = arr.astype(np.float32)
+        single = arr.ndim == 1
+        n = 1 if single else arr.shape[0]
+        shape = (route.const.shape[0],) if single else (n, route.const.shape[0])
+        if out is not None and (
+            out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous
+        ):
+            raise ValueError(f"out must be a C-contiguous float32 array of shape {shape}")
+        if n == 0:
+            return np.empty(shape, dtype=np.float32) if out is None else out
+        vec = n == 1
+        plan = route.vec if vec and route.vec is not None else self._plan(route, 0 if vec else n)
+        src = arr if single else (arr[0] if vec else arr.T)
+        if route.gather_all:
+            plan.inbuf[...] = src  # casts float64 input; a little cheaper than np.copyto
+        else:
+            np.take(src, route.index, axis=0, out=plan.inbuf, mode="clip")
+        for op in plan.ops:
+            op()
+        h = plan.last if vec else plan.last.T
+        if out is None:
+            if route.scatter_all:  # one allocation + copy, always C-contiguous
+                return h.copy().reshape(shape)
+            out = np.empty(shape, dtype=np.float32)
+        target = out if single else (out[0] if vec else out)
+        if route.scatter_all:
+            target[...] = h
+        else:
+            target[...] = route.const
+            if vec:
+                target[route.out_index] = h
+            else:
+                target[:, route.out_index] = h
+        return out
+        vec = n == 1
+        plan = route.vec if vec and route.vec is not None else self._plan(route, 0 if vec else n)
+        src = arr if single else (arr[0] if vec else arr.T)
+        if route.gather_all:
+            np.copyto(plan.inbuf, src)
+        else:
+            np.take(src, route.index, axis=0, out=plan.inbuf, mode="clip")
+        for op in plan.ops:
+            op()
+        h = plan.last if vec else plan.last.T
+        target = out if single else (out[0] if vec else out)
+        if route.scatter_all:
+            np.copyto(target, h)
+        else:
+            np.copyto(target, route.const)
+            if vec:
+                target[route.out_index] = h
+            else:
+                target[:, route.out_index] = h
         return out

@@ -26,6 +26,12 @@ def make_network(activations: list[str], dims: list[int], seed: int = 0, latent:
     return Network(layers, latent=latent, kind="autoencoder" if latent else "mlp")
 
 
+@pytest.fixture(autouse=True)
+def _isolated_kernel_profile(tmp_path_factory, monkeypatch):
+    """Never read a calibrated kernel profile from the developer's real config directory."""
+    monkeypatch.setenv("EDGEPRUNE_HOME", str(tmp_path_factory.mktemp("edgeprune_home")))
+
+
 @pytest.fixture
 def npy_data(tmp_path):
     """A 12-feature dataset as npy:PATH (values in [0, 1])."""

@@ -1,0 +1,259 @@
+"""Optional benchmark backends: ONNX Runtime, LiteRT and torch, each imported lazily.
+
+Every backend has ``name``, ``formats`` (artifact formats it runs), ``available() -> (bool,
+note)`` (never raises; a missing package gives ``False`` and a one-line note naming what to
+install) and ``load(path, threads) -> LoadedModel`` (``run(x)`` on a ``(batch, input_dim)``
+float32 array). Threads: ONNX Runtime intra/inter-op threads, LiteRT ``num_threads`` and
+``torch.set_num_threads`` are set for that backend only (torch's previous value is restored
+when its measurements end). The numpy/scipy runtime backends (``edgeprune-auto|csr|dense``)
+live in :mod:`edgeprune.runtime.bench`, so a board with the base install can bench bundles.
+
+This module also reads the layer figures of ``.onnx``, ``.tflite`` and ``.pt`` artifacts for
+the static table (:func:`layer_source`), with the same optional packages.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeprune.runtime.bench import LoadedModel, RuntimeBackend, npz_layers
+from edgeprune.runtime.costs import LayerShape, shapes_from_weights
+
+BACKEND_NAMES = ("edgeprune", "onnxruntime", "litert", "torch")
+EDGEPRUNE_KERNELS = ("auto", "csr", "dense")
+
+__all__ = [
+    "BACKEND_NAMES",
+    "LiteRTBackend",
+    "OnnxRuntimeBackend",
+    "TorchBackend",
+    "layer_source",
+    "resolve_backends",
+]
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _importable(module: str) -> bool:
+    try:
+        importlib.import_module(module)
+    except Exception:  # noqa: BLE001 - ImportError, or a broken install raising anything
+        return False
+    return True
+
+
+class OnnxRuntimeBackend:
+    """``onnxruntime.InferenceSession`` on the CPU execution provider."""
+
+    name = "onnxruntime"
+    formats = ("onnx",)
+
+    def available(self) -> tuple[bool, str]:
+        if _importable("onnxruntime"):
+            return True, ""
+        return False, "onnxruntime is not installed (pip install onnxruntime)"
+
+    def load(self, path: Path, threads: int) -> LoadedModel:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = threads
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        inp = session.get_inputs()[0]
+        width = inp.shape[-1] if inp.shape else None
+        if not isinstance(width, int):
+            raise ValueError(f"input {inp.name!r} has no fixed feature width ({inp.shape})")
+        feeds_name, outputs = inp.name, [session.get_outputs()[0].name]
+
+        def run(x: np.ndarray) -> Any:
+            return session.run(outputs, {feeds_name: x})[0]
+
+        return LoadedModel(run, width, info={"providers": session.get_providers()})
+
+
+def _litert_interpreter() -> tuple[Any, str] | None:
+    for module, label in (("ai_edge_litert.interpreter", "ai-edge-litert"),
+                          ("tflite_runtime.interpreter", "tflite-runtime")):
+        try:
+            return importlib.import_module(module).Interpreter, label
+        except Exception:  # noqa: BLE001
+            continue
+    return None
+
+
+class LiteRTBackend:
+    """The LiteRT interpreter (``ai_edge_litert``, else ``tflite_runtime``), default delegates."""
+
+    name = "litert"
+    formats = ("tflite",)
+
+    def available(self) -> tuple[bool, str]:
+        if _litert_interpreter() is not None:
+            return True, ""
+        return False, "LiteRT is not installed (pip install ai-edge-litert, or tflite-runtime)"
+
+    def load(self, path: Path, threads: int) -> LoadedModel:
+        found = _litert_interpreter()
+        assert found is not None
+        interpreter = found[0](model_path=str(path), num_threads=threads)
+        inp = interpreter.get_input_details()[0]
+        out_index = interpreter.get_output_details()[0]["index"]
+        in_index = inp["index"]
+        current: list[tuple[int, ...] | None] = [None]
+
+        def run(x: np.ndarray) -> Any:
+            if current[0] != x.shape:  # once per batch size, during warm-up
+                interpreter.resize_tensor_input(in_index, list(x.shape), strict=False)
+                interpreter.allocate_tensors()
+                current[0] = x.shape
+            interpreter.set_tensor(in_index, x)
+            interpreter.invoke()
+            return interpreter.get_tensor(out_index)
+
+        return LoadedModel(run, int(inp["shape"][-1]), info={"runtime": found[1]})
+
+
+class TorchBackend:
+    """A ``pruned.pt`` (or any checkpoint edgeprune reads) as a chain of dense torch layers.
+
+    The masks are multiplied into the weights once at load; each call is
+    ``act(linear(x, W, b))`` per layer under ``torch.inference_mode()``.
+    """
+
+    name = "torch"
+    formats = ("pt",)
+
+    def available(self) -> tuple[bool, str]:
+        if importlib.util.find_spec("torch") is not None:
+            return True, ""
+        return False, "torch is not installed (pip install 'edgeprune[torch]')"
+
+    def load(self, path: Path, threads: int) -> LoadedModel:
+        import torch
+
+        from edgeprune.checkpoint import load_network
+        from edgeprune.torch_network import torch_activation
+
+        net = load_network(path)
+        layers = [(torch.from_numpy(np.ascontiguousarray(layer.masked_weight)),
+                   torch.from_numpy(layer.bias), torch_activation(layer.activation,
+                                                                  layer.negative_slope))
+                  for layer in net.layers]
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        linear = torch.nn.functional.linear
+
+        def run(x: np.ndarray) -> Any:
+            with torch.inference_mode():
+                h = torch.from_numpy(x)
+                for weight, bias, act in layers:
+                    h = act(linear(h, weight, bias))
+                return h
+
+        def close() -> None:
+            torch.set_num_threads(previous)
+
+        return LoadedModel(run, net.layers[0].in_dim, info={"torch_threads": threads},
+                           close=close)
+
+
+def resolve_backends(spec: str | Sequence[str], kernel_profile: Any = None) -> list[Any]:
+    """``"auto"`` (every backend) or names from :data:`BACKEND_NAMES`; ``edgeprune`` expands to
+    ``edgeprune-auto``, ``edgeprune-csr`` and ``edgeprune-dense`` (each also accepted alone)."""
+    names = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec)]
+    names = [n for n in names if n]
+    if not names:
+        raise ValueError("--backends is empty; use auto or a list like edgeprune,onnxruntime")
+    if "auto" in names:
+        if len(names) > 1:
+            raise ValueError("--backends auto cannot be combined with other names")
+        names = list(BACKEND_NAMES)
+    out: list[Any] = []
+    others = {"onnxruntime": OnnxRuntimeBackend, "litert": LiteRTBackend, "torch": TorchBackend}
+    for name in names:
+        if name == "edgeprune":
+            out += [RuntimeBackend(k, kernel_profile) for k in EDGEPRUNE_KERNELS]
+        elif name.startswith("edgeprune-") and name[10:] in EDGEPRUNE_KERNELS:
+            out.append(RuntimeBackend(name[10:], kernel_profile))
+        elif name in others:
+            out.append(others[name]())
+        else:
+            valid = ", ".join([*BACKEND_NAMES, *(f"edgeprune-{k}" for k in EDGEPRUNE_KERNELS)])
+            raise ValueError(f"unknown backend {name!r}; use auto or some of: {valid}")
+    seen: dict[str, Any] = {}
+    for backend in out:
+        seen.setdefault(backend.name, backend)
+    return list(seen.values())
+
+
+# -- layer figures of foreign formats ---------------------------------------------------------
+def _onnx_layers(path: Path) -> list[LayerShape]:
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    consts: dict[str, Any] = {init.name: init for init in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.output:
+            for attr in node.attribute:
+                if attr.name in ("value", "sparse_value"):
+                    consts[node.output[0]] = attr.t if attr.name == "value" else attr.sparse_tensor
+    shapes = []
+    for node in graph.node:
+        if node.op_type not in ("Gemm", "MatMul") or len(node.input) < 2:
+            continue
+        tensor = consts.get(node.input[1])
+        if tensor is None:
+            continue
+        trans_b = any(a.name == "transB" and a.i for a in node.attribute)
+        if hasattr(tensor, "values"):  # SparseTensorProto: dims + stored non-zeros
+            dims = list(tensor.dims)
+            nnz = int(np.count_nonzero(numpy_helper.to_array(tensor.values)))
+            if len(dims) != 2:
+                continue
+            rows, cols = (dims[0], dims[1]) if trans_b else (dims[1], dims[0])
+            shapes.append(LayerShape(rows, cols, nnz, "unknown"))
+            continue
+        weight = numpy_helper.to_array(tensor)
+        if weight.ndim != 2:
+            continue
+        shapes += shapes_from_weights([weight if trans_b else weight.T])
+    if not shapes:
+        raise ValueError("no Gemm/MatMul with a constant 2-D weight found")
+    return shapes
+
+
+def _pt_layers(path: Path) -> list[LayerShape]:
+    from edgeprune.checkpoint import load_network
+
+    net = load_network(path)
+    return shapes_from_weights([layer.masked_weight for layer in net.layers],
+                               [layer.activation for layer in net.layers])
+
+
+def layer_source(path: Path, fmt: str) -> tuple[list[LayerShape] | None, str]:
+    """Layer shapes of any artifact for the static table, or ``(None, note)``."""
+    if fmt == "npz":
+        return npz_layers(path, fmt)
+    if fmt == "onnx":
+        if importlib.util.find_spec("onnx") is None:
+            return None, "layer figures of .onnx need the onnx package (pip install onnx)"
+        return _onnx_layers(path), ""
+    if fmt == "pt":
+        if importlib.util.find_spec("torch") is None:
+            return None, "layer figures of .pt need torch (pip install 'edgeprune[torch]')"
+        return _pt_layers(path), ""
+    return None, f"layer figures are not read from .{fmt} files (file sizes only)"

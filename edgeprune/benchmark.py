@@ -1,0 +1,221 @@
+"""``edgeprune bench`` as a library call: artifacts x backends x batch sizes, reports, plot.
+
+Everything heavy is optional: the numpy/scipy runtime always runs ``.npz`` bundles; ONNX
+Runtime, LiteRT and torch run ``.onnx``, ``.tflite`` and ``.pt`` files when installed (else
+they are listed as skipped, with the reason), and the plot needs matplotlib.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgeprune.bench_backends import layer_source, resolve_backends
+from edgeprune.runtime.bench import discover_artifacts, run_benchmark
+from edgeprune.runtime.bench_report import artifact_labels, to_json, to_markdown, write_text
+from edgeprune.runtime.energy import load_energy_profile
+from edgeprune.runtime.kernel_profile import default_profile_path, load_kernel_profile
+
+__all__ = [
+    "BenchOptions",
+    "kernel_profile_summary",
+    "parse_batches",
+    "calibrate_device",
+    "run",
+    "summary_lines",
+    "write_outputs",
+    "write_plot",
+]
+
+
+def parse_batches(text: str | Sequence[int]) -> list[int]:
+    """``"1,32,256"`` -> ``[1, 32, 256]``; anything else is a one-line ValueError."""
+    items = text.split(",") if isinstance(text, str) else list(text)
+    out = []
+    for item in items:
+        try:
+            value = int(str(item).strip())
+        except ValueError:
+            raise ValueError(
+                f"--batch {text!r}: {str(item).strip()!r} is not an integer; "
+                "give sizes like 1,32,256"
+            ) from None
+        if value < 1:
+            raise ValueError(f"--batch {text!r}: batch sizes must be >= 1, got {value}")
+        out.append(value)
+    if not out:
+        raise ValueError("--batch is empty; give sizes like 1,32,256")
+    return list(dict.fromkeys(out))
+
+
+def kernel_profile_summary(path: str | os.PathLike[str] | None) -> tuple[Any, dict[str, Any]]:
+    """``(profile argument for the runtime, summary for the results)``.
+
+    ``path`` None: the default location if a profile is there, else the static rule.
+    """
+    from edgeprune.runtime import kernels
+
+    if path is not None:
+        profile = load_kernel_profile(path)
+    else:
+        default = default_profile_path()
+        profile = load_kernel_profile(default) if default.is_file() else None
+    if profile is None:
+        return kernels.STATIC, {"source": f"static: csr when density < {kernels.DENSITY_THRESHOLD}"}
+    return profile, {"source": profile.source, "created": profile.created,
+                     "crossover": [{"batch": b, "density": d} for b, d in profile.crossover]}
+
+
+@dataclass
+class BenchOptions:
+    """The knobs of one benchmark run (CLI flags of the same names)."""
+
+    batches: Sequence[int] = (1, 32, 256)
+    backends: str | Sequence[str] = "auto"
+    warmup: int = 10
+    runs: int = 100
+    min_time: float = 0.5
+    max_time: float | None = None
+    threads: int = 1
+    energy_profile: str | None = "generic45nm"
+    kernel_profile: str | os.PathLike[str] | None = None
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.warmup < 0 or self.runs < 1 or self.min_time < 0 or self.threads < 1:
+            raise ValueError("need --warmup >= 0, --runs >= 1, --min-time >= 0, --threads >= 1")
+        parse_batches(self.batches)
+
+
+def run(
+    artifacts: Sequence[str | os.PathLike[str]],
+    options: BenchOptions | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Benchmark ``artifacts`` (files or ``compress`` output directories); return the results."""
+    opts = options or BenchOptions()
+    opts.validate()
+    batches = parse_batches(opts.batches)
+    energy = load_energy_profile(opts.energy_profile)  # bad profile: fail before any timing
+    found = discover_artifacts(artifacts)
+    runtime_profile, summary = kernel_profile_summary(opts.kernel_profile)
+    backends = resolve_backends(opts.backends, runtime_profile)
+    formats = {fmt for _, fmt in found}
+    skipped = [{"backend": b.name, "reason": f"no .{'/.'.join(b.formats)} artifact given"}
+               for b in backends if not formats & set(b.formats)]
+    backends = [b for b in backends if formats & set(b.formats)]
+    return run_benchmark(
+        found, backends, batches=batches, warmup=opts.warmup, runs=opts.runs,
+        min_time=opts.min_time, max_time=opts.max_time, threads=opts.threads,
+        energy_profile=energy, kernel_profile=summary, layer_source=layer_source,
+        skipped=skipped, seed=opts.seed, progress=progress,
+    )
+
+
+def write_outputs(results: dict[str, Any], json_path: str | None = None,
+                  md_path: str | None = None,
+                  plot_path: str | None = None) -> tuple[list[str], list[str]]:
+    """Write the requested files; returns (paths written, one-line notes such as no matplotlib)."""
+    written, notes = [], []
+    if json_path:
+        written.append(str(write_text(json_path, to_json(results))))
+    if md_path:
+        written.append(str(write_text(md_path, to_markdown(results))))
+    if plot_path:
+        note = write_plot(results, plot_path)
+        if note:
+            notes.append(note)
+        else:
+            written.append(str(plot_path))
+    return written, notes
+
+
+def summary_lines(results: dict[str, Any]) -> str:
+    """A short plain-text latency table plus the skipped backends, for the terminal."""
+    name = artifact_labels(results)
+    width = max([24, *(len(v) for v in name.values())])
+    lines = [f"{'artifact':<{width}} {'backend':<16} {'batch':>5} {'p50 µs':>10} {'p99 µs':>10} "
+             f"{'samples/s':>12}"]
+    for r in results["latency"]:
+        lines.append(f"{name[r['artifact']]:<{width}} {r['backend']:<16} {r['batch']:>5} "
+                     f"{r['p50_us']:>10.1f} {r['p99_us']:>10.1f} {r['throughput_sps']:>12.0f}")
+    # edgeprune-auto against ONNX Runtime on the same directory's model (the pruned one) and on
+    # ONNX files that stand alone (e.g. the unpruned model given for reference)
+    with_npz = {Path(a["path"]).parent for a in results["artifacts"] if a["format"] == "npz"}
+    for r in results["comparisons"]["vs_onnxruntime"]:
+        ref_dir = Path(r["reference_artifact"]).parent
+        if r["backend"] == "edgeprune-auto" and (r["same_directory"] or ref_dir not in with_npz):
+            lines.append(f"{name[r['artifact']]} edgeprune-auto / onnxruntime "
+                         f"{name[r['reference_artifact']]} p50 at batch {r['batch']}: "
+                         f"{r['p50_ratio']:.2f}")
+    for s in results["skipped"]:
+        where = f" ({name.get(s['artifact'], s['artifact'])})" if s.get("artifact") else ""
+        lines.append(f"skipped {s['backend']}{where}: {s['reason']}")
+    lines.append("energy figures are a proxy, not a measurement (see --md/--json for details)")
+    return "\n".join(lines)
+
+
+def calibrate_device(
+    artifacts: Sequence[str | os.PathLike[str]],
+    options: BenchOptions,
+    profile_out: str | os.PathLike[str] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Path:
+    """``--calibrate``: time dense vs CSR on this device and save the kernel profile.
+
+    Uses the layer shapes of the ``.npz`` bundles among ``artifacts`` (else the standard grid)
+    and the batch sizes of the calibration grid plus ``options.batches``.
+    """
+    from edgeprune.runtime.bundle import read_bundle
+    from edgeprune.runtime.calibrate import DEFAULT_BATCHES, calibrate_and_save
+
+    shapes = []
+    if artifacts:
+        for path, fmt in discover_artifacts(artifacts):
+            if fmt == "npz":
+                shapes += [layer.shape for layer in read_bundle(path).layers]
+    batches = sorted({*DEFAULT_BATCHES, *parse_batches(options.batches)})
+    _, target = calibrate_and_save(profile_out, shapes=shapes or None, batches=batches,
+                                   threads=options.threads, progress=progress)
+    return target
+
+
+def write_plot(results: dict[str, Any], path: str | os.PathLike[str]) -> str | None:
+    """p50 latency vs batch size per (artifact, backend), log-log PNG. None, or a note why not."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "no plot: matplotlib is not installed (pip install 'edgeprune[bench]')"
+    name = artifact_labels(results)
+    series: dict[tuple[str, str], list[tuple[int, float]]] = {}
+    for row in results["latency"]:
+        series.setdefault((name[row["artifact"]], row["backend"]), []).append(
+            (row["batch"], row["p50_us"]))
+    if not series:
+        return "no plot: nothing was measured"
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for (artifact, backend), points in sorted(series.items()):
+        points.sort()
+        ax.plot([b for b, _ in points], [t for _, t in points], marker="o",
+                label=f"{artifact} · {backend}")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("p50 latency per call (µs)")
+    env = results["environment"]
+    ax.set_title(f"edgeprune bench — {env.get('cpu_model') or env.get('machine')}, "
+                 f"{results['settings']['threads']} thread(s)", fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(target, dpi=120)
+    plt.close(fig)
+    return None
