@@ -50,7 +50,7 @@ def main() -> int:
         pruned = res.network
         cn = compact(pruned)
         pruned_dense = sum(4 * (layer.weight.size + layer.bias.size) for layer in cn.layers)
-        rows.append({"artifact": f"dense fp32 of the compacted pruned layers", "bytes":
+        rows.append({"artifact": "dense fp32 of the compacted pruned layers", "bytes":
                      pruned_dense, "gzip_bytes": len(gzip.compress(b"".join(
                          a.tobytes() for layer in cn.layers for a in (layer.weight, layer.bias)),
                          9))})

@@ -77,7 +77,12 @@ def main() -> None:
 @main.command(context_settings=CONTEXT)
 @click.option("--data", "data_spec", default="digits", show_default=True,
               help="synthetic6, digits, mnist5k, idx:PATH, npy:PATH or csv:PATH.")
-@click.option("--hidden", default="32,8", show_default=True, help="Encoder widths; mirrored.")
+@click.option("--task", type=click.Choice(["autoencode", "classify"]), default="autoencode",
+              show_default=True, help="classify: an MLP classifier (softmax cross-entropy, "
+              "logits out, needs labelled data) instead of an autoencoder.")
+@click.option("--hidden", default=None,
+              help="Encoder widths, mirrored (default 32,8); a classifier's hidden widths "
+                   "(default 40).")
 @click.option("--activation", default="relu", show_default=True)
 @click.option("--latent-activation", default=None, help="Activation of the latent layer.")
 @click.option("--output-activation", default="sigmoid", show_default=True)
@@ -89,10 +94,20 @@ def main() -> None:
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @_user_errors
 def train(data_spec, hidden, activation, latent_activation, output_activation, epochs, lr,
-          batch_size, seed, output, quiet):
-    """Train a symmetric autoencoder and write an edgeprune checkpoint."""
+          batch_size, seed, output, quiet, task="autoencode"):
+    """Train a symmetric autoencoder (or, with --task classify, an MLP classifier) and write an
+    edgeprune checkpoint."""
     from edgeprune.workflows import train_autoencoder
 
+    if task == "classify":  # --latent-activation/--output-activation do not apply
+        from edgeprune.train import train_classifier_file
+
+        click.echo(train_classifier_file(data_spec, hidden=hidden or "40",
+                                         activation=activation, epochs=epochs, lr=lr,
+                                         batch_size=batch_size, seed=seed, output=output,
+                                         quiet=quiet))
+        return
+    hidden = hidden or "32,8"
     summary = train_autoencoder(data_spec, hidden=hidden, activation=activation,
                                 latent_activation=latent_activation,
                                 output_activation=output_activation, epochs=epochs, lr=lr,
@@ -163,6 +178,27 @@ def score(model, data_spec, estimator, samples, reference, seed, memory_budget, 
 @click.option("--onnx-sparse-initializers", is_flag=True,
               help="Store ONNX weights as sparse initializers (smaller file; ORT densifies).")
 @click.option("--tflite-sparse", is_flag=True, help="Store TFLite weights as sparse tensors.")
+@click.option("--granularity", default="link", show_default=True,
+              help="What to prune: link, neuron (whole units, physically) or neuron,link "
+                   "(units first, then links with -m/--sparsity).")
+@click.option("--strategy", default=None, metavar="NAME:VALUE",
+              help="Neuron strategy: svbottom:k, svbottom-p:p, svbucket:p, random:k, wbottom:k.")
+@click.option("--threshold", default=None, metavar="T",
+              help="Neuron walk stops below it: min validation accuracy (classifier), max "
+                   "MSE (autoencoder), or a factor of the unpruned metric such as 0.98x.")
+@click.option("--retrain-epochs", type=click.IntRange(0), default=2, show_default=True,
+              help="Retraining epochs after each neuron-pruning step.")
+@click.option("--neuron-estimator", default="auto", show_default=True,
+              type=click.Choice(["auto", "exact", "permutation", "subset"]),
+              help="Shapley estimator of the neuron game (auto: exact up to 12 units).")
+@click.option("--neuron-samples", type=click.IntRange(2), default=None,
+              help="Permutations (default 100) or subsets (default 500) of the neuron game.")
+@click.option("--silence", type=click.Choice(["zero", "mean"]), default="zero",
+              show_default=True, help="What a unit outside a coalition emits.")
+@click.option("--neuron-layers", default=None, metavar="all|L1,L2",
+              help="Hidden layers whose units are pruned, in turn (default: all).")
+@click.option("--truncation", "neuron_truncation", type=float, default=None,
+              help="Truncate a permutation once within this fraction of v(all) (TMC).")
 @click.option("-o", "--output", "outdir", required=True, type=click.Path(file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print report.json instead of the table.")
 @click.option("-q", "--quiet", is_flag=True)
@@ -171,7 +207,7 @@ def score(model, data_spec, estimator, samples, reference, seed, memory_budget, 
 def compress(model, data_spec, importance_level, sparsity, method, estimator, reference, samples,
              scores_path, finetune_epochs, seed, memory_budget, export_formats,
              onnx_sparse_initializers, tflite_sparse, outdir, as_json, quiet,
-             activations, latent, trust_pickle):
+             activations, latent, trust_pickle, **neuron):
     """Prune MODEL (SHAP-SAE or a baseline) and write pruned.pt, model.npz and reports."""
     from edgeprune.compress import CompressOptions
     from edgeprune.compress import compress as run_compress
@@ -185,7 +221,7 @@ def compress(model, data_spec, importance_level, sparsity, method, estimator, re
                            memory_budget=int(memory_budget * 1024**3), quiet=quiet,
                            provenance={"model": str(model)}, export=export_formats,
                            export_options=ExportOptions(onnx_sparse_initializers,
-                                                        tflite_sparse))
+                                                        tflite_sparse), **neuron)
     opts.validate()  # bad options fail before the model and data are read
     net = _load_model(model, activations, latent, trust_pickle)
     ds = load_dataset(data_spec, seed=seed)
@@ -194,6 +230,10 @@ def compress(model, data_spec, importance_level, sparsity, method, estimator, re
         click.echo(json.dumps(result.report, indent=2))
     else:
         click.echo(format_summary(result.report))
+        if "neuron_walk" in result.report:
+            from edgeprune.prune.neuron_walk import walk_summary
+
+            click.echo(walk_summary(result.report["neuron_walk"]))
         names = ", ".join(f"model.{f}" for f in result.report.get("artifacts", {"npz": 0}))
         click.echo(f"wrote {outdir}/: pruned.pt, {names}, report.json, report.md")
 
@@ -256,6 +296,65 @@ def info(artifact, as_json, activations, latent, trust_pickle):
     desc = describe_artifact(artifact, activations=activations, latent=latent,
                              trust_pickle=trust_pickle)
     click.echo(json.dumps(desc, indent=2) if as_json else format_info(desc))
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("artifacts", nargs=-1, type=click.Path())
+@click.option("--batch", "batches", default="1,32,256", show_default=True,
+              help="Comma-separated batch sizes.")
+@click.option("--backends", default="auto", show_default=True,
+              help="auto, or some of edgeprune,onnxruntime,litert,torch "
+                   "(edgeprune = edgeprune-auto,-csr,-dense).")
+@click.option("--warmup", type=click.IntRange(0), default=10, show_default=True)
+@click.option("--runs", type=click.IntRange(1), default=100, show_default=True,
+              help="Timed calls at least, per measurement.")
+@click.option("--min-time", type=click.FloatRange(0), default=0.5, show_default=True,
+              help="Seconds of timed calls at least, per measurement.")
+@click.option("--threads", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write results JSON.")
+@click.option("--md", "md_path", type=click.Path(dir_okay=False), help="Write a Markdown report.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
+              help="Write a PNG latency plot (needs matplotlib).")
+@click.option("--profile", "energy_profile", default="generic45nm", show_default=True,
+              help="Energy-proxy profile: generic45nm, rpi4, rpi5 or a JSON file.")
+@click.option("--calibrate", is_flag=True,
+              help="Measure the dense/CSR crossover on this device and save a kernel profile "
+                   "(on the layer shapes of the given .npz bundles, else a standard grid).")
+@click.option("--profile-out", type=click.Path(dir_okay=False), default=None,
+              help="Where --calibrate writes (default: $EDGEPRUNE_HOME or "
+                   "~/.config/edgeprune/kernel_profile.json).")
+@click.option("--kernel-profile", type=click.Path(dir_okay=False), default=None,
+              help="Kernel profile for edgeprune-auto (default: the calibrated one, if any).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
+@_user_errors
+def bench(artifacts, batches, backends, warmup, runs, min_time, threads, json_path, md_path,
+          plot_path, energy_profile, calibrate, profile_out, kernel_profile, quiet):
+    """Benchmark ARTIFACTS (model.npz, .onnx, .tflite, pruned.pt or compress output dirs)."""
+    from edgeprune import benchmark
+
+    def say(msg: str) -> None:
+        if not quiet:
+            click.echo(msg, err=True)
+
+    opts = benchmark.BenchOptions(batches=benchmark.parse_batches(batches), backends=backends,
+                                  warmup=warmup, runs=runs, min_time=min_time, threads=threads,
+                                  energy_profile=energy_profile, kernel_profile=kernel_profile)
+    opts.validate()
+    if calibrate:
+        path = benchmark.calibrate_device(artifacts, opts, profile_out, progress=say)
+        click.echo(f"wrote kernel profile {path}")
+        if not artifacts:
+            return
+        opts.kernel_profile = path
+    elif not artifacts:
+        raise click.UsageError("give at least one ARTIFACT (or --calibrate)")
+    results = benchmark.run(artifacts, opts, progress=say)
+    written, notes = benchmark.write_outputs(results, json_path, md_path, plot_path)
+    for note in notes:
+        click.echo(note, err=True)
+    click.echo(benchmark.summary_lines(results))
+    if written:
+        click.echo("wrote " + ", ".join(written))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -45,13 +45,38 @@ class CompressOptions:
     finetune_lr: float = 1e-3
     memory_budget: int = 2 * 1024**3
     scores_path: str | None = None
+    # neuron pruning (edgeprune.prune.neuron_walk): units first, then links
+    granularity: str = "link"  # "link", "neuron" or "neuron,link"
+    strategy: str | None = None  # svbottom:k, svbottom-p:p, svbucket:p, random:k, wbottom:k
+    threshold: float | str | None = None  # min accuracy / max MSE, or "0.98x" (relative)
+    retrain_epochs: int = 2
+    neuron_estimator: str = "auto"  # auto, exact, permutation, subset
+    neuron_samples: int | None = None  # permutations (100) or subsets (500)
+    silence: str = "zero"  # what a unit outside the coalition emits: zero or mean
+    neuron_layers: str | None = None  # "all" hidden layers, or e.g. "1,3"
+    neuron_truncation: float | None = None  # TMC truncation of permutations
     export: str | None = None  # formats besides npz; None = every installed one
     export_options: ExportOptions = field(default_factory=ExportOptions)
     quiet: bool = False
     provenance: dict = field(default_factory=dict)
 
+    def granularities(self) -> tuple[str, ...]:
+        """What is pruned, in order: ("link",), ("neuron",) or ("neuron", "link")."""
+        from edgeprune.prune.neuron_walk import parse_granularity
+
+        return parse_granularity(self.granularity)
+
     def validate(self) -> None:
-        if (self.importance_level is None) == (self.sparsity is None):
+        grains = self.granularities()
+        if "neuron" in grains:
+            from edgeprune.prune.neuron_walk import check_neuron_options
+
+            check_neuron_options(self)
+        if "link" not in grains and (self.importance_level is not None
+                                     or self.sparsity is not None):
+            raise ModelError("--importance-level/--sparsity prune links; use --granularity "
+                             "neuron,link to prune links after the units")
+        if "link" in grains and (self.importance_level is None) == (self.sparsity is None):
             raise ModelError("give exactly one of --importance-level M or --sparsity ETA")
         if self.importance_level is not None and not 0.0 < self.importance_level <= 1.0:
             raise ModelError(f"--importance-level {self.importance_level}: m must be in (0, 1], "
@@ -105,12 +130,26 @@ def compress(net: Network, ds: Dataset, outdir: str | os.PathLike,
     for layer in net.layers:  # a zero weight is not a link
         layer.mask &= layer.weight != 0
     before = evaluate(net, ds, opts.seed)
-    scores, scoring = link_scores(net, ds, opts)
-    result = prune_network(net, scores, importance_level=opts.importance_level,
-                           sparsity=opts.sparsity)
+    walk = None
+    if "neuron" in opts.granularities():  # units first: a smaller network, then links
+        from edgeprune.prune.neuron_walk import neuron_stage, unpruned_links
+
+        walk = neuron_stage(net, ds, opts)
+    work = walk.network if walk is not None else net
+    if "link" in opts.granularities():
+        scores, scoring = link_scores(work, ds, opts)
+        result = prune_network(work, scores, importance_level=opts.importance_level,
+                               sparsity=opts.sparsity)
+    else:
+        scoring, result = None, unpruned_links(work)
     pruned = result.network
     history = []
-    if opts.finetune_epochs:
+    if opts.finetune_epochs and pruned.kind == "classifier":  # cross-entropy, not MSE
+        from edgeprune.train import fit
+
+        pruned, history = fit(pruned, ds, epochs=opts.finetune_epochs, lr=opts.finetune_lr,
+                              seed=opts.seed, quiet=opts.quiet, desc="fine-tune")
+    elif opts.finetune_epochs:
         pruned, history = train_network(pruned, ds.x_train, ds.x_val,
                                         epochs=opts.finetune_epochs, lr=opts.finetune_lr,
                                         seed=opts.seed, quiet=opts.quiet, desc="fine-tune")
@@ -140,6 +179,16 @@ def compress(net: Network, ds: Dataset, outdir: str | os.PathLike,
         "finetune_history": history,
         "metrics": {"before": before, "after": after},
     }
+    # eta of the written network above; against the original model's links (units removed
+    # physically by the neuron walk shrink links_total) here
+    report["granularity"] = ",".join(opts.granularities())
+    report["links_original"] = net.n_links
+    report["sparsity_vs_original"] = 1.0 - pruned.n_active / net.n_links
+    if walk is not None:
+        report["method"] = f"neuron:{walk.strategy}" + (
+            f"+{opts.method}" if "link" in opts.granularities() else "")
+        report["network_pruned"] = pruned.describe()
+        report["neuron_walk"] = walk.to_dict()
     if pruned.n_links <= SUPPORT_SET_PRINT_LIMIT:  # small enough to read, as in paper §3.1
         report["support_sets"] = [format_support_set(pairs, k)
                                   for k, pairs in enumerate(result.support_sets, start=1)]
@@ -161,7 +210,12 @@ def compress(net: Network, ds: Dataset, outdir: str | os.PathLike,
         report["runtime_max_abs_diff"] = artifacts["npz"]["max_abs_diff_vs_pytorch"]
         report["seconds"] = round(time.perf_counter() - t0, 3)
         write_json(staging / "report.json", report)
-        write_text_atomic(staging / "report.md", format_markdown(report))
+        md = format_markdown(report)
+        if walk is not None:
+            from edgeprune.prune.neuron_walk import walk_markdown
+
+            md += walk_markdown(walk)
+        write_text_atomic(staging / "report.md", md)
         _publish(staging, outdir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -109,9 +109,139 @@ def linear_probe_accuracy(net: Network, x_train: np.ndarray, y_train: np.ndarray
 
 
 def evaluate(net: Network, ds, seed: int = 0) -> dict:
-    """Test metrics for a dataset split: reconstruction MSE and the latent linear probe."""
+    """Test metrics for a dataset split: reconstruction MSE and the latent linear probe
+    (test accuracy for a classifier)."""
+    if net.kind == "classifier":
+        return {"test_accuracy": accuracy(net, ds.x_test, _labels_of(ds, "test"))}
     metrics = {"test_mse": reconstruction_mse(net, ds.x_test)}
     probe = linear_probe_accuracy(net, ds.x_train, ds.y_train, ds.x_test, ds.y_test, seed)
     if probe is not None:
         metrics["probe_accuracy"] = probe
     return metrics
+
+
+# -- MLP classifiers (the neuron-pruning paper's MNIST models) ---------------------------------
+
+
+def build_classifier(in_dim: int, hidden: list[int], n_classes: int, activation: str = "relu",
+                     seed: int = 0) -> Network:
+    """An MLP classifier in_dim-h1-..-hK-n_classes with PyTorch's default init.
+
+    Hidden layers use ``activation``; the output layer is the identity (logits), trained with
+    softmax cross-entropy by :func:`train_classifier`. ``kind="classifier"``, no latent layer."""
+    if n_classes < 2:
+        raise ModelError(f"a classifier needs at least 2 classes, got {n_classes}")
+    dims = [in_dim, *hidden, n_classes]
+    gen = torch.Generator().manual_seed(seed)
+    layers = []
+    for k in range(len(dims) - 1):
+        bound = 1.0 / np.sqrt(dims[k])
+        w = (torch.rand(dims[k + 1], dims[k], generator=gen) * 2 - 1) * bound
+        b = (torch.rand(dims[k + 1], generator=gen) * 2 - 1) * bound
+        act = "identity" if k == len(dims) - 2 else activation
+        layers.append(Layer(w.numpy(), b.numpy(), act))
+    return Network(layers, latent=None, kind="classifier")
+
+
+def _labels_of(ds, split: str) -> np.ndarray:
+    y = getattr(ds, f"y_{split}")
+    if y is None:
+        raise ModelError(f"data {ds.name!r} has no labels; a classifier needs labelled data "
+                         "(digits, mnist5k, idx: with labels, npy:/csv: with a label column)")
+    return np.asarray(y, dtype=np.int64)
+
+
+def n_classes_of(ds) -> int:
+    """Number of classes of a labelled dataset (largest label + 1 over every split)."""
+    ys = [_labels_of(ds, "train")] + [np.asarray(y) for y in (ds.y_val, ds.y_test)
+                                      if y is not None and len(y)]
+    return int(max(int(np.max(y)) for y in ys if len(y))) + 1
+
+
+def accuracy(net: Network, x: np.ndarray, y: np.ndarray) -> float:
+    """Fraction of samples whose largest output (logit) is at the label."""
+    y = np.asarray(y)
+    if len(y) == 0:
+        return float("nan")
+    return float(np.mean(np.argmax(net.forward(x), axis=1) == y))
+
+
+def train_classifier(net: Network, x_train: np.ndarray, y_train: np.ndarray,
+                     x_val: np.ndarray | None = None, y_val: np.ndarray | None = None, *,
+                     epochs: int = 20, lr: float = 1e-3, batch_size: int = 64, seed: int = 0,
+                     quiet: bool = False, desc: str = "train") -> tuple[Network, list[dict]]:
+    """Train (or fine-tune) a classifier with softmax cross-entropy and Adam.
+
+    Masked links stay exactly zero, as in :func:`train_network`. Returns the trained network
+    and a per-epoch history of train loss and (with validation data) validation accuracy."""
+    if epochs < 0:
+        raise ModelError("--epochs must be >= 0")
+    n_out = net.out_dim
+    y = torch.from_numpy(np.asarray(y_train, dtype=np.int64))
+    if len(y) and (int(y.min()) < 0 or int(y.max()) >= n_out):
+        raise ModelError(f"labels must be in 0..{n_out - 1} for a {n_out}-output classifier")
+    torch.manual_seed(seed)
+    model = MaskedMLP(net)
+    x = torch.from_numpy(np.asarray(x_train, dtype=np.float32))
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    history: list[dict] = []
+    bar = tqdm(range(epochs), desc=desc, disable=quiet, unit="epoch", leave=False)
+    for epoch in bar:
+        model.train()
+        order = torch.randperm(len(x), generator=gen)
+        total = 0.0
+        for start in range(0, len(x), batch_size):
+            idx = order[start:start + batch_size]
+            loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            model.apply_masks_()
+            total += float(loss.detach()) * len(idx)
+        row = {"epoch": epoch + 1, "train_loss": total / max(len(x), 1)}
+        if x_val is not None and y_val is not None and len(y_val):
+            with torch.no_grad():
+                logits = model.eval()(torch.from_numpy(np.asarray(x_val, dtype=np.float32)))
+            row["val_accuracy"] = float(np.mean(logits.argmax(1).numpy() == np.asarray(y_val)))
+        history.append(row)
+        bar.set_postfix({k: f"{v:.4f}" for k, v in row.items() if k != "epoch"})
+    bar.close()
+    return model.to_network(net), history
+
+
+def fit(net: Network, ds, *, epochs: int, lr: float = 1e-3, batch_size: int = 64, seed: int = 0,
+        quiet: bool = False, desc: str = "train") -> tuple[Network, list[dict]]:
+    """Train ``net`` on ``ds`` with the loss of its kind: cross-entropy for a classifier,
+    reconstruction MSE otherwise."""
+    if net.kind == "classifier":
+        return train_classifier(net, ds.x_train, _labels_of(ds, "train"), ds.x_val, ds.y_val,
+                                epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+                                quiet=quiet, desc=desc)
+    return train_network(net, ds.x_train, ds.x_val, epochs=epochs, lr=lr,
+                         batch_size=batch_size, seed=seed, quiet=quiet, desc=desc)
+
+
+def train_classifier_file(data_spec: str, *, hidden: str | list[int] = "40",
+                          activation: str = "relu", epochs: int = 20, lr: float = 1e-3,
+                          batch_size: int = 64, seed: int = 0, output="model.pt",
+                          quiet: bool = False) -> str:
+    """``edgeprune train --task classify``: train an MLP classifier on labelled ``data_spec``
+    and save an edgeprune checkpoint (kind "classifier"); returns a summary line."""
+    from edgeprune.checkpoint import save_checkpoint
+    from edgeprune.data import load_dataset
+    from edgeprune.network import parse_activations
+
+    sizes = parse_hidden(hidden)
+    activation = parse_activations(activation, 1)[0]
+    ds = load_dataset(data_spec, seed=seed)
+    net = build_classifier(ds.dim, sizes, n_classes_of(ds), activation, seed)
+    net, history = train_classifier(net, ds.x_train, _labels_of(ds, "train"), ds.x_val,
+                                    ds.y_val, epochs=epochs, lr=lr, batch_size=batch_size,
+                                    seed=seed, quiet=quiet)
+    metrics = evaluate(net, ds, seed)
+    net.meta = {"trained_on": ds.name, "task": "classify", "epochs": epochs, "seed": seed,
+                "lr": lr, "test_metrics": metrics, "history": history[-1:] if history else []}
+    save_checkpoint(net, output)
+    parts = [f"{k}={v:.5g}" for k, v in metrics.items()]
+    return f"trained {net.describe()} on {ds.name}: {', '.join(parts)}; wrote {output}"
