@@ -46,6 +46,40 @@ def build_autoencoder(in_dim: int, hidden: list[int], activation: str = "relu",
     return Network(layers, latent=len(hidden), kind="autoencoder")
 
 
+def _masked_adam_loop(net: Network, x: torch.Tensor, loss_fn, val_metrics, train_key: str, *,
+                      epochs: int, lr: float, batch_size: int, seed: int, quiet: bool, desc: str,
+                      fmt: str) -> tuple[MaskedMLP, list[dict]]:
+    """The one training loop: seeded shuffles, Adam, masks re-applied after every step.
+
+    ``loss_fn(outputs, batch_indices)`` is the batch loss; ``val_metrics(model)`` (evaluated
+    under ``no_grad`` in eval mode) adds validation figures to each epoch's history row."""
+    torch.manual_seed(seed)
+    model = MaskedMLP(net)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    history: list[dict] = []
+    bar = tqdm(range(epochs), desc=desc, disable=quiet, unit="epoch", leave=False)
+    for epoch in bar:
+        model.train()
+        order = torch.randperm(len(x), generator=gen)
+        total = 0.0
+        for start in range(0, len(x), batch_size):
+            idx = order[start:start + batch_size]
+            loss = loss_fn(model(x[idx]), idx)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            model.apply_masks_()
+            total += float(loss.detach()) * len(idx)
+        row = {"epoch": epoch + 1, train_key: total / max(len(x), 1)}
+        with torch.no_grad():
+            row.update(val_metrics(model.eval()))
+        history.append(row)
+        bar.set_postfix({k: f"{v:{fmt}}" for k, v in row.items() if k != "epoch"})
+    bar.close()
+    return model, history
+
+
 def train_network(net: Network, x_train: np.ndarray, x_val: np.ndarray | None = None, *,
                   epochs: int = 20, lr: float = 1e-3, batch_size: int = 64, seed: int = 0,
                   quiet: bool = False, desc: str = "train") -> tuple[Network, list[dict]]:
@@ -56,33 +90,17 @@ def train_network(net: Network, x_train: np.ndarray, x_val: np.ndarray | None = 
     per-epoch history of train/validation MSE."""
     if epochs < 0:
         raise ModelError("--epochs must be >= 0")
-    torch.manual_seed(seed)
-    model = MaskedMLP(net)
     x = torch.from_numpy(np.asarray(x_train, dtype=np.float32))
     xv = None if x_val is None else torch.from_numpy(np.asarray(x_val, dtype=np.float32))
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    gen = torch.Generator().manual_seed(seed)
-    history: list[dict] = []
-    bar = tqdm(range(epochs), desc=desc, disable=quiet, unit="epoch", leave=False)
-    for epoch in bar:
-        model.train()
-        order = torch.randperm(len(x), generator=gen)
-        total = 0.0
-        for start in range(0, len(x), batch_size):
-            xb = x[order[start:start + batch_size]]
-            loss = torch.mean((model(xb) - xb) ** 2)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            model.apply_masks_()
-            total += float(loss.detach()) * len(xb)
-        row = {"epoch": epoch + 1, "train_mse": total / len(x)}
-        if xv is not None:
-            with torch.no_grad():
-                row["val_mse"] = float(torch.mean((model.eval()(xv) - xv) ** 2))
-        history.append(row)
-        bar.set_postfix({k: f"{v:.5f}" for k, v in row.items() if k != "epoch"})
-    bar.close()
+
+    def val_metrics(model: MaskedMLP) -> dict:
+        if xv is None:
+            return {}
+        return {"val_mse": float(torch.mean((model(xv) - xv) ** 2))}
+
+    model, history = _masked_adam_loop(
+        net, x, lambda out, idx: torch.mean((out - x[idx]) ** 2), val_metrics, "train_mse",
+        epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, quiet=quiet, desc=desc, fmt=".5f")
     return model.to_network(net), history
 
 
@@ -180,33 +198,18 @@ def train_classifier(net: Network, x_train: np.ndarray, y_train: np.ndarray,
     y = torch.from_numpy(np.asarray(y_train, dtype=np.int64))
     if len(y) and (int(y.min()) < 0 or int(y.max()) >= n_out):
         raise ModelError(f"labels must be in 0..{n_out - 1} for a {n_out}-output classifier")
-    torch.manual_seed(seed)
-    model = MaskedMLP(net)
     x = torch.from_numpy(np.asarray(x_train, dtype=np.float32))
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    gen = torch.Generator().manual_seed(seed)
-    history: list[dict] = []
-    bar = tqdm(range(epochs), desc=desc, disable=quiet, unit="epoch", leave=False)
-    for epoch in bar:
-        model.train()
-        order = torch.randperm(len(x), generator=gen)
-        total = 0.0
-        for start in range(0, len(x), batch_size):
-            idx = order[start:start + batch_size]
-            loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            model.apply_masks_()
-            total += float(loss.detach()) * len(idx)
-        row = {"epoch": epoch + 1, "train_loss": total / max(len(x), 1)}
-        if x_val is not None and y_val is not None and len(y_val):
-            with torch.no_grad():
-                logits = model.eval()(torch.from_numpy(np.asarray(x_val, dtype=np.float32)))
-            row["val_accuracy"] = float(np.mean(logits.argmax(1).numpy() == np.asarray(y_val)))
-        history.append(row)
-        bar.set_postfix({k: f"{v:.4f}" for k, v in row.items() if k != "epoch"})
-    bar.close()
+
+    def val_metrics(model: MaskedMLP) -> dict:
+        if x_val is None or y_val is None or not len(y_val):
+            return {}
+        logits = model(torch.from_numpy(np.asarray(x_val, dtype=np.float32)))
+        return {"val_accuracy": float(np.mean(logits.argmax(1).numpy() == np.asarray(y_val)))}
+
+    model, history = _masked_adam_loop(
+        net, x, lambda out, idx: torch.nn.functional.cross_entropy(out, y[idx]), val_metrics,
+        "train_loss", epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, quiet=quiet,
+        desc=desc, fmt=".4f")
     return model.to_network(net), history
 
 
