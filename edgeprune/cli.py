@@ -62,10 +62,29 @@ model_options = [
 ]
 
 
-def with_model_options(fn):
-    for opt in reversed(model_options):
-        fn = opt(fn)
-    return fn
+scoring_options = [
+    click.option("--estimator", default="auto", show_default=True,
+                 type=click.Choice(["auto", "linear", "exact", "permutation", "kernel"])),
+    click.option("--samples", type=click.IntRange(1), default=256, show_default=True,
+                 help="Size of the explanation set, drawn seeded from the training split."),
+    click.option("--reference", type=click.Choice(["zero", "mean"]), default="zero",
+                 show_default=True, help="Value an absent link is replaced by."),
+    click.option("--seed", type=int, default=0, show_default=True),
+    click.option("--memory-budget", type=float, default=2.0, show_default=True, help="GB."),
+]
+
+
+def _with_options(options):
+    def decorate(fn):
+        for opt in reversed(options):
+            fn = opt(fn)
+        return fn
+
+    return decorate
+
+
+with_model_options = _with_options(model_options)
+with_scoring_options = _with_options(scoring_options)
 
 
 @click.group(context_settings=CONTEXT)
@@ -118,14 +137,7 @@ def train(data_spec, hidden, activation, latent_activation, output_activation, e
 @main.command(context_settings=CONTEXT)
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--data", "data_spec", default="digits", show_default=True)
-@click.option("--estimator", default="auto", show_default=True,
-              type=click.Choice(["auto", "linear", "exact", "permutation", "kernel"]))
-@click.option("--samples", type=click.IntRange(1), default=256, show_default=True,
-              help="Size of the explanation set, drawn seeded from the training split.")
-@click.option("--reference", type=click.Choice(["zero", "mean"]), default="zero",
-              show_default=True, help="Value an absent link is replaced by.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--memory-budget", type=float, default=2.0, show_default=True, help="GB.")
+@with_scoring_options
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 @click.option("-q", "--quiet", is_flag=True)
@@ -236,6 +248,46 @@ def compress(model, data_spec, importance_level, sparsity, method, estimator, re
             click.echo(walk_summary(result.report["neuron_walk"]))
         names = ", ".join(f"model.{f}" for f in result.report.get("artifacts", {"npz": 0}))
         click.echo(f"wrote {outdir}/: pruned.pt, {names}, report.json, report.md")
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("model_or_outdir", type=click.Path())
+@click.option("--data", "data_spec", default=None,
+              help="Data to score on and to draw the mean input from (default: the data "
+                   "compress or train recorded).")
+@click.option("-m", "--importance-level", type=float, default=None,
+              help="For a model file: SHAP-SAE level m of the pruned-input map  [default: 0.8].")
+@click.option("--scores", "scores_path", default=None, type=click.Path(dir_okay=False),
+              help="Reuse link scores written by `edgeprune score`.")
+@with_scoring_options
+@click.option("--top", type=click.IntRange(1), default=10, show_default=True,
+              help="How many most/least important inputs the summary names.")
+@click.option("-o", "--output", "outdir", required=True, type=click.Path(file_okay=False))
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines or bars.")
+@with_model_options
+@_user_errors
+def explain(model_or_outdir, data_spec, importance_level, scores_path, estimator, samples,
+            reference, seed, memory_budget, top, outdir, quiet, activations, latent,
+            trust_pickle):
+    """Explain MODEL_OR_OUTDIR (a model file or a compress output directory): input unit
+    importance, per-layer LI heatmaps, the inputs the pruned model never reads (PNG, 640x480),
+    explain.json and explain.md in OUTPUT."""
+    from edgeprune.explain import ExplainOptions
+    from edgeprune.explain import explain as run_explain
+
+    opts = ExplainOptions(importance_level=importance_level, estimator=estimator,
+                          reference=reference, samples=samples, seed=seed,
+                          memory_budget=int(memory_budget * 1024**3), scores_path=scores_path,
+                          top=top, quiet=quiet)
+    result = run_explain(model_or_outdir, outdir, opts, data_spec=data_spec,
+                         activations=activations, latent=latent, trust_pickle=trust_pickle,
+                         progress=None if quiet else lambda msg: click.echo(msg, err=True))
+    summary = result.explanation.to_dict()
+    click.echo("most important inputs: "
+               + ", ".join(e["name"] for e in summary["most_important"][:5]))
+    click.echo(f"never read by the pruned model: {len(summary['never_read'])} of "
+               f"{summary['input_dim']} inputs")
+    click.echo(f"wrote {outdir}/: " + ", ".join(result.files))
 
 
 @main.command(context_settings=CONTEXT)
