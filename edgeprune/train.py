@@ -48,11 +48,13 @@ def build_autoencoder(in_dim: int, hidden: list[int], activation: str = "relu",
 
 def _masked_adam_loop(net: Network, x: torch.Tensor, loss_fn, val_metrics, train_key: str, *,
                       epochs: int, lr: float, batch_size: int, seed: int, quiet: bool, desc: str,
-                      fmt: str) -> tuple[MaskedMLP, list[dict]]:
+                      fmt: str, forward=None) -> tuple[MaskedMLP, list[dict]]:
     """The one training loop: seeded shuffles, Adam, masks re-applied after every step.
 
     ``loss_fn(outputs, batch_indices)`` is the batch loss; ``val_metrics(model)`` (evaluated
-    under ``no_grad`` in eval mode) adds validation figures to each epoch's history row."""
+    under ``no_grad`` in eval mode) adds validation figures to each epoch's history row.
+    ``forward(model, batch)`` replaces ``model(batch)`` for the training loss only (default:
+    the plain masked forward)."""
     torch.manual_seed(seed)
     model = MaskedMLP(net)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
@@ -65,7 +67,7 @@ def _masked_adam_loop(net: Network, x: torch.Tensor, loss_fn, val_metrics, train
         total = 0.0
         for start in range(0, len(x), batch_size):
             idx = order[start:start + batch_size]
-            loss = loss_fn(model(x[idx]), idx)
+            loss = loss_fn(model(x[idx]) if forward is None else forward(model, x[idx]), idx)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -82,12 +84,15 @@ def _masked_adam_loop(net: Network, x: torch.Tensor, loss_fn, val_metrics, train
 
 def train_network(net: Network, x_train: np.ndarray, x_val: np.ndarray | None = None, *,
                   epochs: int = 20, lr: float = 1e-3, batch_size: int = 64, seed: int = 0,
-                  quiet: bool = False, desc: str = "train") -> tuple[Network, list[dict]]:
+                  quiet: bool = False, desc: str = "train",
+                  forward=None) -> tuple[Network, list[dict]]:
     """Train (or fine-tune) ``net`` to reconstruct its input with MSE and Adam.
 
     Masked links stay exactly zero: the forward pass multiplies by the mask (so their gradient
     is zero) and the weights are re-masked after every step. Returns the trained network and a
-    per-epoch history of train/validation MSE."""
+    per-epoch history of train/validation MSE. ``forward(model, batch)``, if given, computes
+    the reconstruction that the training loss sees (e.g. with dropout or a top-k latent, see
+    :mod:`edgeprune.regularized_training`); validation always uses the plain forward."""
     if epochs < 0:
         raise ModelError("--epochs must be >= 0")
     x = torch.from_numpy(np.asarray(x_train, dtype=np.float32))
@@ -100,7 +105,8 @@ def train_network(net: Network, x_train: np.ndarray, x_val: np.ndarray | None = 
 
     model, history = _masked_adam_loop(
         net, x, lambda out, idx: torch.mean((out - x[idx]) ** 2), val_metrics, "train_mse",
-        epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, quiet=quiet, desc=desc, fmt=".5f")
+        epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, quiet=quiet, desc=desc, fmt=".5f",
+        forward=forward)
     return model.to_network(net), history
 
 
