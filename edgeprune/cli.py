@@ -64,7 +64,8 @@ model_options = [
 
 scoring_options = [
     click.option("--estimator", default="auto", show_default=True,
-                 type=click.Choice(["auto", "linear", "exact", "permutation", "kernel"])),
+                 type=click.Choice(["auto", "linear", "exact", "permutation", "kernel",
+                                    "analytic"])),
     click.option("--samples", type=click.IntRange(1), default=256, show_default=True,
                  help="Size of the explanation set, drawn seeded from the training split."),
     click.option("--reference", type=click.Choice(["zero", "mean"]), default="zero",
@@ -138,13 +139,15 @@ def train(data_spec, hidden, activation, latent_activation, output_activation, e
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--data", "data_spec", default="digits", show_default=True)
 @with_scoring_options
+@click.option("--target-rel-error", type=click.FloatRange(0, min_open=True), default=None,
+              help="Accuracy target of auto (default 0.05) or of the permutation estimator.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 @click.option("-q", "--quiet", is_flag=True)
 @with_model_options
 @_user_errors
-def score(model, data_spec, estimator, samples, reference, seed, memory_budget, output, as_json,
-          quiet, activations, latent, trust_pickle):
+def score(model, data_spec, estimator, samples, reference, seed, memory_budget, target_rel_error,
+          output, as_json, quiet, activations, latent, trust_pickle):
     """Score every link of MODEL with Shapley values (SHAP-SAE eq. 3-4)."""
     from edgeprune.compress import check_data_matches
     from edgeprune.data import explanation_set, load_dataset
@@ -154,7 +157,7 @@ def score(model, data_spec, estimator, samples, reference, seed, memory_budget, 
     ds = load_dataset(data_spec, seed=seed)
     check_data_matches(net, ds)
     scores = score_network(net, explanation_set(ds, samples, seed), estimator=estimator,
-                           reference=reference, seed=seed,
+                           reference=reference, seed=seed, target_rel_error=target_rel_error,
                            memory_budget=int(memory_budget * 1024**3), quiet=quiet)
     save_scores(scores, output)
     summary = scores.summary()
@@ -164,6 +167,9 @@ def score(model, data_spec, estimator, samples, reference, seed, memory_budget, 
         for row in summary["layers"]:
             click.echo(f"layer {row['layer']}: {row['shape'][0]}x{row['shape'][1]} "
                        f"{row['estimator']:<11} {row['seconds']:.2f}s")
+        click.echo(f"{summary['seconds']:.2f}s in all, peak memory "
+                   f"{summary['peak_memory_bytes'] / 1024**2:.0f} MiB "
+                   f"(budget {summary['memory_budget_bytes'] / 1024**2:.0f} MiB)")
         click.echo(f"wrote {output}")
 
 
@@ -176,7 +182,8 @@ def score(model, data_spec, estimator, samples, reference, seed, memory_budget, 
 @click.option("--method", default="shap-sae", show_default=True,
               type=click.Choice(["shap-sae", "magnitude", "random", "lap"]))
 @click.option("--estimator", default="auto", show_default=True,
-              type=click.Choice(["auto", "linear", "exact", "permutation", "kernel"]))
+              type=click.Choice(["auto", "linear", "exact", "permutation", "kernel",
+                                 "analytic"]))
 @click.option("--reference", type=click.Choice(["zero", "mean"]), default="zero",
               show_default=True)
 @click.option("--samples", type=click.IntRange(1), default=256, show_default=True)

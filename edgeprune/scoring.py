@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from edgeprune.fileio import atomic_path
 from edgeprune.network import ModelError, Network
+from edgeprune.peak_memory import PeakMemory, current_rss
 from edgeprune.shapley import ESTIMATORS, LayerScores, score_layer
 
 REFERENCES = ("zero", "mean")
@@ -30,6 +31,8 @@ class NetworkScores:
     reference: str
     n_samples: int
     seed: int
+    peak_memory_bytes: int = 0
+    memory_budget: int = 0
 
     def li(self) -> list[np.ndarray]:
         return [s.li for s in self.layers]
@@ -41,22 +44,37 @@ class NetworkScores:
             "samples": self.n_samples,
             "seed": self.seed,
             "seconds": round(sum(s.seconds for s in self.layers), 4),
+            "memory_budget_bytes": self.memory_budget,
+            "peak_memory_bytes": self.peak_memory_bytes,
             "layers": [
                 {"layer": k, "shape": list(s.li.shape), "estimator": s.estimator,
                  "seconds": round(s.seconds, 4), "evaluations_per_pair": s.n_evaluations,
                  "li_total": float(s.li.sum()),
                  "mean_rel_stderr": (None if s.stderr is None else
-                                     float(s.stderr.mean() / max(s.li.mean(), 1e-30)))}
+                                     float(s.stderr.mean() / max(s.li.mean(), 1e-30))),
+                 "li_noise_bias_bound": (None if s.li_bias is None else
+                                         float(s.li_bias.mean() / max(s.li.mean(), 1e-30))),
+                 "peak_memory_bytes": s.info.get("peak_memory_bytes"),
+                 **({"auto": _json_safe(s.info["auto"])} if "auto" in s.info else {})}
                 for k, s in enumerate(self.layers, start=1)
             ],
         }
+
+
+def _json_safe(d: dict) -> dict:
+    return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in d.items()}
 
 
 def score_network(net: Network, x_explain: np.ndarray, *, estimator: str = "auto",
                   reference: str = "zero", seed: int = 0, memory_budget: int = 2 * 1024**3,
                   n_permutations: int | None = None, target_rel_error: float | None = None,
                   quiet: bool = False) -> NetworkScores:
-    """Score every link of every layer (encoder and decoder) of ``net``."""
+    """Score every link of every layer (encoder and decoder) of ``net``.
+
+    Each layer's peak resident memory above the level at its start is measured
+    (:class:`edgeprune.peak_memory.PeakMemory`) and reported in ``info["peak_memory_bytes"]``;
+    the network's is the largest of them plus what the layer inputs hold.
+    """
     if estimator not in ESTIMATORS:
         raise ModelError(f"--estimator {estimator!r}: use one of {', '.join(ESTIMATORS)}")
     if reference not in REFERENCES:
@@ -65,8 +83,9 @@ def score_network(net: Network, x_explain: np.ndarray, *, estimator: str = "auto
     if x_explain.ndim != 2 or x_explain.shape[1] != net.in_dim:
         raise ModelError(f"explanation data has shape {x_explain.shape}, but the model reads "
                          f"{net.in_dim} features; use data with {net.in_dim} columns")
+    start_rss = current_rss() or 0
     inputs = net.layer_inputs(x_explain)
-    results = []
+    results, peak = [], 0
     for k, (layer, a) in enumerate(zip(net.layers, inputs), start=1):
         bar = tqdm(total=layer.out_dim, desc=f"score layer {k}/{len(net.layers)} "
                    f"({layer.out_dim}x{layer.in_dim})", unit="unit", disable=quiet, leave=False)
@@ -76,18 +95,23 @@ def score_network(net: Network, x_explain: np.ndarray, *, estimator: str = "auto
             bar.update(n - done[0])
             done[0] = n
 
-        scores = score_layer(layer.masked_weight, layer.bias, a, layer.activation,
-                             negative_slope=layer.negative_slope, reference=reference,
-                             estimator=estimator, seed=seed + k, memory_budget=memory_budget,
-                             n_permutations=n_permutations, target_rel_error=target_rel_error,
-                             progress=progress)
+        with PeakMemory() as mem:
+            scores = score_layer(layer.masked_weight, layer.bias, a, layer.activation,
+                                 negative_slope=layer.negative_slope, reference=reference,
+                                 estimator=estimator, seed=seed + k,
+                                 memory_budget=memory_budget, n_permutations=n_permutations,
+                                 target_rel_error=target_rel_error, progress=progress)
         bar.close()
+        scores.info["peak_memory_bytes"] = mem.extra_bytes
+        peak = max(peak, mem.peak_bytes - start_rss if start_rss else mem.extra_bytes)
         results.append(scores)
-    return NetworkScores(results, estimator, reference, len(x_explain), seed)
+    return NetworkScores(results, estimator, reference, len(x_explain), seed,
+                         peak_memory_bytes=max(0, peak), memory_budget=int(memory_budget))
 
 
 def save_scores(scores: NetworkScores, path: str | os.PathLike) -> Path:
-    """Write ``li{k}``, ``ui{k}``, ``signed{k}``, ``var{k}`` (and ``stderr{k}``) to an .npz."""
+    """Write ``li{k}``, ``ui{k}``, ``signed{k}``, ``var{k}`` (and ``stderr{k}``, ``li_bias{k}``
+    with a sampling estimator) to an .npz."""
     path = Path(path)
     arrays: dict[str, np.ndarray] = {"meta": np.array(json.dumps(scores.summary()))}
     for k, s in enumerate(scores.layers, start=1):
@@ -97,6 +121,8 @@ def save_scores(scores: NetworkScores, path: str | os.PathLike) -> Path:
         arrays[f"var{k}"] = s.var
         if s.stderr is not None:
             arrays[f"stderr{k}"] = s.stderr
+        if s.li_bias is not None:
+            arrays[f"li_bias{k}"] = s.li_bias
     with atomic_path(path, suffix=".npz") as tmp:
         np.savez_compressed(tmp, **arrays)
     return path

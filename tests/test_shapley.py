@@ -273,8 +273,14 @@ def test_auto_picks_and_records_the_estimator():
     assert score_layer(w, b, a, "identity").estimator == "linear"
     assert score_layer(w[:, :12], b, a[:, :12], "relu").estimator == "exact"
     s = score_layer(w, b, a, "relu")
-    assert s.estimator == "permutation"
-    assert s.info["target_rel_error"] == AUTO_TARGET_REL_ERROR
+    pilot = s.info["auto"]
+    expected = "analytic" if pilot["analytic_rel_l1"] <= AUTO_TARGET_REL_ERROR else "permutation"
+    assert s.estimator == expected and pilot["pairs"] == 3 * 5
+    # A target the approximation cannot meet sends auto to the permutation estimator, which
+    # then stops on that target.
+    strict = score_layer(w, b, a, "relu", target_rel_error=1e-4, max_permutations=64)
+    assert strict.estimator == "permutation" and strict.info["target_rel_error"] == 1e-4
+    assert strict.info["auto"]["analytic_rel_l1"] > 1e-4
     assert "auto" in ESTIMATORS and set(ESTIMATORS) >= {"linear", "exact", "permutation",
                                                         "kernel"}
 

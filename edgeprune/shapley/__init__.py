@@ -9,10 +9,13 @@ importances ``UI_j = mean_i LI_ij``.
 
 Modules: :mod:`.game` (the game, chunking), :mod:`.exact` (linear closed form, enumeration),
 :mod:`.permutation` (antithetic permutation sampling), :mod:`.kernel` (KernelSHAP with one shared
-coalition design), :mod:`.aggregate` (per-link reductions), :mod:`.layer` (the public API).
+coalition design), :mod:`.analytic` (DASP's Gaussian approximation), :mod:`.auto` (the pilot
+behind ``auto``), :mod:`.compact` (each sample's live inputs), :mod:`.aggregate` (per-link reductions), :mod:`.layer` (the public API).
 """
 
 from edgeprune.shapley.aggregate import LinkSummary, summarize
+from edgeprune.shapley.analytic import DEFAULT_SIZES, analytic_phi, gaussian_expectation
+from edgeprune.shapley.auto import choose_estimator, pilot
 from edgeprune.shapley.exact import (
     MAX_EXACT_PLAYERS,
     coalition_values,
@@ -49,6 +52,11 @@ from edgeprune.shapley.permutation import (
 )
 
 __all__ = [
+    "DEFAULT_SIZES",
+    "analytic_phi",
+    "choose_estimator",
+    "gaussian_expectation",
+    "pilot",
     "ACTIVATIONS",
     "AUTO_EXACT_MAX_FAN_IN",
     "AUTO_TARGET_REL_ERROR",

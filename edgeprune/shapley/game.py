@@ -103,6 +103,7 @@ class LinkGame:
     act: Activation
     act_: Activation
     activation: str
+    negative_slope: float = 0.01
 
     @property
     def n_players(self) -> int:
@@ -187,6 +188,7 @@ def make_game(weight: np.ndarray, bias: np.ndarray | None, inputs: np.ndarray, a
         act=act,
         act_=get_activation_(activation, negative_slope),
         activation=activation,
+        negative_slope=float(negative_slope),
     )
 
 
@@ -203,6 +205,18 @@ def chunk_pairs(bytes_per_pair: int, memory_budget: int, width: int | None = Non
     if width:
         blocks = min(blocks, max(1, CACHE_VALUES // (width * BLOCK)))
     return blocks * BLOCK
+
+
+def unit_slice(game: LinkGame, u0: int, u1: int) -> LinkGame:
+    """The games of units [u0, u1) only (same inputs, reference and activation).
+
+    Every per-pair value of the row-wise estimators depends only on its own pair (and on the
+    seed, for the layer-wide designs), so scoring a layer one slice of units at a time gives the
+    same values as scoring it whole, while holding only that slice's outputs.
+    """
+    return LinkGame(weight=game.weight[u0:u1], delta=game.delta, base=game.base[u0:u1],
+                    act=game.act, act_=game.act_, activation=game.activation,
+                    negative_slope=game.negative_slope)
 
 
 def iter_chunks(game: LinkGame, pairs_per_chunk: int) -> Iterator[tuple[int, int]]:

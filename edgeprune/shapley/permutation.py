@@ -33,11 +33,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 
 from edgeprune.shapley.aggregate import summarize
+from edgeprune.shapley.compact import CompactInputs
 from edgeprune.shapley.game import (
     BLOCK,
     CACHE_VALUES,
@@ -61,52 +61,6 @@ PASS_PAIRS = 64
 
 def _even(count: int) -> int:
     return max(4, 2 * -(-int(count) // 2))
-
-
-@dataclass
-class _Compact:
-    """Each sample's non-dummy inputs, ``players`` (N, k_max) padded with ``n``, their reference
-    offsets ``delta`` (N, k_max, 0 at pads), and how many there are, ``counts`` (N,).
-
-    Inputs equal to their reference contribute nothing on that sample for every unit, so every
-    per-permutation array of a pair is only as wide as its sample's non-dummy inputs: the order a
-    permutation induces on them is all it means for them, and the cumulative sums at their
-    positions are bit-for-bit those over all inputs (adding an exact zero changes no float). This
-    saves most of the work on sparse layers (relu inputs with the zero reference).
-    """
-
-    players: torch.Tensor
-    delta: torch.Tensor
-    counts: torch.Tensor
-
-    @classmethod
-    def of(cls, game: LinkGame) -> _Compact:
-        n = game.n_players
-        active = game.delta != 0
-        counts = active.sum(dim=1)
-        k_max = max(1, int(counts.max()))
-        # Stable sort puts each sample's active inputs first, in index order.
-        key = torch.where(active, 0, 1).to(torch.int8)
-        first = torch.sort(key, dim=1, stable=True).indices[:, :k_max]
-        pad = torch.arange(k_max)[None, :] >= counts[:, None]
-        players = first.masked_fill(pad, n)
-        delta = torch.cat([game.delta, torch.zeros(game.n_samples, 1, dtype=DTYPE)], dim=1)
-        return cls(players, delta.gather(1, players), counts)
-
-    @property
-    def width(self) -> int:
-        return int(self.players.shape[1])
-
-    def orders(self, perm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each sample's compact positions in the order of ``perm`` (pads last, in place) and the
-        inverse permutation, both (N, k_max). Cut to a width ``w >= count``, a row of either is
-        still a permutation of ``0..w-1``, and the two are still inverses."""
-        n = perm.numel()
-        rank = torch.empty(n + 1, dtype=torch.long)
-        rank[perm] = torch.arange(n)
-        rank[n] = n
-        order = torch.argsort(rank[self.players], dim=1, stable=True)
-        return order, torch.argsort(order, dim=1)
 
 
 def pair_sums(act_: Activation, contrib: torch.Tensor, base: torch.Tensor, a0: torch.Tensor,
@@ -139,7 +93,7 @@ def _finish(s1: torch.Tensor, s2: torch.Tensor, pairs: int,
     return a1 / (2 * pairs), var.clamp_(min=0.0).div_(4 * pairs * (pairs - 1)).sqrt_()
 
 
-def _accumulate_chunk(game: LinkGame, compact: _Compact, weight: torch.Tensor, start: int,
+def _accumulate_chunk(game: LinkGame, compact: CompactInputs, weight: torch.Tensor, start: int,
                       stop: int, orders: list[tuple[torch.Tensor, torch.Tensor]], sub_rows: int,
                       s1: torch.Tensor, s2: torch.Tensor) -> None:
     """Add one round of permutations to the running sums of pairs [start, stop).
@@ -147,27 +101,16 @@ def _accumulate_chunk(game: LinkGame, compact: _Compact, weight: torch.Tensor, s
     ``weight`` is (out, n + 1) with a zero last column; ``s1``/``s2`` are (pairs, n + 1), their
     last column absorbing the pads.
     """
-    n, n_samples = game.n_players, game.n_samples
-    pairs = torch.arange(start, min(stop, game.n_pairs))
-    if pairs.numel() == 0:
-        return
-    unit, sample = pairs // n_samples, pairs % n_samples
-    k = compact.counts[sample]
-    # Rows with similar numbers of non-dummy inputs share a sub-batch, so little is padded.
-    by_count = torch.argsort(k, stable=True)
-    for g0 in range(0, pairs.numel(), sub_rows):
-        rows = by_count[g0:g0 + sub_rows]
-        width = max(1, int(k[rows].max()))
-        xs, us = sample[rows], unit[rows]
-        players = compact.players[xs, :width]
-        contrib = weight[us[:, None], players].mul_(compact.delta[xs, :width])
-        b = game.base[us][:, None]
+    n = game.n_players
+    for batch in compact.row_batches(game, weight, start, stop, sub_rows):
+        contrib, xs = batch.contrib, batch.samples
+        rows, width = contrib.shape
+        b = game.base[batch.units][:, None]
         a0 = game.act(b)
-        acc1 = torch.zeros(rows.numel(), width, dtype=DTYPE)
-        acc2 = torch.zeros(rows.numel(), width, dtype=DTYPE)
-        buffers = (torch.empty(rows.numel(), width, dtype=DTYPE),
-                   torch.empty(rows.numel(), width, dtype=DTYPE))
-        back = torch.empty(rows.numel(), width, dtype=DTYPE)
+        acc1 = torch.zeros(rows, width, dtype=DTYPE)
+        acc2 = torch.zeros(rows, width, dtype=DTYPE)
+        buffers = (torch.empty(rows, width, dtype=DTYPE), torch.empty(rows, width, dtype=DTYPE))
+        back = torch.empty(rows, width, dtype=DTYPE)
         for order, inverse in orders:
             g = pair_sums(game.act_, contrib, b, a0, order.index_select(0, xs)[:, :width],
                           buffers)
@@ -178,9 +121,8 @@ def _accumulate_chunk(game: LinkGame, compact: _Compact, weight: torch.Tensor, s
         dummy = contrib == 0           # masked weights: exact zeros already, written explicitly
         acc1.masked_fill_(dummy, 0.0)
         acc2.masked_fill_(dummy, 0.0)
-        flat = ((pairs[rows] - start)[:, None] * (n + 1) + players).reshape(-1)
-        s1[start:stop].view(-1).index_add_(0, flat, acc1.reshape(-1))
-        s2[start:stop].view(-1).index_add_(0, flat, acc2.reshape(-1))
+        batch.scatter(s1[start:stop], acc1, n)
+        batch.scatter(s2[start:stop], acc2, n)
 
 
 def permutation_phi(game: LinkGame, *, seed: int, memory_budget: int,
@@ -200,7 +142,7 @@ def permutation_phi(game: LinkGame, *, seed: int, memory_budget: int,
     else:
         round_pairs = max_pairs = _even(n_permutations or DEFAULT_PERMUTATIONS) // 2
     gen = torch.Generator().manual_seed(int(seed))
-    compact = _Compact.of(game)
+    compact = CompactInputs.of(game)
     weight = torch.cat([game.weight, torch.zeros(game.n_units, 1, dtype=DTYPE)], dim=1)
     # Running sums (an extra column absorbs the pads); they are outputs, not temporaries.
     s1 = torch.zeros(game.n_padded, n + 1, dtype=DTYPE)
