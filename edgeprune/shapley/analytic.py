@@ -45,14 +45,24 @@ from collections.abc import Callable
 import torch
 
 from edgeprune.shapley.compact import CompactInputs
-from edgeprune.shapley.game import BLOCK, DTYPE, Estimate, LinkGame, iter_chunks, units_done
+from edgeprune.shapley.game import (
+    BLOCK,
+    CACHE_VALUES,
+    DTYPE,
+    Estimate,
+    LinkGame,
+    iter_chunks,
+    units_done,
+)
 
 #: Interior coalition sizes evaluated per pair (enumerated when a pair has no more than this).
-DEFAULT_SIZES = 16
+DEFAULT_SIZES = 8
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 #: ``expect(z, var) -> E[g(z + S)]`` for ``S ~ N(0, var)``.
 Expectation = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+#: ``marginal(z, c, var) -> E[g(z + c + S)] - E[g(z + S)]``, sharing the work of both terms.
+Marginal = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def _relu_expectation(z: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
@@ -74,6 +84,40 @@ def gaussian_expectation(activation: str, negative_slope: float = 0.01) -> Expec
         return lambda z, var: torch.sigmoid(z * torch.rsqrt(1.0 + (math.pi / 8.0) * var))
     if activation == "tanh":
         return lambda z, var: torch.tanh(z * torch.rsqrt(1.0 + (math.pi / 2.0) * var))
+    raise ValueError(f"the analytic estimator has no closed form for {activation!r}")
+
+
+def _relu_marginal(z: torch.Tensor, c: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+    s = var.sqrt_()
+    inv = s.clamp(min=1e-300).reciprocal_()
+    t0 = z * inv
+    t1 = torch.addcmul(t0, c, inv)
+    # (z + c) Phi(t1) - z Phi(t0) + s (phi(t1) - phi(t0)), each term formed in place.
+    out = torch.special.ndtr(t1).mul_(z + c).sub_(torch.special.ndtr(t0).mul_(z))
+    dens = t1.square_().mul_(-0.5).exp_().sub_(t0.square_().mul_(-0.5).exp_())
+    return out.add_(dens.mul_(s).mul_(_INV_SQRT_2PI))
+
+
+def _probit_marginal(scale: float, squash: Callable[[torch.Tensor], torch.Tensor]) -> Marginal:
+    def marginal(z: torch.Tensor, c: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+        r = var.mul_(scale).add_(1.0).rsqrt_()
+        return squash((z + c).mul_(r)).sub_(squash(z.mul(r)))
+    return marginal
+
+
+def gaussian_marginal(activation: str, negative_slope: float = 0.01) -> Marginal:
+    """``E[g(z + c + S)] - E[g(z + S)]`` for ``S ~ N(0, var)`` (``var`` may be overwritten)."""
+    if activation == "identity":
+        return lambda z, c, var: c.clone()
+    if activation == "relu":
+        return _relu_marginal
+    if activation == "leaky_relu":
+        a = float(negative_slope)
+        return lambda z, c, var: _relu_marginal(z, c, var).mul_(1.0 - a).add_(c, alpha=a)
+    if activation == "sigmoid":
+        return _probit_marginal(math.pi / 8.0, torch.sigmoid_)
+    if activation == "tanh":
+        return _probit_marginal(math.pi / 2.0, torch.tanh_)
     raise ValueError(f"the analytic estimator has no closed form for {activation!r}")
 
 
@@ -99,7 +143,7 @@ def _row_sum(x: torch.Tensor) -> torch.Tensor:
     return x.cumsum(dim=1)[:, -1:]
 
 
-def _pair_values(contrib: torch.Tensor, base: torch.Tensor, expect: Expectation,
+def _pair_values(contrib: torch.Tensor, base: torch.Tensor, marginal: Marginal,
                  act: Callable[[torch.Tensor], torch.Tensor], sizes: int) -> torch.Tensor:
     """Efficiency-corrected DASP values of rows ``contrib`` (rows, width; 0 = dummy or pad)."""
     live = contrib != 0
@@ -121,9 +165,9 @@ def _pair_values(contrib: torch.Tensor, base: torch.Tensor, expect: Expectation,
         kq, wq = k[:, q:q + 1], w[:, q:q + 1]
         if not bool((wq > 0).any()):
             continue
-        z = b + kq * mean
-        s2 = (kq * (others - kq) / fpc_den).clamp(min=0.0) * var
-        phi.add_((expect(z + contrib, s2) - expect(z, s2)) * wq)
+        z = torch.addcmul(b, mean, kq)
+        s2 = var * (kq * (others - kq) / fpc_den).clamp_(min=0.0)
+        phi.addcmul_(marginal(z, contrib, s2), wq)
     phi.masked_fill_(~live, 0.0)
     # Efficiency, exactly: spread the residual in proportion to |phi| (evenly if all vanish).
     residual = act(top) - act(b) - _row_sum(phi)
@@ -139,17 +183,20 @@ def analytic_phi(game: LinkGame, *, memory_budget: int, sizes: int = DEFAULT_SIZ
     """DASP values for every (unit, sample) pair of the layer (deterministic)."""
     if sizes < 1:
         raise ValueError(f"analytic sizes must be at least 1, got {sizes}")
-    expect = gaussian_expectation(game.activation, game.negative_slope)
+    marginal = gaussian_marginal(game.activation, game.negative_slope)
     n = game.n_players
     compact = CompactInputs.of(game)
     weight = torch.cat([game.weight, torch.zeros(game.n_units, 1, dtype=DTYPE)], dim=1)
-    # About a dozen (rows, width) float64 temporaries per sub-batch.
-    sub_rows = max(64, min(1 << 15, int(memory_budget) // (8 * 16 * compact.width)))
+    # About a dozen (rows, width) float64 temporaries per sub-batch, each kept near CACHE_VALUES
+    # values so the elementwise passes run from cache (as in the permutation estimator).
+    k_mean = max(1, int(compact.counts.float().mean()))
+    sub_rows = max(64, min(CACHE_VALUES // k_mean,
+                           int(memory_budget) // (8 * 16 * compact.width)))
     pairs_per_chunk = -(-4 * sub_rows // BLOCK) * BLOCK
     out = torch.zeros(game.n_padded, n + 1, dtype=DTYPE)
     for start, stop in iter_chunks(game, pairs_per_chunk):
         for batch in compact.row_batches(game, weight, start, stop, sub_rows):
-            values = _pair_values(batch.contrib, game.base[batch.units], expect, game.act,
+            values = _pair_values(batch.contrib, game.base[batch.units], marginal, game.act,
                                   sizes)
             batch.scatter(out[start:stop], values, n)
         if progress is not None:

@@ -3,7 +3,7 @@
 - identity activation: ``linear`` (exact, free);
 - fan-in up to :data:`AUTO_EXACT_MAX_FAN_IN`: ``exact`` (2^n evaluations per pair is cheap there);
 - otherwise a *pilot* measures, on a seeded subset of the layer's (unit, sample) pairs, the
-  relative L1 error of ``analytic`` against a converged permutation reference (1024 permutations
+  relative L1 error of ``analytic`` against a converged permutation reference (256 permutations
   on those pairs only). If that error is within the accuracy target, ``analytic`` is used: it is
   the cheapest estimator by far (2 x (sizes + 2) evaluations per live link against about
   2 x target^-2 for permutation). Otherwise ``permutation`` runs with the target as its
@@ -30,9 +30,9 @@ AUTO_EXACT_MAX_FAN_IN = 12
 #: the permutation estimator's stopping rule).
 AUTO_TARGET_REL_ERROR = 0.05
 #: Pilot size: units and samples drawn (at most), and the reference's permutations.
-PILOT_UNITS = 8
+PILOT_UNITS = 4
 PILOT_SAMPLES = 32
-PILOT_PERMUTATIONS = 1024
+PILOT_PERMUTATIONS = 256
 #: Activations the analytic estimator has a closed form (or approximation) for.
 ANALYTIC_ACTIVATIONS = ("identity", "relu", "leaky_relu", "sigmoid", "tanh")
 

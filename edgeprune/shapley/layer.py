@@ -14,7 +14,7 @@ Estimators and their defaults (evaluations are activation evaluations per (unit,
                 rounds from 32 permutations up to 1024
 ``kernel``      KernelSHAP, 2n + 2048 coalitions (shap's default); every      coalitions + 2
                 coalition (exact) when 2^n - 2 fits the budget
-``analytic``    DASP's Gaussian approximation, 16 interior coalition sizes,   2 x (sizes + 2)
+``analytic``    DASP's Gaussian approximation, 8 interior coalition sizes,    2 x (sizes + 2)
                 deterministic (exact for identity units and pairs of <= 2
                 live links)
 ``auto``        linear for the identity, exact up to fan-in 12, else the
@@ -156,7 +156,7 @@ def score_layer(weight: np.ndarray, bias: np.ndarray | None, inputs: np.ndarray,
     depend on it. ``n_permutations``: permutations in fixed mode, or per round with a target;
     ``max_permutations``: the cap with a target. ``kernel_samples``: KernelSHAP's coalition
     budget (default 2n + 2048). ``analytic_sizes``: interior coalition sizes of ``analytic``
-    (default 16). ``progress(units_finished)`` is called as units complete. ``return_phi`` keeps
+    (default 8). ``progress(units_finished)`` is called as units complete. ``return_phi`` keeps
     every value in :attr:`LayerScores.phi` (N, out, in).
     """
     t0 = time.perf_counter()
