@@ -112,7 +112,7 @@ def test_linear_equals_exact_for_identity():
 
 
 def test_linear_and_exact_refuse_what_they_cannot_do():
-    w, b, a = make_layer(15, 2, 3)
+    w, b, a = make_layer(17, 2, 3)
     with pytest.raises(ValueError, match="identity"):
         score_layer(w, b, a, "relu", estimator="linear")
     with pytest.raises(ValueError, match="fan-in"):

@@ -30,8 +30,8 @@ from edgeprune.shapley.game import (
     zero_dummies,
 )
 
-#: Largest fan-in the exact estimator accepts (2^14 coalitions per pair).
-MAX_EXACT_PLAYERS = 14
+#: Largest fan-in the exact estimator accepts (2^16 coalitions per pair: 512 KiB of values each).
+MAX_EXACT_PLAYERS = 16
 
 
 def linear_phi(game: LinkGame, progress: Callable[[int], None] | None = None) -> Estimate:

@@ -9,7 +9,7 @@ Estimators and their defaults (evaluations are activation evaluations per (unit,
 
 ==============  ==========================================================  ==================
 ``linear``      ``phi = W_ij (a_j - r_j)``, identity activation only          0
-``exact``       all 2^n coalitions, fan-in n <= 14                            2^n
+``exact``       all 2^n coalitions, fan-in n <= 16                            2^n
 ``permutation`` 128 permutations (64 antithetic pairs); with a target:        n per permutation
                 rounds from 32 permutations up to 1024
 ``kernel``      KernelSHAP, 2n + 2048 coalitions (shap's default); every      coalitions + 2
