@@ -154,3 +154,35 @@ def test_export_command_writes_verified_artifacts(runner, tmp_path, small_model,
     _fails(runner.invoke(main, ["export", str(tmp_path / "c"), "--format", "pdf",
                                 "-o", str(tmp_path / "x")]), "--format")
     assert not (tmp_path / "x").exists()
+
+
+def test_score_auto_reports_pilot_and_peak_memory(runner, tmp_path):
+    """A 30-14-30 relu/sigmoid autoencoder: auto's pilot decides both layers (fan-in > 12), the
+    report names the estimators used and the peak memory; --estimator analytic and a target
+    that analytic cannot meet both work from the CLI."""
+    from edgeprune.checkpoint import save_checkpoint
+    from tests.conftest import make_network
+
+    net = make_network(["relu", "sigmoid"], [30, 14, 30], latent=1)
+    model = tmp_path / "m.pt"
+    save_checkpoint(net, model)
+    x = np.random.default_rng(0).random((200, 30)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    data = f"npy:{tmp_path / 'x.npy'}"
+    out = _ok(runner.invoke(main, ["score", str(model), "--data", data, "--samples", "32",
+                                   "--json", "-q", "-o", str(tmp_path / "s.npz")]))
+    summary = json.loads(out)
+    assert all(r["estimator"] in ("analytic", "permutation") and "reason" in r["auto"]
+               for r in summary["layers"])
+    assert summary["peak_memory_bytes"] >= 0 and summary["memory_budget_bytes"] == 2 * 1024**3
+    out = _ok(runner.invoke(main, ["score", str(model), "--data", data, "--samples", "32",
+                                   "--target-rel-error", "0.0001", "--json", "-q",
+                                   "-o", str(tmp_path / "s2.npz")]))
+    assert json.loads(out)["layers"][0]["estimator"] == "permutation"
+    out = _ok(runner.invoke(main, ["score", str(model), "--data", data, "--samples", "32",
+                                   "--estimator", "analytic", "-o", str(tmp_path / "s3.npz")]))
+    assert "analytic" in out and "peak memory" in out
+    with np.load(tmp_path / "s3.npz") as z:
+        assert z["li1"].shape == (14, 30) and "li_bias1" not in z.files
+    with np.load(tmp_path / "s2.npz") as z:
+        assert "li_bias1" in z.files and np.all(z["li_bias1"] >= 0)
