@@ -171,7 +171,7 @@ def trained_models(spec: str, ds, seed: int, rc: dict, quiet: bool) -> tuple[dic
     return nets, info
 
 
-def shap_scores(spec: str, net, ds, seed: int, rc: dict, quiet: bool) -> tuple[list, dict]:
+def shap_scores(spec: str, net, ds, seed: int, rc: dict) -> tuple[list, dict]:
     """SHAP-SAE link importances of ``net`` (cached by the network's fingerprint)."""
     from edgeprune.data import explanation_set
     from edgeprune.scoring import load_link_scores, save_scores, score_network
@@ -183,7 +183,7 @@ def shap_scores(spec: str, net, ds, seed: int, rc: dict, quiet: bool) -> tuple[l
     t0 = time.perf_counter()
     scores = score_network(net, explanation_set(ds, rc["samples"], seed),
                            estimator=rc["estimator"], reference=rc["reference"], seed=seed,
-                           quiet=quiet)
+                           quiet=True)
     save_scores(scores, path)
     summary = scores.summary()
     return scores.li(), {"cached": False, "seconds": time.perf_counter() - t0,
@@ -223,7 +223,7 @@ def run_seed(spec: str, seed: int, etas: list[float], rc: dict, quiet: bool,
     clf, dense = nets["classifier"], nets["dense"]
     info["classifier_test_accuracy_on_originals"] = accuracy(clf, ds.x_test, ds.y_test)
     info["split_sizes"] = [len(ds.x_train), len(ds.x_val), len(ds.x_test)]
-    scores, info["shap_scoring"] = shap_scores(spec, dense, ds, seed, rc, quiet)
+    scores, info["shap_scoring"] = shap_scores(spec, dense, ds, seed, rc)
     score_sets = {"shap-sae": scores, **{m: baseline_scores(m, dense, seed=seed)
                                          for m in ("magnitude", "random", "lap")}}
     base_of = {"k-sparse": nets["k-sparse"], "dropout": nets["dropout"],
@@ -326,7 +326,7 @@ def git_state() -> dict:
             "uncommitted": git("status", "--porcelain", "--", "edgeprune").splitlines()}
 
 
-def run_dataset(spec: str, args, rc: dict, out: Path) -> dict:
+def run_dataset(spec: str, args, rc: dict, out: Path, git: dict) -> dict:
     import torch
 
     t0, cpu0 = time.perf_counter(), time.process_time()
@@ -351,7 +351,7 @@ def run_dataset(spec: str, args, rc: dict, out: Path) -> dict:
         "cpu_seconds": round(time.process_time() - cpu0, 1),
         "machine": {"platform": platform.platform(), "python": platform.python_version(),
                     "torch": torch.__version__, **load.summary()},
-        "git": git_state(),
+        "git": git,
         "command": "python benchmarks/paper_mnist.py " + " ".join(sys.argv[1:]),
         "runs": rows,
     }
@@ -397,7 +397,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with threadpool_limits(args.threads), warnings.catch_warnings():
             warnings.filterwarnings("ignore", module="sklearn")
-            docs = [run_dataset(spec, args, rc, out / data_tag(spec)) for spec in args.data]
+            git = git_state()  # the code imported now is the code that runs
+            docs = [run_dataset(spec, args, rc, out / data_tag(spec), git) for spec in args.data]
     finally:
         torch.set_num_threads(threads)
     write_index(docs, out, round(time.perf_counter() - t0, 1))
