@@ -33,17 +33,18 @@ def _small_table(doc: dict) -> list[str]:
 
 
 def _peer_table(doc: dict) -> list[str]:
-    lines = ["| act | KernelExplainer µs / pair | its φ rel. L1 | our cheapest setting at least "
-             "as accurate | its µs / pair | its φ rel. L1 | speed-up |",
-             "|---|---:|---:|---|---:|---:|---:|"]
+    lines = ["| act | pairs | KernelExplainer µs / pair | its φ rel. L1 | judged on | our cheapest "
+             "setting at least as accurate | its µs / pair | its φ rel. L1 | speed-up |",
+             "|---|---:|---:|---:|---|---|---:|---:|---:|"]
     for p, s in zip(doc["peer"], doc["peer_speedup"], strict=True):
-        if s.get("match") is None:
-            lines.append(f"| {p['activation']} | {_us(p['seconds_per_pair'])} | "
-                         f"{p['phi_rel_l1']:.4f} | none | | | |")
-            continue
-        lines.append(f"| {p['activation']} | {_us(p['seconds_per_pair'])} | "
-                     f"{p['phi_rel_l1']:.4f} | {s['match']} | {_us(s['ours_seconds_per_pair'])} | "
-                     f"{s['ours_phi_rel_l1']:.4f} | {s['speedup']:,.0f}x |")
+        for tag, where in (("", "the peer's pairs"), ("_all_pairs", "all pairs of the layer")):
+            head = (f"| {p['activation']} | {p['pairs']} | {_us(p['seconds_per_pair'])} | "
+                    f"{p['phi_rel_l1']:.4f} | {where} | ")
+            if s.get(f"match{tag}") is None:
+                lines.append(head + "none | | | |")
+                continue
+            lines.append(head + f"{s[f'match{tag}']} | {_us(s[f'ours_seconds_per_pair{tag}'])} | "
+                         f"{s[f'ours_phi_rel_l1{tag}']:.4f} | {s[f'speedup{tag}']:,.0f}x |")
     return lines
 
 
@@ -87,12 +88,15 @@ def targets(doc: dict) -> list[tuple[str, str, bool | None]]:
                     f"{worst / 2**20:,.0f} MiB worst estimator, budget {budget / 2**20:,.0f} MiB",
                     worst <= budget))
     for s in doc.get("peer_speedup", []):
-        if s.get("match") is None:
-            out.append((f"fan-in 16 ({s['activation']}): KernelExplainer's error, 1,000x faster",
-                        "no setting of ours reached its error", False))
-        else:
-            out.append((f"fan-in 16 ({s['activation']}): KernelExplainer's error, 1,000x faster",
-                        f"{s['speedup']:,.0f}x ({s['match']})", s["speedup"] >= TARGET_SPEEDUP))
+        name = f"fan-in 16 ({s['activation']}): KernelExplainer's error, 1,000x faster"
+        parts = []
+        for tag, where in (("", "on its pairs"), ("_all_pairs", "on all pairs")):
+            if s.get(f"match{tag}") is None:
+                parts.append(f"{where}: no setting of ours as accurate")
+            else:
+                parts.append(f"{where}: {s[f'speedup{tag}']:,.0f}x ({s[f'match{tag}']})")
+        met = all(s.get(f"speedup{tag}", 0) >= TARGET_SPEEDUP for tag in ("", "_all_pairs"))
+        out.append((name, "; ".join(parts), met))
     return out
 
 
