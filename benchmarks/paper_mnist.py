@@ -235,7 +235,10 @@ def run_seed(spec: str, seed: int, etas: list[float], rc: dict, quiet: bool,
     def record(method, eta, net, finetune, seconds, extra=None):
         row = {"dataset": spec, "method": method, "eta": eta, "finetune": finetune,
                "seed": seed, "achieved_eta": round(net.sparsity, 6),
-               "inputs_pruned": int(pruned_inputs(net).sum()), **measure(net, ds, clf, seed),
+               "inputs_pruned": int(pruned_inputs(net).sum()),
+               "constant_outputs": int((~net.layers[-1].mask.any(axis=1)).sum()),
+               "links_kept_per_layer": [layer.n_active for layer in net.layers],
+               **measure(net, ds, clf, seed),
                "seconds": round(seconds, 3), **(extra or {})}
         rows.append(row)
         if not quiet:

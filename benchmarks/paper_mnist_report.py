@@ -166,6 +166,26 @@ def tables(doc: dict) -> list[str]:
                  if (method, e, False) in g else "" for e in etas]
         out.append(f"| {method} | " + " | ".join(cells) + " |")
     out.append("")
+    layer_rows = [r for r in doc["runs"] if "links_kept_per_layer" in r and not r["finetune"]]
+    if layer_rows:
+        out += ["### where the kept links are (mean over seeds): links kept per layer; input "
+                "features read; output units left constant", "",
+                "| method | " + " | ".join(f"η={e}" for e in etas) + " |",
+                "|---|" + "---:|" * len(etas)]
+        for method in methods:
+            cells = []
+            for eta in etas:
+                rs = [r for r in layer_rows if r["method"] == method and r["eta"] == eta]
+                if not rs:
+                    cells.append("")
+                    continue
+                links = np.mean([r["links_kept_per_layer"] for r in rs], axis=0)
+                read = doc["recipe"]["in_dim"] - np.mean([r["inputs_pruned"] for r in rs])
+                const = np.mean([r["constant_outputs"] for r in rs])
+                cells.append(" / ".join(f"{v:.0f}" for v in links)
+                             + f"; reads {read:.0f}; {const:.0f} const")
+            out.append(f"| {method} | " + " | ".join(cells) + " |")
+        out.append("")
     return out
 
 
