@@ -2,7 +2,7 @@
 
 Usage: python benchmarks/paper_mnist.py [--data mnist5k,digits | idx:DIR] [--seeds 0,1,2]
        [--etas 0.5,0.6,0.7,0.8,0.9,0.95] [--quick] [--out DIR] [--quiet]
-       [--from-json DIR/results.json]
+       [--from-json OUT]
 
 Model (the paper's sizes): a 784-256-64-256-784 autoencoder, relu hidden and latent layers,
 sigmoid output, PyTorch's default init (``edgeprune.train.build_autoencoder``). Inputs with other
@@ -355,7 +355,7 @@ def run_dataset(spec: str, args, rc: dict, out: Path, git: dict) -> dict:
         "machine": {"platform": platform.platform(), "python": platform.python_version(),
                     "torch": torch.__version__, **load.summary()},
         "git": git,
-        "command": "python benchmarks/paper_mnist.py " + " ".join(sys.argv[1:]),
+        "command": args.command,
         "runs": rows,
     }
     write_outputs(doc, out, figure)
@@ -378,11 +378,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--from-json", type=Path, default=None,
-                    help="Only redraw summary.md and performance_vs_eta.png from results.json.")
+                    help="Only redraw summary.md files and performance_vs_eta.png from the "
+                         "results.json files under this output directory.")
     args = ap.parse_args(argv)
+    args.command = " ".join(["python benchmarks/paper_mnist.py",
+                             *(sys.argv[1:] if argv is None else argv)])
     if args.from_json:
-        doc = json.loads(args.from_json.read_text())
-        write_outputs(doc, args.from_json.parent, None)
+        docs = []
+        paths = sorted(args.from_json.glob("*/results.json"), key=lambda q: (
+            DATA.index(q.parent.name) if q.parent.name in DATA else len(DATA), q.parent.name))
+        for path in paths:
+            docs.append(json.loads(path.read_text()))
+            write_outputs(docs[-1], path.parent, None)
+        if not docs:
+            raise SystemExit(f"--from-json {args.from_json}: no */results.json below it")
+        write_index(docs, args.from_json)
         return 0
     import torch
     from threadpoolctl import threadpool_limits
