@@ -106,6 +106,18 @@ def data_tag(spec: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
+def cache_tag(spec: str) -> str:
+    """data_tag plus a hash of the resolved path for file specs, so that two folders with the
+    same name never share cached models."""
+    import hashlib
+
+    kind, _, arg = spec.partition(":")
+    if not arg:
+        return data_tag(spec)
+    digest = hashlib.sha1(str(Path(arg).expanduser().resolve()).encode()).hexdigest()[:8]
+    return f"{data_tag(spec)}_{digest}"
+
+
 # -- cached models ---------------------------------------------------------------------------
 
 
@@ -135,7 +147,7 @@ def trained_models(spec: str, ds, seed: int, rc: dict, quiet: bool) -> tuple[dic
     dims = "-".join(map(str, [ds.dim, *hidden]))
     k = max(1, int(round(hidden[-1] * rc["ksparse_k_fraction"])))
     ep = rc["epochs"] if len(ds.x_train) >= rc["small_below"] else rc["epochs_small"]
-    tag = data_tag(spec)
+    tag = cache_tag(spec)
     kw = {"epochs": ep, "lr": rc["lr"], "batch_size": rc["batch_size"], "seed": seed,
           "quiet": True}
 
@@ -176,7 +188,7 @@ def shap_scores(spec: str, net, ds, seed: int, rc: dict) -> tuple[list, dict]:
     from edgeprune.data import explanation_set
     from edgeprune.scoring import load_link_scores, save_scores, score_network
 
-    path = CACHE / (f"{data_tag(spec)}_scores_{rc['estimator']}_{rc['samples']}_"
+    path = CACHE / (f"{cache_tag(spec)}_scores_{rc['estimator']}_{rc['samples']}_"
                     f"{net.fingerprint()}_s{seed}.npz")
     if path.is_file():
         return load_link_scores(path, net), {"cached": True, "path": path.name}
