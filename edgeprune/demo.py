@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bundle: {model.nnz} non-zero weights; layers: "
           + ", ".join(f"{row.shape[0]}x{row.shape[1]}/{row.kernel}"
                       for row in model.layers))
-    print(f"\nartifacts in {out}/compressed: pruned.pt model.npz report.json report.md "
+    written = " ".join(sorted(p.name for p in (Path(out) / "compressed").iterdir()))
+    print(f"\nartifacts in {out}/compressed: {written} "
           f"({time.perf_counter() - t0:.0f} s in all)")
     return 0
 
