@@ -74,3 +74,16 @@ def test_finetune_keeps_pruned_weights_zero(tmp_path, npy_data):
     assert res.report["metrics"]["after"]["test_mse"] <= res.report["metrics"]["before"][
         "test_mse"] * 10
     assert len(res.report["finetune_history"]) == 3
+
+
+@pytest.mark.slow
+def test_make_demo_runs_end_to_end(tmp_path, capsys):
+    """`make demo`'s job: train, compress at m = 0.8 with every artifact, run the bundle."""
+    from edgeprune.demo import main as demo_main
+
+    assert demo_main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "achieved sparsity eta" in out and "max |runtime - PyTorch|" in out
+    written = {p.name for p in (tmp_path / "compressed").iterdir()}
+    assert {"model.npz", "pruned.pt", "report.json", "report.md"} <= written
+    assert f"artifacts in {tmp_path}/compressed: " + " ".join(sorted(written)) in out
