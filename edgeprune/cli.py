@@ -167,9 +167,12 @@ def score(model, data_spec, estimator, samples, reference, seed, memory_budget, 
         for row in summary["layers"]:
             click.echo(f"layer {row['layer']}: {row['shape'][0]}x{row['shape'][1]} "
                        f"{row['estimator']:<11} {row['seconds']:.2f}s")
+        over = summary["peak_memory_bytes"] > summary["memory_budget_bytes"]
         click.echo(f"{summary['seconds']:.2f}s in all, peak memory "
                    f"{summary['peak_memory_bytes'] / 1024**2:.0f} MiB "
-                   f"(budget {summary['memory_budget_bytes'] / 1024**2:.0f} MiB)")
+                   f"(budget {summary['memory_budget_bytes'] / 1024**2:.0f} MiB"
+                   + ("; exceeded: one block of work plus torch's own buffers need more" if over
+                      else "") + ")")
         click.echo(f"wrote {output}")
 
 
