@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from edgeprune.shapley import gaussian_expectation, score_layer, shapley_values
+from edgeprune.shapley import gaussian_marginal, score_layer, shapley_values
 from edgeprune.shapley.analytic import size_nodes
 from tests.test_shapley import make_layer
 
@@ -60,23 +60,27 @@ def test_analytic_axioms_efficiency_symmetry_dummy():
 
 
 @pytest.mark.parametrize("act", ["relu", "leaky_relu"])
-def test_gaussian_expectation_matches_numerical_integration(act):
-    expect = gaussian_expectation(act, SLOPE)
+def test_gaussian_marginal_matches_numerical_integration(act):
+    """E[g(z + c + S)] - E[g(z + S)] for S ~ N(0, var), the closed form the estimator uses."""
     import torch
+
+    marginal = gaussian_marginal(act, SLOPE)
 
     def g(s: float) -> float:
         return max(s, 0.0) if act == "relu" else (s if s > 0 else SLOPE * s)
 
-    for z, var in [(0.3, 0.5), (-1.0, 2.0), (0.0, 1e-3), (2.0, 0.0), (-0.5, 0.0)]:
+    def expect(z: float, var: float) -> float:
         if var == 0.0:
-            want = g(z)
-        else:
-            sd = math.sqrt(var)
-            want = integrate.quad(lambda s, z=z, sd=sd: g(z + s) * stats.norm.pdf(s, scale=sd),
-                                  -12 * sd, 12 * sd, points=[-z])[0]
-        got = float(expect(torch.tensor([z], dtype=torch.float64),
-                           torch.tensor([var], dtype=torch.float64))[0])
-        assert got == pytest.approx(want, abs=1e-9)
+            return g(z)
+        sd = math.sqrt(var)
+        return integrate.quad(lambda s: g(z + s) * stats.norm.pdf(s, scale=sd),
+                              -12 * sd, 12 * sd, points=[-z])[0]
+
+    for z, c, var in [(0.3, 0.2, 0.5), (-1.0, 1.5, 2.0), (0.0, -0.4, 1e-3), (2.0, -3.0, 0.0),
+                      (-0.5, 0.25, 0.0)]:
+        want = expect(z + c, var) - expect(z, var)
+        t = [torch.tensor([v], dtype=torch.float64) for v in (z, c, var)]
+        assert float(marginal(*t)[0]) == pytest.approx(want, abs=1e-9)
 
 
 def test_size_nodes_cover_every_coalition_size_once():

@@ -14,7 +14,7 @@ behind ``auto``), :mod:`.compact` (each sample's live inputs), :mod:`.aggregate`
 """
 
 from edgeprune.shapley.aggregate import LinkSummary, summarize
-from edgeprune.shapley.analytic import DEFAULT_SIZES, analytic_phi, gaussian_expectation
+from edgeprune.shapley.analytic import DEFAULT_SIZES, analytic_phi, gaussian_marginal
 from edgeprune.shapley.auto import choose_estimator, pilot
 from edgeprune.shapley.exact import (
     MAX_EXACT_PLAYERS,
@@ -55,7 +55,7 @@ __all__ = [
     "DEFAULT_SIZES",
     "analytic_phi",
     "choose_estimator",
-    "gaussian_expectation",
+    "gaussian_marginal",
     "pilot",
     "ACTIVATIONS",
     "AUTO_EXACT_MAX_FAN_IN",

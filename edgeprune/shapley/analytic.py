@@ -59,32 +59,8 @@ from edgeprune.shapley.game import (
 DEFAULT_SIZES = 8
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
-#: ``expect(z, var) -> E[g(z + S)]`` for ``S ~ N(0, var)``.
-Expectation = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 #: ``marginal(z, c, var) -> E[g(z + c + S)] - E[g(z + S)]``, sharing the work of both terms.
 Marginal = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def _relu_expectation(z: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
-    s = var.sqrt()
-    t = z / s.clamp(min=1e-300)     # s == 0 gives t = +-inf (or 0 at z == 0): relu(z) exactly
-    return z * torch.special.ndtr(t) + s * torch.exp(-0.5 * t * t) * _INV_SQRT_2PI
-
-
-def gaussian_expectation(activation: str, negative_slope: float = 0.01) -> Expectation:
-    """``E[g(z + S)]`` for ``S ~ N(0, var)`` in closed form (or the probit approximation)."""
-    if activation == "identity":
-        return lambda z, var: z
-    if activation == "relu":
-        return _relu_expectation
-    if activation == "leaky_relu":
-        a = float(negative_slope)
-        return lambda z, var: a * z + (1.0 - a) * _relu_expectation(z, var)
-    if activation == "sigmoid":
-        return lambda z, var: torch.sigmoid(z * torch.rsqrt(1.0 + (math.pi / 8.0) * var))
-    if activation == "tanh":
-        return lambda z, var: torch.tanh(z * torch.rsqrt(1.0 + (math.pi / 2.0) * var))
-    raise ValueError(f"the analytic estimator has no closed form for {activation!r}")
 
 
 def _relu_marginal(z: torch.Tensor, c: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
