@@ -44,7 +44,6 @@ sys.path.insert(0, str(HERE))
 from scoring_report import write_markdown, write_plots  # noqa: E402
 
 from edgeprune.fileio import write_text_atomic  # noqa: E402
-from edgeprune.peak_memory import PeakMemory  # noqa: E402
 from edgeprune.shapley import score_layer  # noqa: E402
 
 FAN_INS = (8, 12, 16)
@@ -183,9 +182,8 @@ def _score_mnist(net, x, estimator: str, **kw):
     from edgeprune.scoring import score_network
 
     t0 = time.perf_counter()
-    with PeakMemory() as mem:
-        scores = score_network(net, x, estimator=estimator, seed=0, quiet=True, **kw)
-    return scores, time.perf_counter() - t0, mem.extra_bytes
+    scores = score_network(net, x, estimator=estimator, seed=0, quiet=True, **kw)
+    return scores, time.perf_counter() - t0, scores.peak_memory_bytes
 
 
 def agreement(li: list[np.ndarray], ref: list[np.ndarray]) -> dict:

@@ -21,7 +21,7 @@ import time
 import torch
 
 from edgeprune.shapley.analytic import DEFAULT_SIZES, analytic_phi
-from edgeprune.shapley.game import LinkGame
+from edgeprune.shapley.game import LinkGame, subgame
 from edgeprune.shapley.permutation import permutation_phi
 
 #: ``auto`` enumerates exactly up to this fan-in (2^12 = 4096 evaluations per pair).
@@ -42,9 +42,7 @@ def pilot_game(game: LinkGame, seed: int) -> LinkGame:
     gen = torch.Generator().manual_seed(int(seed) + 7919)
     units = torch.randperm(game.n_units, generator=gen)[:PILOT_UNITS].sort().values
     samples = torch.randperm(game.n_samples, generator=gen)[:PILOT_SAMPLES].sort().values
-    return LinkGame(weight=game.weight[units], delta=game.delta[samples], base=game.base[units],
-                    act=game.act, act_=game.act_, activation=game.activation,
-                    negative_slope=game.negative_slope)
+    return subgame(game, units, samples)
 
 
 def pilot(game: LinkGame, *, seed: int, memory_budget: int,

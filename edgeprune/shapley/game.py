@@ -207,14 +207,15 @@ def chunk_pairs(bytes_per_pair: int, memory_budget: int, width: int | None = Non
     return blocks * BLOCK
 
 
-def unit_slice(game: LinkGame, u0: int, u1: int) -> LinkGame:
-    """The games of units [u0, u1) only (same inputs, reference and activation).
+def subgame(game: LinkGame, units: slice | torch.Tensor,
+            samples: slice | torch.Tensor = slice(None)) -> LinkGame:
+    """The games of some units on some samples (same reference and activation).
 
-    Every per-pair value of the row-wise estimators depends only on its own pair (and on the
-    seed, for the layer-wide designs), so scoring a layer one slice of units at a time gives the
-    same values as scoring it whole, while holding only that slice's outputs.
+    Every per-pair value of the estimators depends only on its own pair (and on the seed, for
+    the layer-wide permutations and coalition designs), so scoring a layer one slice of units at
+    a time gives the same values as scoring it whole, while holding only that slice's outputs.
     """
-    return LinkGame(weight=game.weight[u0:u1], delta=game.delta, base=game.base[u0:u1],
+    return LinkGame(weight=game.weight[units], delta=game.delta[samples], base=game.base[units],
                     act=game.act, act_=game.act_, activation=game.activation,
                     negative_slope=game.negative_slope)
 

@@ -45,7 +45,7 @@ from edgeprune.shapley.aggregate import LinkSummary, summarize
 from edgeprune.shapley.analytic import DEFAULT_SIZES, analytic_phi
 from edgeprune.shapley.auto import AUTO_EXACT_MAX_FAN_IN, AUTO_TARGET_REL_ERROR, choose_estimator
 from edgeprune.shapley.exact import MAX_EXACT_PLAYERS, exact_phi, linear_phi
-from edgeprune.shapley.game import DTYPE, Estimate, LinkGame, make_game, unit_slice
+from edgeprune.shapley.game import DTYPE, Estimate, LinkGame, make_game, subgame
 from edgeprune.shapley.kernel import kernel_phi
 from edgeprune.shapley.permutation import permutation_phi
 
@@ -175,7 +175,7 @@ def score_layer(weight: np.ndarray, bias: np.ndarray | None, inputs: np.ndarray,
     step = slice_units(game, memory_budget)
     parts, phis, est = [], [], None
     for u0 in range(0, game.n_units, step):
-        sub = unit_slice(game, u0, min(u0 + step, game.n_units))
+        sub = subgame(game, slice(u0, min(u0 + step, game.n_units)))
         sub_progress = None if progress is None else (lambda k, u0=u0: progress(u0 + k))
         est = _estimate(sub, name, seed=seed, memory_budget=memory_budget // 2,
                         n_permutations=n_permutations, target_rel_error=target_rel_error,
