@@ -6,10 +6,12 @@ Formats, safest first (DESIGN section 3):
    ``torch.load(weights_only=True)`` (no code is ever unpickled);
 2. a plain ``state_dict`` — also ``weights_only``; the activations (and the latent layer of an
    autoencoder) come from the caller because a state_dict does not name them;
-3. TorchScript (``torch.jit.save``) — a zip of tensors and TorchScript code, not a pickle of
-   Python objects; its module tree is walked;
-4. a fully pickled ``nn.Module`` — only with ``trust_pickle=True`` (``--trust-pickle``), because
-   unpickling runs arbitrary code.
+3. TorchScript (``torch.jit.save``) — a program: loading runs its ``__setstate__`` and reading
+   its layers needs a forward pass, so only with ``trust_code=True`` (``--trust-code``);
+4. a fully pickled ``nn.Module`` — only with ``trust_code=True`` (``--trust-code``, old name
+   ``--trust-pickle``), because unpickling runs arbitrary code.
+
+The kind of file is decided from its bytes (:func:`sniff_model_file`) before anything is loaded.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeprune.errors import first_line
 from edgeprune.fileio import atomic_path
 from edgeprune.network import Layer, ModelError, Network, parse_activations
 
@@ -88,90 +91,235 @@ def save_checkpoint(net: Network, path: str | os.PathLike) -> Path:
 # ---------------------------------------------------------------------------------------------
 # loading
 # ---------------------------------------------------------------------------------------------
+TRUST_HINT = "re-run with --trust-code only if you trust its source"
+#: Model files are read whole into memory; a file that declares more than this is refused
+#: before torch reads it (the largest model edgeprune targets is a few hundred MB).
+MAX_MODEL_BYTES = 4 * 1024**3
+
+
 def load_network(
     path: str | os.PathLike,
     *,
     activations: str | None = None,
     latent: int | None = None,
+    trust_code: bool = False,
     trust_pickle: bool = False,
 ) -> Network:
-    """Read ``path`` as a Network; see the module docstring for the accepted formats."""
+    """Read ``path`` as a Network; see the module docstring for the accepted formats.
+
+    A pickled ``nn.Module`` and a TorchScript file are programs: they are refused unless
+    ``trust_code`` is true (``trust_pickle`` is its old name and means the same). Everything
+    else is read without running any code from the file."""
     torch = _torch()
+    trust_code = trust_code or trust_pickle
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"{path}: no such model file; check the path")
-    if _is_torchscript(path):  # a zip of tensors + TorchScript code, no Python pickle of objects
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            module = torch.jit.load(str(path), map_location="cpu")
-        return network_from_module(module, activations=activations, latent=latent, source=path)
+    kind = sniff_model_file(path)
+    if kind == "torchscript":
+        if not trust_code:
+            raise ModelError(
+                f"{path}: is a TorchScript program, which runs its own code when loaded; "
+                f"{TRUST_HINT}, or save its state_dict and pass --activations")
+        module = _run_untrusted_loader(lambda: torch.jit.load(str(path), map_location="cpu"), path)
+        return _checked(network_from_module(module, activations=activations, latent=latent,
+                                            source=path), path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - we classify below and re-raise one-line errors
-        obj = None
-        weights_only_error = exc
-    if obj is not None:
-        if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
-            return _from_checkpoint(obj, path)
-        if isinstance(obj, dict) and obj and all(torch.is_tensor(v) for v in obj.values()):
-            return _from_state_dict(obj, path, activations, latent)
-        if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-            return _from_state_dict(obj["state_dict"], path, activations, latent)
-        raise ModelError(
-            f"{path}: holds a {type(obj).__name__}, not a model; expected an edgeprune "
-            "checkpoint, a state_dict, TorchScript, or a pickled nn.Module with --trust-pickle"
-        )
-    if "weights only load failed" not in str(weights_only_error).lower():
-        first = (str(weights_only_error).splitlines() or [""])[0][:120]
-        raise ModelError(f"{path}: cannot be read as a PyTorch model file "
-                         f"({type(weights_only_error).__name__}: {first}); check the file")
-    if not trust_pickle:
-        raise ModelError(
-            f"{path}: is a pickled Python object, which can run arbitrary code when loaded; "
-            "re-run with --trust-pickle only if you trust its source "
-            f"({type(weights_only_error).__name__})"
-        )
-    try:
-        module = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001
-        raise ModelError(f"{path}: cannot be read as a PyTorch file ({exc.__class__.__name__}: "
-                         f"{str(exc).splitlines()[0][:120]}); check the file") from None
+    except Exception as exc:  # noqa: BLE001 - classified below into one-line errors
+        if "weights only load failed" not in str(exc).lower():
+            raise ModelError(f"{path}: cannot be read as a PyTorch model file "
+                             f"({type(exc).__name__}: {first_line(exc)[:120]}); "
+                             "check the file") from None
+    else:
+        return _checked(_from_plain_object(obj, path, activations, latent), path)
+    # weights_only refused it: a well-formed pickle naming Python objects (loading it runs
+    # their code), or damaged bytes; only the first deserves the trust hint.
+    if not _pickle_parses(path, kind):
+        raise ModelError(f"{path}: is damaged or not a PyTorch model file (its pickle stream "
+                         "does not parse); copy it again or re-save the model")
+    if not trust_code:
+        raise ModelError(f"{path}: is a pickled Python object, which can run arbitrary code "
+                         f"when loaded; {TRUST_HINT}")
+    module = _run_untrusted_loader(
+        lambda: torch.load(path, map_location="cpu", weights_only=False), path)
     if isinstance(module, torch.nn.Module):
-        return network_from_module(module, activations=activations, latent=latent, source=path)
+        return _checked(network_from_module(module, activations=activations, latent=latent,
+                                            source=path), path)
     if isinstance(module, dict):
-        return _from_state_dict(module, path, activations, latent)
+        return _checked(_from_state_dict(module, path, activations, latent), path)
     raise ModelError(f"{path}: unpickled a {type(module).__name__}, not an nn.Module or state_dict")
 
 
-def _is_torchscript(path: Path) -> bool:
+def sniff_model_file(path: Path) -> str:
+    """What ``path`` holds, decided from its bytes without unpickling or running anything:
+    ``"torchscript"``, ``"torch-zip"`` (torch.save's zip format) or ``"torch-legacy"`` (a bare
+    pickle stream, torch's format before 1.6). Anything else is a ModelError."""
     try:
-        with zipfile.ZipFile(path) as zf:
-            return any(name.endswith("constants.pkl") or "/code/" in name for name in zf.namelist())
-    except (zipfile.BadZipFile, OSError):
+        size = path.stat().st_size
+        with path.open("rb") as fh:
+            head = fh.read(8)
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot be read ({exc.strerror}); check its permissions") from None
+    if size == 0:
+        raise ModelError(f"{path}: is empty; check the file")
+    if head.startswith(b"PK"):
+        try:
+            with zipfile.ZipFile(path) as zf:
+                infos = zf.infolist()
+        except (zipfile.BadZipFile, OSError, ValueError) as exc:
+            raise ModelError(f"{path}: is a damaged zip archive ({first_line(exc)}); "
+                             "copy it again or re-save the model") from None
+        declared = sum(info.file_size for info in infos)
+        if declared > MAX_MODEL_BYTES:
+            raise ModelError(f"{path}: declares {declared} bytes of content, more than the "
+                             f"{MAX_MODEL_BYTES} a model file may hold; check the file")
+        names = [info.filename for info in infos]
+        if any(name.endswith("constants.pkl") or "/code/" in name for name in names):
+            return "torchscript"
+        if not any(name.endswith("data.pkl") for name in names):
+            raise ModelError(f"{path}: is a zip archive but not a PyTorch model file (no "
+                             "data.pkl); give a file written by torch.save or edgeprune")
+        return "torch-zip"
+    # torch's legacy format and plain pickles start with the PROTO opcode (0x80, protocol 2-5)
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return "torch-legacy"
+    raise ModelError(f"{path}: is not a PyTorch model file (unrecognised content); give a file "
+                     "written by torch.save, torch.jit.save or edgeprune")
+
+
+def _pickle_parses(path: Path, kind: str) -> bool:
+    """Whether the file's (first) pickle stream is well formed, checked opcode by opcode with
+    :mod:`pickletools` — which reads the stream and never executes it."""
+    import io
+    import pickletools
+
+    try:
+        if kind == "torch-zip":
+            with zipfile.ZipFile(path) as zf:
+                name = next(n for n in zf.namelist() if n.endswith("data.pkl"))
+                stream = io.BytesIO(zf.read(name))
+        else:
+            stream = path.open("rb")
+        with stream:
+            for _ in pickletools.genops(stream):
+                pass
+    except Exception:  # noqa: BLE001 - any parse failure means "not a well-formed pickle"
         return False
+    return True
+
+
+def _run_untrusted_loader(load, path: Path):
+    """Run a loader the user explicitly trusted; its failures become one-line ModelErrors."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return load()
+    except Exception as exc:  # noqa: BLE001
+        raise ModelError(f"{path}: cannot be loaded ({type(exc).__name__}: "
+                         f"{first_line(exc)[:120]}); check the file") from None
+
+
+def _from_plain_object(obj, path: Path, activations: str | None, latent: int | None) -> Network:
+    """A weights-only object: an edgeprune checkpoint, a state_dict, or a dict holding one."""
+    torch = _torch()
+    if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
+        return _from_checkpoint(obj, path)
+    if isinstance(obj, dict) and obj and all(torch.is_tensor(v) for v in obj.values()):
+        return _from_state_dict(obj, path, activations, latent)
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        return _from_state_dict(obj["state_dict"], path, activations, latent)
+    raise ModelError(
+        f"{path}: holds a {type(obj).__name__}, not a model; expected an edgeprune "
+        "checkpoint, a state_dict, TorchScript, or a pickled nn.Module with --trust-code"
+    )
+
+
+def _checked(net: Network, path: Path) -> Network:
+    """Refuse non-finite parameters: a NaN model gives NaN scores, exports and outputs."""
+    for k, layer in enumerate(net.layers, start=1):
+        for name, arr in (("weight", layer.weight), ("bias", layer.bias)):
+            bad = ~np.isfinite(arr)
+            if bad.any():
+                where = tuple(int(i) for i in np.argwhere(bad)[0])
+                raise ModelError(f"{path}: layer {k} {name} holds a non-finite value "
+                                 f"({arr[where]}) at {where}; the model is damaged, retrain "
+                                 "or re-save it")
+    return net
 
 
 def _from_checkpoint(obj: dict, path: Path) -> Network:
     torch = _torch()
+    version = obj.get("version")
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise ModelError(f"{path}: field 'version' must be an integer, got {version!r}; "
+                         "re-save the model with edgeprune")
+    if not 1 <= version <= CHECKPOINT_VERSION:
+        fix = "upgrade edgeprune to read it" if version > CHECKPOINT_VERSION else "re-save it"
+        raise ModelError(f"{path}: checkpoint version {version}, this edgeprune reads "
+                         f"version {CHECKPOINT_VERSION}; {fix}")
+
+    def field(container, key, kind, where):
+        if not isinstance(container, dict) or key not in container:
+            raise ModelError(f"{path}: edgeprune checkpoint is missing field {where!r}; "
+                             "re-save it")
+        value = container[key]
+        if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+            raise ModelError(f"{path}: field {where!r} must be a {_kind_name(kind)}, got "
+                             f"{type(value).__name__}; re-save it")
+        return value
+
+    meta = field(obj, "meta", dict, "meta")
+    state = field(obj, "state_dict", dict, "state_dict")
+    specs = field(meta, "layers", list, "meta.layers")
+    layers = []
+    for k, spec in enumerate(specs, start=1):
+        where = f"meta.layers[{k}]"
+        if not isinstance(spec, dict):
+            raise ModelError(f"{path}: field {where!r} must be a dict; re-save it")
+        act = field(spec, "activation", str, f"{where}.activation")
+        slope = spec.get("negative_slope", 0.01)
+        if isinstance(slope, bool) or not isinstance(slope, (int, float)):
+            raise ModelError(f"{path}: field '{where}.negative_slope' must be a number; re-save it")
+        tensors = {}
+        for part in ("weight", "bias", "mask"):
+            key = f"layer{k}.{part}"
+            t = state.get(key)
+            if t is None and part == "mask":
+                continue
+            if not torch.is_tensor(t):
+                raise ModelError(f"{path}: state_dict[{key!r}] must be a tensor, got "
+                                 f"{type(t).__name__}; re-save it")
+            tensors[part] = t.detach()
+        w = tensors["weight"].to(torch.float32).numpy()
+        b = tensors["bias"].to(torch.float32).numpy()
+        mask = tensors["mask"].numpy().astype(bool) if "mask" in tensors else None
+        if mask is not None and mask.shape != w.shape:
+            raise ModelError(f"{path}: state_dict['layer{k}.mask'] has shape {mask.shape}, the "
+                             f"weight {w.shape}; re-save it")
+        try:
+            layers.append(Layer(w, b, act, float(slope), mask))
+        except ModelError as exc:
+            raise ModelError(f"{path}: layer {k}: {exc}") from None
+    latent = meta.get("latent")
+    if latent is not None and (isinstance(latent, bool) or not isinstance(latent, int)):
+        raise ModelError(f"{path}: field 'meta.latent' must be an integer or None; re-save it")
+    kind = meta.get("kind", "autoencoder")
+    if not isinstance(kind, str):
+        raise ModelError(f"{path}: field 'meta.kind' must be a string; re-save it")
+    info = meta.get("info") or {}
+    if not isinstance(info, dict):
+        raise ModelError(f"{path}: field 'meta.info' must be a dict; re-save it")
     try:
-        meta = obj["meta"]
-        state = obj["state_dict"]
-        layers = []
-        for k, spec in enumerate(meta["layers"], start=1):
-            w = state[f"layer{k}.weight"].detach().to(torch.float32).numpy()
-            b = state[f"layer{k}.bias"].detach().to(torch.float32).numpy()
-            m = state.get(f"layer{k}.mask")
-            mask = None if m is None else m.detach().numpy().astype(bool)
-            layers.append(Layer(w, b, spec["activation"], float(spec.get("negative_slope", 0.01)),
-                                mask))
-    except KeyError as exc:
-        raise ModelError(f"{path}: edgeprune checkpoint is missing field {exc}; re-save it") from None
+        return Network(layers, latent=latent, kind=kind, meta=dict(info))
     except ModelError as exc:
         raise ModelError(f"{path}: {exc}") from None
-    return Network(layers, latent=meta.get("latent"), kind=meta.get("kind", "autoencoder"),
-                   meta=dict(meta.get("info") or {}))
+
+
+def _kind_name(kind) -> str:
+    return {dict: "dict", list: "list", str: "string", int: "integer"}.get(kind, kind.__name__)
 
 
 def _from_state_dict(state: dict, path: Path, activations: str | None, latent: int | None

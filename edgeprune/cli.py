@@ -2,53 +2,100 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
+import signal
 import sys
+import threading
+import warnings
 
 import click
 
 from edgeprune import __version__
+from edgeprune.errors import EdgepruneError, first_line
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 def _user_errors(fn):
-    """Turn the library's one-line errors into ``Error: ...`` and exit 1, never a traceback."""
+    """Run a command so that a user sees one ``Error: ...`` line and exit 1, never a traceback.
+
+    * :class:`~edgeprune.errors.EdgepruneError` (bad option, file, data, bundle) and ``OSError``
+      (the OS names the file) are the user's to fix: their first line is shown.
+    * SIGTERM is handled like Ctrl-C (KeyboardInterrupt), so every ``finally`` that removes a
+      staging directory runs for both, and the command ends with ``Aborted!``.
+    * Library warnings (torch, scikit-learn, numpy) are held back: after a failure the error line
+      is the only output; after a success each distinct warning is shown once as ``warning:``.
+    * Anything else is a bug: one line asking for a report (EDGEPRUNE_DEBUG=1 re-raises it).
+    """
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except click.ClickException:
-            raise
-        except (ValueError, OSError) as exc:  # ModelError, DataError, BundleError, IO problems
-            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise click.ClickException(msg) from None
-        except ImportError as exc:  # a base install (numpy/scipy/click) runs bundles only
-            name = getattr(exc, "name", None) or str(exc)
-            raise click.ClickException(
-                f"this command needs the Python package {name!r}, which is not installed; "
-                "install the extras with: pip install 'edgeprune[torch]'"
-            ) from None
-        except KeyboardInterrupt:
-            raise click.Abort() from None
-        except Exception as exc:  # noqa: BLE001 - last resort: one line, traceback on request
-            if os.environ.get("EDGEPRUNE_DEBUG"):
+        with _sigterm_as_interrupt(), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("default")
+            try:
+                result = fn(*args, **kwargs)
+            except (click.ClickException, click.exceptions.Exit, click.Abort):
                 raise
-            raise click.ClickException(
-                f"unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                " (set EDGEPRUNE_DEBUG=1 for the traceback and please report it)"
-            ) from None
+            except EdgepruneError as exc:
+                raise click.ClickException(first_line(exc)) from None
+            except OSError as exc:  # the OS names the path: "[Errno 13] Permission denied: 'x'"
+                raise click.ClickException(_os_error_line(exc)) from None
+            except ImportError as exc:  # a base install (numpy/scipy/click) runs bundles only
+                name = getattr(exc, "name", None) or str(exc)
+                raise click.ClickException(
+                    f"this command needs the Python package {name!r}, which is not installed; "
+                    "install the extras with: pip install 'edgeprune[torch]'"
+                ) from None
+            except KeyboardInterrupt:
+                raise click.Abort() from None
+            except MemoryError:
+                raise click.ClickException(
+                    "out of memory; use a smaller --batch/--samples or a smaller input file"
+                ) from None
+            except Exception as exc:  # noqa: BLE001 - last resort: one line, traceback on request
+                if os.environ.get("EDGEPRUNE_DEBUG"):
+                    raise
+                raise click.ClickException(
+                    f"unexpected {type(exc).__name__}: {first_line(exc)}"
+                    " (set EDGEPRUNE_DEBUG=1 for the traceback and please report it)"
+                ) from None
+        for text in dict.fromkeys(f"{w.category.__name__}: {first_line(str(w.message))}"
+                                  for w in caught):
+            click.echo(f"warning: {text}", err=True)
+        return result
 
     return wrapper
 
 
-def _load_model(path, activations, latent, trust_pickle):
+def _os_error_line(exc: OSError) -> str:
+    where = f"{exc.filename}: " if exc.filename else ""
+    return f"{where}{exc.strerror or first_line(exc)}; check the path and its permissions"
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """Raise KeyboardInterrupt on SIGTERM while a command runs (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _load_model(path, activations, latent, trust_code):
     from edgeprune.checkpoint import load_network
 
-    return load_network(path, activations=activations, latent=latent, trust_pickle=trust_pickle)
+    return load_network(path, activations=activations, latent=latent, trust_code=trust_code)
 
 
 model_options = [
@@ -57,8 +104,9 @@ model_options = [
                       "(identity, relu, leaky_relu, sigmoid, tanh)."),
     click.option("--latent", type=int, default=None, metavar="L",
                  help="Index of the latent (bottleneck) layer, 1-based, for a plain state_dict."),
-    click.option("--trust-pickle", is_flag=True,
-                 help="Allow loading a fully pickled nn.Module (runs code from the file)."),
+    click.option("--trust-code", "--trust-pickle", "trust_code", is_flag=True,
+                 help="Allow model files that are programs: a pickled nn.Module or TorchScript "
+                      "(loading runs code from the file). --trust-pickle is the old name."),
 ]
 
 
@@ -147,13 +195,13 @@ def train(data_spec, hidden, activation, latent_activation, output_activation, e
 @with_model_options
 @_user_errors
 def score(model, data_spec, estimator, samples, reference, seed, memory_budget, target_rel_error,
-          output, as_json, quiet, activations, latent, trust_pickle):
+          output, as_json, quiet, activations, latent, trust_code):
     """Score every link of MODEL with Shapley values (SHAP-SAE eq. 3-4)."""
     from edgeprune.compress import check_data_matches
     from edgeprune.data import explanation_set, load_dataset
     from edgeprune.scoring import save_scores, score_network
 
-    net = _load_model(model, activations, latent, trust_pickle)
+    net = _load_model(model, activations, latent, trust_code)
     ds = load_dataset(data_spec, seed=seed)
     check_data_matches(net, ds)
     scores = score_network(net, explanation_set(ds, samples, seed), estimator=estimator,
@@ -229,7 +277,7 @@ def score(model, data_spec, estimator, samples, reference, seed, memory_budget, 
 def compress(model, data_spec, importance_level, sparsity, method, estimator, reference, samples,
              scores_path, finetune_epochs, seed, memory_budget, export_formats,
              onnx_sparse_initializers, tflite_sparse, outdir, as_json, quiet,
-             activations, latent, trust_pickle, **neuron):
+             activations, latent, trust_code, **neuron):
     """Prune MODEL (SHAP-SAE or a baseline) and write pruned.pt, model.npz and reports."""
     from edgeprune.compress import CompressOptions
     from edgeprune.compress import compress as run_compress
@@ -245,7 +293,7 @@ def compress(model, data_spec, importance_level, sparsity, method, estimator, re
                            export_options=ExportOptions(onnx_sparse_initializers,
                                                         tflite_sparse), **neuron)
     opts.validate()  # bad options fail before the model and data are read
-    net = _load_model(model, activations, latent, trust_pickle)
+    net = _load_model(model, activations, latent, trust_code)
     ds = load_dataset(data_spec, seed=seed)
     result = run_compress(net, ds, outdir, opts)
     if as_json:
@@ -278,7 +326,7 @@ def compress(model, data_spec, importance_level, sparsity, method, estimator, re
 @_user_errors
 def explain(model_or_outdir, data_spec, importance_level, scores_path, estimator, samples,
             reference, seed, memory_budget, top, outdir, quiet, activations, latent,
-            trust_pickle):
+            trust_code):
     """Explain MODEL_OR_OUTDIR (a model file or a compress output directory): input unit
     importance, per-layer LI heatmaps, the inputs the pruned model never reads (PNG, 640x480),
     explain.json and explain.md in OUTPUT."""
@@ -290,7 +338,7 @@ def explain(model_or_outdir, data_spec, importance_level, scores_path, estimator
                           memory_budget=int(memory_budget * 1024**3), scores_path=scores_path,
                           top=top, quiet=quiet)
     result = run_explain(model_or_outdir, outdir, opts, data_spec=data_spec,
-                         activations=activations, latent=latent, trust_pickle=trust_pickle,
+                         activations=activations, latent=latent, trust_code=trust_code,
                          progress=None if quiet else lambda msg: click.echo(msg, err=True))
     summary = result.explanation.to_dict()
     click.echo("most important inputs: "
@@ -314,14 +362,14 @@ def explain(model_or_outdir, data_spec, importance_level, scores_path, estimator
 @with_model_options
 @_user_errors
 def export(pruned, formats, data_spec, onnx_sparse_initializers, tflite_sparse, seed, outdir,
-           activations, latent, trust_pickle):
+           activations, latent, trust_code):
     """Export PRUNED (a compress output directory or a pruned checkpoint) to npz/ONNX/TFLite,
     each checked against PyTorch on real inputs."""
     from edgeprune.export import ExportOptions, export_pruned
 
     result = export_pruned(pruned, outdir, formats=formats, data_spec=data_spec, seed=seed,
                            options=ExportOptions(onnx_sparse_initializers, tflite_sparse),
-                           activations=activations, latent=latent, trust_pickle=trust_pickle)
+                           activations=activations, latent=latent, trust_code=trust_code)
     for note in result["notes"]:
         click.echo(f"note: {note}")
     for art in result["written"].values():
@@ -351,12 +399,12 @@ def run(bundle, inputs, output, kernel, mode):
 @click.option("--json", "as_json", is_flag=True)
 @with_model_options
 @_user_errors
-def info(artifact, as_json, activations, latent, trust_pickle):
+def info(artifact, as_json, activations, latent, trust_code):
     """Describe an artifact: format, layers, shapes, non-zeros, bytes on disk and gzip bytes."""
     from edgeprune.workflows import describe_artifact, format_info
 
     desc = describe_artifact(artifact, activations=activations, latent=latent,
-                             trust_pickle=trust_pickle)
+                             trust_code=trust_code)
     click.echo(json.dumps(desc, indent=2) if as_json else format_info(desc))
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeprune.errors import EdgepruneError
+
 __all__ = ["DataError", "Dataset", "available_datasets", "explanation_set", "load_dataset"]
 
 _EXTRA = "pip install 'edgeprune[torch]'"
@@ -20,7 +22,7 @@ _IDX_MAGIC_IMAGES = 0x00000803
 _IDX_MAGIC_LABELS = 0x00000801
 
 
-class DataError(ValueError):
+class DataError(EdgepruneError):
     """A one-line, user-facing data problem naming the spec or file and how to fix it."""
 
     def __init__(self, message: str) -> None:

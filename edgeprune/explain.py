@@ -250,7 +250,7 @@ def _scores_fit(path: str, net: Network) -> bool:
 
 def explain(source: str | os.PathLike, outdir: str | os.PathLike, opts: ExplainOptions, *,
             data_spec: str | None = None, activations: str | None = None,
-            latent: int | None = None, trust_pickle: bool = False,
+            latent: int | None = None, trust_code: bool = False,
             progress: Callable[[str], None] | None = None) -> ExplainResult:
     """``edgeprune explain SOURCE -o OUTDIR``: load, score, prune (plain models), draw, write."""
     from edgeprune.checkpoint import load_network
@@ -266,7 +266,7 @@ def explain(source: str | os.PathLike, outdir: str | os.PathLike, opts: ExplainO
                          "check the path")
     if outdir.exists() and not outdir.is_dir():
         raise ModelError(f"-o {outdir}: exists and is not a directory; choose another path")
-    model_opts = {"activations": activations, "latent": latent, "trust_pickle": trust_pickle}
+    model_opts = {"activations": activations, "latent": latent, "trust_code": trust_code}
     pruned, report = None, {}
     if source.is_dir():
         if opts.importance_level is not None:

@@ -147,7 +147,7 @@ def resolve_pruned(source: str | os.PathLike) -> tuple[Path, dict]:
 def export_pruned(source: str | os.PathLike, outdir: str | os.PathLike, *,
                   formats: str | None = None, data_spec: str | None = None, seed: int = 0,
                   options: ExportOptions | None = None, activations: str | None = None,
-                  latent: int | None = None, trust_pickle: bool = False) -> dict:
+                  latent: int | None = None, trust_code: bool = False) -> dict:
     """``edgeprune export``: write the artifacts of a pruned model into ``outdir``.
 
     Verification inputs come from ``data_spec``, else from the data recorded by ``compress``."""
@@ -157,7 +157,7 @@ def export_pruned(source: str | os.PathLike, outdir: str | os.PathLike, *,
 
     chosen, notes = parse_formats(formats)
     ckpt, report = resolve_pruned(source)
-    net = load_network(ckpt, activations=activations, latent=latent, trust_pickle=trust_pickle)
+    net = load_network(ckpt, activations=activations, latent=latent, trust_code=trust_code)
     spec = data_spec or (report.get("source") or {}).get("data") or net.meta.get("trained_on")
     if not spec:
         raise ModelError(f"{ckpt}: no record of the data it was pruned on; pass --data SPEC so "

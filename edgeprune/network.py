@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edgeprune.errors import EdgepruneError
 from edgeprune.runtime.activations import ACTIVATIONS, apply_activation
 
 
-class ModelError(ValueError):
+class ModelError(EdgepruneError):
     """A one-line, user-facing problem with a model file or a model description."""
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from edgeprune.errors import EdgepruneError
 from edgeprune.network import Layer, Network
 
 
@@ -21,7 +22,7 @@ def torch_activation(name: str, negative_slope: float = 0.01):
         return torch.sigmoid
     if name == "tanh":
         return torch.tanh
-    raise ValueError(f"unknown activation {name!r}")
+    raise EdgepruneError(f"unknown activation {name!r}")
 
 
 class MaskedMLP(nn.Module):

@@ -68,7 +68,7 @@ def run_bundle(bundle: str | os.PathLike, inputs: str | os.PathLike, output: str
 
 
 def describe_artifact(path: str | os.PathLike, *, activations: str | None = None,
-                      latent: int | None = None, trust_pickle: bool = False) -> dict:
+                      latent: int | None = None, trust_code: bool = False) -> dict:
     """Format, layers, shapes, non-zeros and byte counts of a bundle, checkpoint or outdir."""
     path = Path(path)
     if path.is_dir():
@@ -88,7 +88,7 @@ def describe_artifact(path: str | os.PathLike, *, activations: str | None = None
         return describe_tflite(path)
     from edgeprune.checkpoint import load_network
 
-    net = load_network(path, activations=activations, latent=latent, trust_pickle=trust_pickle)
+    net = load_network(path, activations=activations, latent=latent, trust_code=trust_code)
     layers = [{"layer": k, "shape": [layer.out_dim, layer.in_dim], "activation": layer.activation,
                "nnz": int(np.count_nonzero(layer.masked_weight))}
               for k, layer in enumerate(net.layers, start=1)]

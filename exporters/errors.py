@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeprune.compact_types import CompactNetwork
+from edgeprune.errors import EdgepruneError
 from edgeprune.fileio import write_bytes_atomic
 
 PARITY_TOLERANCE = 1e-5
@@ -43,7 +44,7 @@ __all__ = [
 ]
 
 
-class ExportError(ValueError):
+class ExportError(EdgepruneError):
     """A one-line, user-facing reason why a network cannot be exported (nothing was written)."""
 
 

@@ -6,12 +6,14 @@ from typing import Any
 
 import numpy as np
 
+from edgeprune.errors import EdgepruneError
+
 REEXPORT = "the bundle is corrupted — re-export it with `edgeprune compress`"
 
 __all__ = ["REEXPORT", "BundleError", "Checker"]
 
 
-class BundleError(ValueError):
+class BundleError(EdgepruneError):
     """A bundle that cannot be used; the message is one line: file, field, problem and fix."""
 
 

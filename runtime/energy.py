@@ -30,6 +30,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from edgeprune.errors import EdgepruneError
+
 __all__ = [
     "HOROWITZ_SOURCE",
     "PROFILES",
@@ -51,7 +53,7 @@ PROXY_NOTE = (
 )
 
 
-class EnergyProfileError(ValueError):
+class EnergyProfileError(EdgepruneError):
     """A bad energy profile (name or file); the message is one line."""
 
 

@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgeprune.errors import EdgepruneError
+
 PROFILE_FORMAT = "edgeprune-kernel-profile"
 PROFILE_VERSION = 1
 PROFILE_NAME = "kernel_profile.json"
@@ -52,7 +54,7 @@ __all__ = [
 ]
 
 
-class KernelProfileError(ValueError):
+class KernelProfileError(EdgepruneError):
     """A kernel profile file that cannot be used (one-line message: file, problem, fix)."""
 
 

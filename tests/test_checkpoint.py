@@ -59,7 +59,7 @@ def test_wrong_activation_count_is_one_line_error(tmp_path):
 def test_torchscript_is_walked(tmp_path):
     seq = _seq()
     torch.jit.save(torch.jit.script(seq), tmp_path / "ts.pt")
-    net = load_network(tmp_path / "ts.pt")
+    net = load_network(tmp_path / "ts.pt", trust_code=True)
     assert net.activations == ["relu", "tanh", "leaky_relu", "sigmoid"]
     assert net.layers[2].negative_slope == pytest.approx(0.2)
     assert net.latent == 2
@@ -69,7 +69,7 @@ def test_torchscript_is_walked(tmp_path):
 def test_pickled_module_requires_trust_flag(tmp_path):
     seq = _seq()
     torch.save(seq, tmp_path / "pickled.pt")
-    with pytest.raises(ModelError, match="--trust-pickle"):
+    with pytest.raises(ModelError, match="--trust-code"):
         load_network(tmp_path / "pickled.pt")
     net = load_network(tmp_path / "pickled.pt", trust_pickle=True)
     np.testing.assert_allclose(net.forward(X), _ref(seq, X), atol=1e-6)

@@ -110,7 +110,7 @@ def test_pickled_checkpoint_needs_flag(runner, tmp_path, npy_data):
     seq = nn.Sequential(nn.Linear(12, 4), nn.ReLU(), nn.Linear(4, 12), nn.Sigmoid())
     torch.save(seq, tmp_path / "p.pt")
     _fails(runner.invoke(main, ["compress", str(tmp_path / "p.pt"), "--data", npy_data,
-                                "-m", "0.8", "-o", str(tmp_path / "o")]), "--trust-pickle")
+                                "-m", "0.8", "-o", str(tmp_path / "o")]), "--trust-code")
     assert not (tmp_path / "o").exists()
     _ok(runner.invoke(main, ["compress", str(tmp_path / "p.pt"), "--data", npy_data, "-m", "0.8",
                              "--trust-pickle", "--samples", "16", "-q",

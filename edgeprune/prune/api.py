@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edgeprune.errors import EdgepruneError
 from edgeprune.network import Network
 from edgeprune.prune.cascade import CascadeResult
 from edgeprune.prune.sparsity import prune_at_level, solve_importance_level
@@ -100,9 +101,9 @@ def prune_network(
     masked in ``net`` stay masked. ``net`` itself is not modified.
     """
     if (importance_level is None) == (sparsity is None):
-        raise ValueError("give exactly one of --importance-level or --sparsity")
+        raise EdgepruneError("give exactly one of --importance-level or --sparsity")
     if len(scores) != len(net.layers):
-        raise ValueError(
+        raise EdgepruneError(
             f"got link scores for {len(scores)} layers but the network has {len(net.layers)}"
         )
     if importance_level is not None:

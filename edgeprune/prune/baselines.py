@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from edgeprune.errors import EdgepruneError
 from edgeprune.network import Network
 from edgeprune.prune.api import PruneResult, build_result
 from edgeprune.prune.cascade import CascadeResult, cascade_dead_units
@@ -69,7 +70,7 @@ BASELINES: dict[str, ScoreFn] = {
 def baseline_scores(name: str, net: Network, *, seed: int = 0) -> list[np.ndarray]:
     """Per-layer scores of baseline ``name`` (one of :data:`BASELINES`)."""
     if name not in BASELINES:
-        raise ValueError(f"unknown baseline {name!r}; use one of {', '.join(BASELINES)}")
+        raise EdgepruneError(f"unknown baseline {name!r}; use one of {', '.join(BASELINES)}")
     if name == "random":
         return random_scores(net, seed=seed)
     return BASELINES[name](net)

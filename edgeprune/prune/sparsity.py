@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgeprune.errors import EdgepruneError
 from edgeprune.network import Network
 from edgeprune.prune.cascade import CascadeResult, cascade_dead_units
 from edgeprune.prune.support import LayerRanking, check_importance_level, rank_layers
@@ -33,9 +34,9 @@ def check_sparsity(eta: float) -> float:
     try:
         value = float(eta)
     except (TypeError, ValueError):
-        raise ValueError(f"--sparsity must be a number in [0, 1), got {eta!r}") from None
+        raise EdgepruneError(f"--sparsity must be a number in [0, 1), got {eta!r}") from None
     if not np.isfinite(value) or not 0.0 <= value < 1.0:
-        raise ValueError(f"--sparsity must be in [0, 1), got {eta!r}")
+        raise EdgepruneError(f"--sparsity must be in [0, 1), got {eta!r}")
     return value
 
 

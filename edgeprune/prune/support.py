@@ -29,6 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgeprune.errors import EdgepruneError
+
 #: Relative tolerance of the cumulative-sum comparison for m < 1.
 REL_TOL = 1e-12
 
@@ -38,9 +40,9 @@ def check_importance_level(m: float) -> float:
     try:
         value = float(m)
     except (TypeError, ValueError):
-        raise ValueError(f"--importance-level must be a number in (0, 1], got {m!r}") from None
+        raise EdgepruneError(f"--importance-level must be a number in (0, 1], got {m!r}") from None
     if not np.isfinite(value) or not 0.0 < value <= 1.0:
-        raise ValueError(f"--importance-level must be in (0, 1], got {m!r}")
+        raise EdgepruneError(f"--importance-level must be in (0, 1], got {m!r}")
     return value
 
 
@@ -48,13 +50,13 @@ def check_scores(scores: np.ndarray, shape: tuple[int, ...], layer: int) -> np.n
     """Validate one layer's link scores (finite, non-negative, of ``shape``) as float64."""
     arr = np.asarray(scores, dtype=np.float64)
     if arr.shape != tuple(shape):
-        raise ValueError(
+        raise EdgepruneError(
             f"link scores of layer {layer} have shape {arr.shape}, expected {tuple(shape)}"
         )
     if not np.all(np.isfinite(arr)):
-        raise ValueError(f"link scores of layer {layer} contain NaN or infinite values")
+        raise EdgepruneError(f"link scores of layer {layer} contain NaN or infinite values")
     if np.any(arr < 0):
-        raise ValueError(
+        raise EdgepruneError(
             f"link scores of layer {layer} must be non-negative (use |phi|), "
             f"min is {float(arr.min()):.3g}"
         )

@@ -44,6 +44,7 @@ from collections.abc import Callable
 
 import torch
 
+from edgeprune.errors import EdgepruneError
 from edgeprune.shapley.compact import CompactInputs
 from edgeprune.shapley.game import (
     BLOCK,
@@ -94,7 +95,7 @@ def gaussian_marginal(activation: str, negative_slope: float = 0.01) -> Marginal
         return _probit_marginal(math.pi / 8.0, torch.sigmoid_)
     if activation == "tanh":
         return _probit_marginal(math.pi / 2.0, torch.tanh_)
-    raise ValueError(f"the analytic estimator has no closed form for {activation!r}")
+    raise EdgepruneError(f"the analytic estimator has no closed form for {activation!r}")
 
 
 def size_nodes(m: torch.Tensor, sizes: int) -> tuple[torch.Tensor, torch.Tensor]:

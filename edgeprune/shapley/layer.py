@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from edgeprune.errors import EdgepruneError
 from edgeprune.shapley.aggregate import LinkSummary, summarize
 from edgeprune.shapley.analytic import DEFAULT_SIZES, analytic_phi
 from edgeprune.shapley.auto import AUTO_EXACT_MAX_FAN_IN, AUTO_TARGET_REL_ERROR, choose_estimator
@@ -93,9 +94,9 @@ class LayerScores:
 def resolve_estimator(estimator: str, activation: str, fan_in: int) -> str:
     """Validate ``estimator``; ``auto`` is returned as is (it is decided by a pilot)."""
     if estimator not in ESTIMATORS:
-        raise ValueError(f"unknown estimator {estimator!r}; use one of {', '.join(ESTIMATORS)}")
+        raise EdgepruneError(f"unknown estimator {estimator!r}; use one of {', '.join(ESTIMATORS)}")
     if estimator == "exact" and fan_in > MAX_EXACT_PLAYERS:
-        raise ValueError(f"exact enumeration needs fan-in <= {MAX_EXACT_PLAYERS}, this layer "
+        raise EdgepruneError(f"exact enumeration needs fan-in <= {MAX_EXACT_PLAYERS}, this layer "
                          f"has {fan_in}; use analytic, permutation or kernel")
     return estimator
 

@@ -36,6 +36,7 @@ from collections.abc import Callable
 
 import torch
 
+from edgeprune.errors import EdgepruneError
 from edgeprune.shapley.aggregate import summarize
 from edgeprune.shapley.compact import CompactInputs
 from edgeprune.shapley.game import (
@@ -133,7 +134,7 @@ def permutation_phi(game: LinkGame, *, seed: int, memory_budget: int,
     n = game.n_players
     adaptive = target_rel_error is not None
     if adaptive and not target_rel_error > 0:
-        raise ValueError(f"target_rel_error must be positive, got {target_rel_error}")
+        raise EdgepruneError(f"target_rel_error must be positive, got {target_rel_error}")
     if n_permutations is not None and n_permutations < 1:
         raise ValueError(f"n_permutations must be positive, got {n_permutations}")
     if adaptive:
