@@ -16,6 +16,9 @@ import click
 from edgeprune import __version__
 from edgeprune.errors import EdgepruneError, first_line
 
+SEED = click.IntRange(0, 2**32 - 1)  # what numpy and torch generators accept
+seed_option = click.option("--seed", type=SEED, default=0, show_default=True,
+                           help="Random seed (0 to 2**32-1).")
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
@@ -118,7 +121,7 @@ scoring_options = [
                  help="Size of the explanation set, drawn seeded from the training split."),
     click.option("--reference", type=click.Choice(["zero", "mean"]), default="zero",
                  show_default=True, help="Value an absent link is replaced by."),
-    click.option("--seed", type=int, default=0, show_default=True),
+    seed_option,
     click.option("--memory-budget", type=float, default=2.0, show_default=True, help="GB."),
 ]
 
@@ -157,7 +160,7 @@ def main() -> None:
 @click.option("--epochs", type=click.IntRange(0), default=20, show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@seed_option
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False))
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @_user_errors
@@ -241,7 +244,7 @@ def score(model, data_spec, estimator, samples, reference, seed, memory_budget, 
 @click.option("--scores", "scores_path", default=None, type=click.Path(dir_okay=False),
               help="Reuse link scores written by `edgeprune score`.")
 @click.option("--finetune-epochs", type=click.IntRange(0), default=0, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@seed_option
 @click.option("--memory-budget", type=float, default=2.0, show_default=True, help="GB.")
 @click.option("--export", "export_formats", default="auto", show_default=True,
               help="Artifacts besides model.npz: onnx,tflite (auto: every installed format).")
@@ -292,7 +295,10 @@ def compress(model, data_spec, importance_level, sparsity, method, estimator, re
                            provenance={"model": str(model)}, export=export_formats,
                            export_options=ExportOptions(onnx_sparse_initializers,
                                                         tflite_sparse), **neuron)
-    opts.validate()  # bad options fail before the model and data are read
+    opts.validate()  # bad options and -o fail before the model and data are read
+    from edgeprune.output_dir import check_output_dir
+
+    check_output_dir(outdir, "compress", inputs=[model, *([scores_path] if scores_path else [])])
     net = _load_model(model, activations, latent, trust_code)
     ds = load_dataset(data_spec, seed=seed)
     result = run_compress(net, ds, outdir, opts)
@@ -357,7 +363,7 @@ def explain(model_or_outdir, data_spec, importance_level, scores_path, estimator
 @click.option("--onnx-sparse-initializers", is_flag=True,
               help="Store ONNX weights as sparse initializers (smaller file; ORT densifies).")
 @click.option("--tflite-sparse", is_flag=True, help="Store TFLite weights as sparse tensors.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@seed_option
 @click.option("-o", "--output", "outdir", required=True, type=click.Path(file_okay=False))
 @with_model_options
 @_user_errors

@@ -1,14 +1,13 @@
 """The ``compress`` pipeline: score -> prune -> fine-tune -> compact -> bundle, verified.
 
-Every option is validated before anything is written; the output directory is assembled in a
-temporary sibling directory and moved into place only when every artifact has been checked.
+Every option and the output directory are validated before any work; the output directory is
+assembled in a staging directory and replaces ``-o`` as one unit only when every artifact has
+been checked (:mod:`edgeprune.output_dir`).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from edgeprune.data import Dataset, explanation_set
 from edgeprune.export import ExportOptions, parse_formats, write_artifacts
 from edgeprune.fileio import write_text_atomic
 from edgeprune.network import ModelError, Network
+from edgeprune.output_dir import staged_output_dir
 from edgeprune.prune import baseline_scores, compact, format_support_set, prune_network
 from edgeprune.report import format_markdown, write_json
 from edgeprune.scoring import load_link_scores, score_network
@@ -119,42 +119,61 @@ def link_scores(net: Network, ds: Dataset, opts: CompressOptions) -> tuple[list,
 
 def compress(net: Network, ds: Dataset, outdir: str | os.PathLike,
              opts: CompressOptions) -> CompressResult:
-    """Prune ``net`` on ``ds`` and write ``pruned.pt``, ``model.npz``, ``report.json/md``."""
+    """Prune ``net`` on ``ds`` and write ``pruned.pt``, ``model.npz``, ``report.json/md``.
+
+    ``outdir`` is checked before any work and replaced as one unit when everything has been
+    written and verified (:mod:`edgeprune.output_dir`); on any failure it is left as it was."""
     opts.validate()
     check_data_matches(net, ds)
-    outdir = Path(outdir)
-    if outdir.exists() and not outdir.is_dir():
-        raise ModelError(f"-o {outdir}: exists and is not a directory; choose another path")
+    inputs = [p for p in (opts.provenance.get("model"), opts.scores_path) if p]
     t0 = time.perf_counter()
-    net = net.copy()
-    for layer in net.layers:  # a zero weight is not a link
-        layer.mask &= layer.weight != 0
-    before = evaluate(net, ds, opts.seed)
-    walk = None
-    if "neuron" in opts.granularities():  # units first: a smaller network, then links
-        from edgeprune.prune.neuron_walk import neuron_stage, unpruned_links
+    with staged_output_dir(outdir, "compress", inputs=inputs) as staging:
+        net = net.copy()
+        for layer in net.layers:  # a zero weight is not a link
+            layer.mask &= layer.weight != 0
+        before = evaluate(net, ds, opts.seed)
+        walk = None
+        if "neuron" in opts.granularities():  # units first: a smaller network, then links
+            from edgeprune.prune.neuron_walk import neuron_stage
 
-        walk = neuron_stage(net, ds, opts)
-    work = walk.network if walk is not None else net
-    if "link" in opts.granularities():
-        scores, scoring = link_scores(work, ds, opts)
-        result = prune_network(work, scores, importance_level=opts.importance_level,
-                               sparsity=opts.sparsity)
-    else:
-        scoring, result = None, unpruned_links(work)
-    pruned = result.network
-    history = []
-    if opts.finetune_epochs and pruned.kind == "classifier":  # cross-entropy, not MSE
+            walk = neuron_stage(net, ds, opts)
+        work = walk.network if walk is not None else net
+        result, scoring = _prune_links(work, ds, opts)
+        pruned, history = _finetune(result.network, ds, opts)
+        after = evaluate(pruned, ds, opts.seed)
+        compact_net = compact(pruned)
+        report = _report(net, pruned, compact_net, ds, opts, result, scoring, walk,
+                         {"before": before, "after": after}, history)
+        _write_outputs(staging, net, pruned, compact_net, ds, opts, report, walk, t0)
+    return CompressResult(pruned, report, Path(outdir))
+
+
+def _prune_links(work: Network, ds: Dataset, opts: CompressOptions):
+    """Score and prune the links (or, for --granularity neuron, keep every remaining link)."""
+    if "link" not in opts.granularities():
+        from edgeprune.prune.neuron_walk import unpruned_links
+
+        return unpruned_links(work), None
+    scores, scoring = link_scores(work, ds, opts)
+    return prune_network(work, scores, importance_level=opts.importance_level,
+                         sparsity=opts.sparsity), scoring
+
+
+def _finetune(pruned: Network, ds: Dataset, opts: CompressOptions) -> tuple[Network, list]:
+    if not opts.finetune_epochs:
+        return pruned, []
+    if pruned.kind == "classifier":  # cross-entropy, not MSE
         from edgeprune.train import fit
 
-        pruned, history = fit(pruned, ds, epochs=opts.finetune_epochs, lr=opts.finetune_lr,
-                              seed=opts.seed, quiet=opts.quiet, desc="fine-tune")
-    elif opts.finetune_epochs:
-        pruned, history = train_network(pruned, ds.x_train, ds.x_val,
-                                        epochs=opts.finetune_epochs, lr=opts.finetune_lr,
-                                        seed=opts.seed, quiet=opts.quiet, desc="fine-tune")
-    after = evaluate(pruned, ds, opts.seed)
-    compact_net = compact(pruned)
+        return fit(pruned, ds, epochs=opts.finetune_epochs, lr=opts.finetune_lr,
+                   seed=opts.seed, quiet=opts.quiet, desc="fine-tune")
+    return train_network(pruned, ds.x_train, ds.x_val, epochs=opts.finetune_epochs,
+                         lr=opts.finetune_lr, seed=opts.seed, quiet=opts.quiet,
+                         desc="fine-tune")
+
+
+def _report(net, pruned, compact_net, ds, opts, result, scoring, walk, metrics,
+            history) -> dict:
     report = {
         "edgeprune_version": __version__,
         "network": net.describe(),
@@ -177,7 +196,7 @@ def compress(net: Network, ds: Dataset, outdir: str | os.PathLike,
         "notes": list(result.notes),
         "finetune_epochs": opts.finetune_epochs,
         "finetune_history": history,
-        "metrics": {"before": before, "after": after},
+        "metrics": metrics,
     }
     # eta of the written network above; against the original model's links (units removed
     # physically by the neuron walk shrink links_total) here
@@ -192,38 +211,29 @@ def compress(net: Network, ds: Dataset, outdir: str | os.PathLike,
     if pruned.n_links <= SUPPORT_SET_PRINT_LIMIT:  # small enough to read, as in paper §3.1
         report["support_sets"] = [format_support_set(pairs, k)
                                   for k, pairs in enumerate(result.support_sets, start=1)]
-    outdir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", dir=outdir.parent))
-    try:
-        pruned.meta = {**pruned.meta, "pruning": {k: report[k] for k in
-                                                  ("method", "importance_level", "sparsity")}}
-        save_checkpoint(pruned, staging / "pruned.pt")
-        formats, notes = parse_formats(opts.export)
-        formats = ["npz"] + [f for f in formats if f != "npz"]  # the bundle is always written
-        artifacts = write_artifacts(
-            pruned, compact_net, ds.x_test, staging, formats, opts.export_options,
-            metadata={**report["source"], "source_model_fingerprint": net.fingerprint(),
-                      "report": {k: report[k] for k in ("method", "importance_level")}})
-        report["artifacts"] = {fmt: {k: v for k, v in a.items() if k != "path"}
-                               for fmt, a in artifacts.items()}
-        report["export_notes"] = notes
-        report["runtime_max_abs_diff"] = artifacts["npz"]["max_abs_diff_vs_pytorch"]
-        report["seconds"] = round(time.perf_counter() - t0, 3)
-        write_json(staging / "report.json", report)
-        md = format_markdown(report)
-        if walk is not None:
-            from edgeprune.prune.neuron_walk import walk_markdown
-
-            md += walk_markdown(walk)
-        write_text_atomic(staging / "report.md", md)
-        _publish(staging, outdir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return CompressResult(pruned, report, outdir)
+    return report
 
 
-def _publish(staging: Path, outdir: Path) -> None:
-    """Move finished artifacts into ``outdir`` (each by an atomic rename)."""
-    outdir.mkdir(parents=True, exist_ok=True)
-    for item in staging.iterdir():
-        os.replace(item, outdir / item.name)
+def _write_outputs(staging: Path, net, pruned, compact_net, ds, opts, report, walk, t0) -> None:
+    """pruned.pt, every artifact (each verified against PyTorch), report.json and report.md."""
+    pruned.meta = {**pruned.meta, "pruning": {k: report[k] for k in
+                                              ("method", "importance_level", "sparsity")}}
+    save_checkpoint(pruned, staging / "pruned.pt")
+    formats, notes = parse_formats(opts.export)
+    formats = ["npz"] + [f for f in formats if f != "npz"]  # the bundle is always written
+    artifacts = write_artifacts(
+        pruned, compact_net, ds.x_test, staging, formats, opts.export_options,
+        metadata={**report["source"], "source_model_fingerprint": net.fingerprint(),
+                  "report": {k: report[k] for k in ("method", "importance_level")}})
+    report["artifacts"] = {fmt: {k: v for k, v in a.items() if k != "path"}
+                           for fmt, a in artifacts.items()}
+    report["export_notes"] = notes
+    report["runtime_max_abs_diff"] = artifacts["npz"]["max_abs_diff_vs_pytorch"]
+    report["seconds"] = round(time.perf_counter() - t0, 3)
+    write_json(staging / "report.json", report)
+    md = format_markdown(report)
+    if walk is not None:
+        from edgeprune.prune.neuron_walk import walk_markdown
+
+        md += walk_markdown(walk)
+    write_text_atomic(staging / "report.md", md)

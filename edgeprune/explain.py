@@ -26,8 +26,6 @@ import dataclasses
 import json
 import math
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +37,7 @@ from edgeprune import explain_plots as plots
 from edgeprune.data import Dataset
 from edgeprune.fileio import write_text_atomic
 from edgeprune.network import ModelError, Network
+from edgeprune.output_dir import check_output_dir, staged_output_dir
 
 DEFAULT_IMPORTANCE_LEVEL = 0.8  # SHAP-SAE's level for the pruned-input map of a plain model
 NAME_LIST_LIMIT = 64  # explain.md names at most this many never-read inputs
@@ -264,8 +263,8 @@ def explain(source: str | os.PathLike, outdir: str | os.PathLike, opts: ExplainO
     if not source.exists():
         raise ModelError(f"{source}: no such model file or `compress` output directory; "
                          "check the path")
-    if outdir.exists() and not outdir.is_dir():
-        raise ModelError(f"-o {outdir}: exists and is not a directory; choose another path")
+    inputs = [p for p in (source, opts.scores_path) if p]
+    check_output_dir(outdir, "explain", inputs=inputs)  # before any scoring
     model_opts = {"activations": activations, "latent": latent, "trust_code": trust_code}
     pruned, report = None, {}
     if source.is_dir():
@@ -293,16 +292,15 @@ def explain(source: str | os.PathLike, outdir: str | os.PathLike, opts: ExplainO
         else f"reading scores {opts.scores_path}")
     expl = explain_network(net, ds, opts, pruned=pruned, info={**info, "data": spec})
     say(f"drawing {len(expl.li) + 2} pictures into {outdir}")
-    files = write_explanation(expl, outdir)
+    files = write_explanation(expl, outdir, inputs=inputs)
     return ExplainResult(expl, outdir, files)
 
 
-def write_explanation(expl: Explanation, outdir: str | os.PathLike) -> list[str]:
-    """Write the pictures, explain.json and explain.md into ``outdir``; all of them or none."""
-    outdir = Path(outdir)
-    outdir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", dir=outdir.parent))
-    try:
+def write_explanation(expl: Explanation, outdir: str | os.PathLike,
+                      inputs: list | tuple = ()) -> list[str]:
+    """Write the pictures, explain.json and explain.md into ``outdir``; all of them or none
+    (``outdir`` is replaced as one unit, :mod:`edgeprune.output_dir`)."""
+    with staged_output_dir(outdir, "explain", inputs=inputs) as staging:
         ui = expl.ui
         plots.plot_input_importance(ui, expl.names, expl.image_shape,
                                     staging / "input_importance.png")
@@ -318,9 +316,4 @@ def write_explanation(expl: Explanation, outdir: str | os.PathLike) -> list[str]
         write_text_atomic(staging / "explain.json",
                           json.dumps({**expl.to_dict(), "files": files}, indent=2) + "\n")
         write_text_atomic(staging / "explain.md", expl.markdown(pictures))
-        outdir.mkdir(parents=True, exist_ok=True)
-        for name in files:
-            os.replace(staging / name, outdir / name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return files

@@ -13,6 +13,7 @@ import numpy as np
 from edgeprune import __version__
 from edgeprune.compact_types import CompactNetwork
 from edgeprune.network import ModelError, Network
+from edgeprune.output_dir import check_output_dir, staged_output_dir
 
 FORMATS = ("npz", "onnx", "tflite")
 PARITY_TOLERANCE = 1e-5
@@ -156,6 +157,7 @@ def export_pruned(source: str | os.PathLike, outdir: str | os.PathLike, *,
     from edgeprune.prune import compact
 
     chosen, notes = parse_formats(formats)
+    check_output_dir(outdir, "export", inputs=[source])  # before any work
     ckpt, report = resolve_pruned(source)
     net = load_network(ckpt, activations=activations, latent=latent, trust_code=trust_code)
     spec = data_spec or (report.get("source") or {}).get("data") or net.meta.get("trained_on")
@@ -166,7 +168,8 @@ def export_pruned(source: str | os.PathLike, outdir: str | os.PathLike, *,
     if ds.dim != net.in_dim:
         raise ModelError(f"data {spec!r} has {ds.dim} features but the model reads "
                          f"{net.in_dim}; pass --data with {net.in_dim}-feature samples")
-    outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
-    written = write_artifacts(net, compact(net), ds.x_test, outdir, chosen, options)
+    with staged_output_dir(outdir, "export", inputs=[source]) as staging:
+        written = write_artifacts(net, compact(net), ds.x_test, staging, chosen, options)
+    for art in written.values():  # where each file lives now that the directory is published
+        art["path"] = str(Path(outdir) / Path(art["path"]).name)
     return {"written": written, "notes": notes, "data": spec}

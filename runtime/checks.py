@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeprune.errors import EdgepruneError
+from .errors import EdgepruneError
 
 REEXPORT = "the bundle is corrupted — re-export it with `edgeprune compress`"
 

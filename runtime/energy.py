@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeprune.errors import EdgepruneError
+from .errors import EdgepruneError
 
 __all__ = [
     "HOROWITZ_SOURCE",

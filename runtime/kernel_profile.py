@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgeprune.errors import EdgepruneError
+from .errors import EdgepruneError
 
 PROFILE_FORMAT = "edgeprune-kernel-profile"
 PROFILE_VERSION = 1

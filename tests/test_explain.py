@@ -13,9 +13,9 @@ from test_cli import _fails, _ok
 from edgeprune.checkpoint import load_network, save_checkpoint
 from edgeprune.cli import main
 from edgeprune.data import load_dataset
+from edgeprune.errors import EdgepruneError
 from edgeprune.explain import ExplainOptions, explain, explain_network, write_explanation
 from edgeprune.explain_plots import PNG_SIZE
-from edgeprune.network import ModelError
 
 pytest.importorskip("matplotlib")
 
@@ -44,7 +44,7 @@ def _check_outputs(outdir, n_layers):
         assert png_size(outdir / name) == PNG_SIZE == (640, 480), name
     rep = json.loads((outdir / "explain.json").read_text())
     assert rep["files"] == [*pictures, "explain.json", "explain.md"]
-    assert sorted(p.name for p in outdir.iterdir()) == sorted(rep["files"])
+    assert sorted(p.name for p in outdir.iterdir()) == sorted([*rep["files"], "manifest.json"])
     assert not [p for p in outdir.parent.iterdir() if p.name.startswith(f".{outdir.name}.")]
     ui = np.array([e["ui"] for e in rep["inputs"]])
     assert len(ui) == rep["input_dim"] and np.all(ui >= 0)
@@ -218,6 +218,6 @@ def test_outdir_errors(runner, tmp_path, small_model, npy_data):
     result = runner.invoke(main, ["explain", str(small_model), "--data", npy_data, "-q",
                                   "-o", str(tmp_path / "file")])
     assert result.exit_code == 2 and "is a file" in result.output  # click's usage error
-    with pytest.raises(ModelError, match="-o .*not a directory"):  # the library says it too
+    with pytest.raises(EdgepruneError, match="-o .*not a directory"):  # the library says it too
         explain(small_model, tmp_path / "file", ExplainOptions(), data_spec=npy_data)
     assert (tmp_path / "file").read_text() == "x"

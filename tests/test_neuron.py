@@ -84,7 +84,9 @@ def test_game_values_match_physical_removal(classifier, digits, autoencoder):
 def test_estimators_agree_with_exact_and_are_efficient(classifier, digits, autoencoder):
     for game in _games(classifier, digits, autoencoder):
         exact = game.shapley("exact")
-        assert exact.phi.sum() == pytest.approx(game.total, abs=1e-12)  # efficiency
+        # efficiency; v(N) inside the enumeration and game.total come from float32 forward
+        # passes over different batches, whose kernels may round differently (measured 5e-11)
+        assert exact.phi.sum() == pytest.approx(game.total, abs=1e-9)
         for est, samples in (("permutation", 300), ("subset", 600)):
             res = game.shapley(est, samples, seed=1)
             assert res.phi.sum() == pytest.approx(game.total, abs=1e-9), est  # efficiency

@@ -58,7 +58,7 @@ def test_importance_level_and_reports(tmp_path, npy_data):
     assert "| layer |" in md and "η" in md
     extra = [f"model.{f}" for f in ("onnx", "tflite") if format_available(f)[0]]
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == sorted([
-        "model.npz", "pruned.pt", "report.json", "report.md", *extra])
+        "manifest.json", "model.npz", "pruned.pt", "report.json", "report.md", *extra])
     for fmt, art in rep["artifacts"].items():
         assert art["max_abs_diff_vs_pytorch"] <= 1e-5, fmt
 
