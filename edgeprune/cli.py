@@ -19,6 +19,10 @@ from edgeprune.errors import EdgepruneError, first_line
 SEED = click.IntRange(0, 2**32 - 1)  # what numpy and torch generators accept
 seed_option = click.option("--seed", type=SEED, default=0, show_default=True,
                            help="Random seed (0 to 2**32-1).")
+ESTIMATORS = click.Choice(["auto", "linear", "exact", "permutation", "kernel", "analytic"])
+memory_budget_option = click.option(
+    "--memory-budget", type=float, default=2.0, show_default=True, metavar="GB",
+    help="Memory scoring may hold at once, in GB (finite, > 0).")
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
@@ -114,15 +118,15 @@ model_options = [
 
 
 scoring_options = [
-    click.option("--estimator", default="auto", show_default=True,
-                 type=click.Choice(["auto", "linear", "exact", "permutation", "kernel",
-                                    "analytic"])),
+    click.option("--estimator", default="auto", show_default=True, type=ESTIMATORS,
+                 help="Shapley estimator (auto: linear/exact/analytic/permutation, measured "
+                      "per layer)."),
     click.option("--samples", type=click.IntRange(1), default=256, show_default=True,
                  help="Size of the explanation set, drawn seeded from the training split."),
     click.option("--reference", type=click.Choice(["zero", "mean"]), default="zero",
                  show_default=True, help="Value an absent link is replaced by."),
     seed_option,
-    click.option("--memory-budget", type=float, default=2.0, show_default=True, help="GB."),
+    memory_budget_option,
 ]
 
 
@@ -231,29 +235,35 @@ def score(model, data_spec, estimator, samples, reference, seed, memory_budget, 
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--data", "data_spec", default="digits", show_default=True)
 @click.option("-m", "--importance-level", type=float, default=None,
-              help="SHAP-SAE importance level m in (0, 1].")
-@click.option("--sparsity", type=float, default=None, help="Target sparsity eta in [0, 1).")
+              help="SHAP-SAE importance level m in (0, 1]: keep, per layer, the fewest links "
+                   "carrying m of the layer's total importance.  [one of -m/--sparsity required]")
+@click.option("--sparsity", type=float, default=None,
+              help="Target sparsity eta in [0, 1): the fraction of links to remove.  "
+                   "[one of -m/--sparsity required]")
 @click.option("--method", default="shap-sae", show_default=True,
-              type=click.Choice(["shap-sae", "magnitude", "random", "lap"]))
-@click.option("--estimator", default="auto", show_default=True,
-              type=click.Choice(["auto", "linear", "exact", "permutation", "kernel",
-                                 "analytic"]))
+              type=click.Choice(["shap-sae", "magnitude", "random", "lap"]),
+              help="Link scores: Shapley values (SHAP-SAE) or a baseline.")
+@click.option("--estimator", default="auto", show_default=True, type=ESTIMATORS,
+              help="Shapley estimator of --method shap-sae (auto: measured per layer).")
 @click.option("--reference", type=click.Choice(["zero", "mean"]), default="zero",
-              show_default=True)
-@click.option("--samples", type=click.IntRange(1), default=256, show_default=True)
+              show_default=True, help="Value an absent link is replaced by.")
+@click.option("--samples", type=click.IntRange(1), default=256, show_default=True,
+              help="Size of the explanation set, drawn seeded from the training split.")
 @click.option("--scores", "scores_path", default=None, type=click.Path(dir_okay=False),
               help="Reuse link scores written by `edgeprune score`.")
-@click.option("--finetune-epochs", type=click.IntRange(0), default=0, show_default=True)
+@click.option("--finetune-epochs", type=click.IntRange(0), default=0, show_default=True,
+              help="Epochs of masked fine-tuning after pruning (pruned links stay zero).")
 @seed_option
-@click.option("--memory-budget", type=float, default=2.0, show_default=True, help="GB.")
+@memory_budget_option
 @click.option("--export", "export_formats", default="auto", show_default=True,
               help="Artifacts besides model.npz: onnx,tflite (auto: every installed format).")
 @click.option("--onnx-sparse-initializers", is_flag=True,
               help="Store ONNX weights as sparse initializers (smaller file; ORT densifies).")
 @click.option("--tflite-sparse", is_flag=True, help="Store TFLite weights as sparse tensors.")
 @click.option("--granularity", default="link", show_default=True,
-              help="What to prune: link, neuron (whole units, physically) or neuron,link "
-                   "(units first, then links with -m/--sparsity).")
+              type=click.Choice(["link", "neuron", "neuron,link"]),
+              help="What to prune: links, whole units (neuron, removed physically) or units "
+                   "first, then links with -m/--sparsity (neuron,link).")
 @click.option("--strategy", default=None, metavar="NAME:VALUE",
               help="Neuron strategy: svbottom:k, svbottom-p:p, svbucket:p, random:k, wbottom:k.")
 @click.option("--threshold", default=None, metavar="T",

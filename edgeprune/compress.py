@@ -184,6 +184,8 @@ def _report(net, pruned, compact_net, ds, opts, result, scoring, walk, metrics,
         "sparsity": pruned.sparsity,
         "links_total": pruned.n_links,
         "links_kept": pruned.n_active,
+        "original_dense_fp32_bytes": 4 * sum(layer.n_links + layer.out_dim
+                                             for layer in net.layers),
         "input_dim": net.in_dim,
         "output_dim": net.out_dim,
         "layers": result.per_layer,

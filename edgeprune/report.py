@@ -44,12 +44,53 @@ def metrics_lines(before: dict, after: dict) -> list[tuple[str, str, str]]:
             for k in before]
 
 
+#: A metric this much worse after pruning without fine-tuning earns a hint to fine-tune.
+MSE_RATIO_HINT = 1.5
+ACCURACY_DROP_HINT = 0.02
+
+
+def importance_level_line(report: dict) -> str:
+    """" at importance level m = ..." for SHAP-SAE; other methods have no meaningful m."""
+    m = report.get("importance_level")
+    return f" at importance level m = {m:.4f}" if m is not None and \
+        "shap-sae" in str(report.get("method", "shap-sae")) else ""
+
+
+def size_line(report: dict) -> str | None:
+    """model.npz's bytes against the original model's dense fp32 weights and biases."""
+    dense = report.get("original_dense_fp32_bytes")
+    npz = (report.get("artifacts") or {}).get("npz", {}).get("bytes")
+    if not dense or not npz:
+        return None
+    return (f"size: model.npz {npz:,} bytes vs {dense:,} bytes of dense fp32 weights in the "
+            f"original model ({dense / npz:.1f}x smaller)")
+
+
+def degradation_hints(report: dict) -> list[str]:
+    """A hint to fine-tune when a metric got much worse and no fine-tuning ran."""
+    if report.get("finetune_epochs"):
+        return []
+    before, after = report["metrics"]["before"], report["metrics"]["after"]
+    hints = []
+    for key, b in before.items():
+        a = after.get(key)
+        if a is None or b is None:
+            continue
+        if key.endswith("mse") and b > 0 and a / b >= MSE_RATIO_HINT:
+            hints.append(f"{key} rose {a / b:.1f}x")
+        elif key.endswith("accuracy") and b - a >= ACCURACY_DROP_HINT:
+            hints.append(f"{key} fell {100 * (b - a):.1f} points")
+    if not hints:
+        return []
+    return [f"hint: {', '.join(hints)} without fine-tuning; add --finetune-epochs 10 to "
+            "recover most of it"]
+
+
 def format_summary(report: dict) -> str:
     """The text the CLI prints after compress: the table plus metrics before/after."""
     lines = [format_text_table(layer_table(report["layers"])), ""]
-    m = report.get("importance_level")
     lines.append(f"achieved sparsity eta = {report['sparsity']:.4f}"
-                 + (f" at importance level m = {m:.4f}" if m is not None else "")
+                 + importance_level_line(report)
                  + f" ({report['links_kept']}/{report['links_total']} links kept)")
     if report.get("unused_inputs"):
         lines.append(f"unused inputs: {len(report['unused_inputs'])} of {report['input_dim']}")
@@ -64,7 +105,12 @@ def format_summary(report: dict) -> str:
     for fmt, art in (report.get("artifacts") or {}).items():
         lines.append(f"model.{fmt}: {art['bytes']} bytes, max |diff| vs PyTorch "
                      f"{art['max_abs_diff_vs_pytorch']:.2e}")
+    size = size_line(report)
+    if size:
+        lines.append(size)
     lines.extend(f"note: {n}" for n in report.get("export_notes", []))
+    lines.extend(f"warning: {n}" for n in report.get("notes", []))
+    lines.extend(degradation_hints(report))
     return "\n".join(lines)
 
 
@@ -81,8 +127,7 @@ def format_markdown(report: dict) -> str:
         + (f", scores from `{report['scoring']['from']}`"
            if (report.get("scoring") or {}).get("from") else ""),
         f"- achieved sparsity η = {report['sparsity']:.4f}"
-        + (f" at importance level m = {report['importance_level']:.4f}"
-           if report.get("importance_level") is not None else ""),
+        + importance_level_line(report).replace(" at importance", " at SHAP-SAE importance"),
         f"- links kept: {report['links_kept']} of {report['links_total']}",
         f"- fine-tuning epochs: {report.get('finetune_epochs', 0)}",
         "",
@@ -110,6 +155,12 @@ def format_markdown(report: dict) -> str:
     if report.get("support_sets"):
         lines += ["", "## Support sets (1-based (i, j): unit i of layer l, unit j of layer l-1)", ""]
         lines += [f"- {s}" for s in report["support_sets"]]
+    if report.get("notes") or degradation_hints(report):
+        lines += ["", "## Warnings", ""]
+        lines += [f"- {n}" for n in report.get("notes", [])]
+        lines += [f"- {h.removeprefix('hint: ')}" for h in degradation_hints(report)]
+    if size_line(report):
+        lines += ["", size_line(report).replace("size: ", "Size: ")]
     if "runtime_max_abs_diff" in report:
         lines += ["", f"NumPy runtime vs PyTorch on the test split: max |diff| = "
                   f"{report['runtime_max_abs_diff']:.2e}"]
