@@ -23,6 +23,9 @@ ESTIMATORS = click.Choice(["auto", "linear", "exact", "permutation", "kernel", "
 memory_budget_option = click.option(
     "--memory-budget", type=float, default=2.0, show_default=True, metavar="GB",
     help="Memory scoring may hold at once, in GB (finite, > 0).")
+data_option = click.option(
+    "--data", "data_spec", default="digits", show_default=True, metavar="SPEC",
+    help="synthetic6, digits, mnist5k, idx:PATH (MNIST/Fashion-MNIST IDX), npy:PATH or csv:PATH.")
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
@@ -150,22 +153,26 @@ def main() -> None:
 
 
 @main.command(context_settings=CONTEXT)
-@click.option("--data", "data_spec", default="digits", show_default=True,
-              help="synthetic6, digits, mnist5k, idx:PATH, npy:PATH or csv:PATH.")
+@data_option
 @click.option("--task", type=click.Choice(["autoencode", "classify"]), default="autoencode",
               show_default=True, help="classify: an MLP classifier (softmax cross-entropy, "
               "logits out, needs labelled data) instead of an autoencoder.")
 @click.option("--hidden", default=None,
               help="Encoder widths, mirrored (default 32,8); a classifier's hidden widths "
                    "(default 40).")
-@click.option("--activation", default="relu", show_default=True)
+@click.option("--activation", default="relu", show_default=True,
+              help="Hidden activation: identity, relu, leaky_relu, sigmoid or tanh.")
 @click.option("--latent-activation", default=None, help="Activation of the latent layer.")
-@click.option("--output-activation", default="sigmoid", show_default=True)
-@click.option("--epochs", type=click.IntRange(0), default=20, show_default=True)
-@click.option("--lr", type=float, default=1e-3, show_default=True)
-@click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
+@click.option("--output-activation", default="sigmoid", show_default=True,
+              help="Activation of the reconstruction (sigmoid for data in [0, 1]).")
+@click.option("--epochs", type=click.IntRange(0), default=20, show_default=True,
+              help="Training epochs.")
+@click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate.")
+@click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True,
+              help="Mini-batch size.")
 @seed_option
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Checkpoint to write (model.pt).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @_user_errors
 def train(data_spec, hidden, activation, latent_activation, output_activation, epochs, lr,
@@ -192,13 +199,14 @@ def train(data_spec, hidden, activation, latent_activation, output_activation, e
 
 @main.command(context_settings=CONTEXT)
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--data", "data_spec", default="digits", show_default=True)
+@data_option
 @with_scoring_options
 @click.option("--target-rel-error", type=click.FloatRange(0, min_open=True), default=None,
               help="Accuracy target of auto (default 0.05) or of the permutation estimator.")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Scores file to write (.npz).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
-@click.option("-q", "--quiet", is_flag=True)
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @with_model_options
 @_user_errors
 def score(model, data_spec, estimator, samples, reference, seed, memory_budget, target_rel_error,
@@ -233,7 +241,7 @@ def score(model, data_spec, estimator, samples, reference, seed, memory_budget, 
 
 @main.command(context_settings=CONTEXT)
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--data", "data_spec", default="digits", show_default=True)
+@data_option
 @click.option("-m", "--importance-level", type=float, default=None,
               help="SHAP-SAE importance level m in (0, 1]: keep, per layer, the fewest links "
                    "carrying m of the layer's total importance.  [one of -m/--sparsity required]")
@@ -282,9 +290,10 @@ def score(model, data_spec, estimator, samples, reference, seed, memory_budget, 
               help="Hidden layers whose units are pruned, in turn (default: all).")
 @click.option("--truncation", "neuron_truncation", type=float, default=None,
               help="Truncate a permutation once within this fraction of v(all) (TMC).")
-@click.option("-o", "--output", "outdir", required=True, type=click.Path(file_okay=False))
+@click.option("-o", "--output", "outdir", required=True, type=click.Path(file_okay=False),
+              help="Output directory; replaced as a whole when the run succeeds.")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json instead of the table.")
-@click.option("-q", "--quiet", is_flag=True)
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @with_model_options
 @_user_errors
 def compress(model, data_spec, importance_level, sparsity, method, estimator, reference, samples,
@@ -336,7 +345,8 @@ def compress(model, data_spec, importance_level, sparsity, method, estimator, re
 @with_scoring_options
 @click.option("--top", type=click.IntRange(1), default=10, show_default=True,
               help="How many most/least important inputs the summary names.")
-@click.option("-o", "--output", "outdir", required=True, type=click.Path(file_okay=False))
+@click.option("-o", "--output", "outdir", required=True, type=click.Path(file_okay=False),
+              help="Output directory; replaced as a whole when the run succeeds.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines or bars.")
 @with_model_options
 @_user_errors
@@ -374,7 +384,8 @@ def explain(model_or_outdir, data_spec, importance_level, scores_path, estimator
               help="Store ONNX weights as sparse initializers (smaller file; ORT densifies).")
 @click.option("--tflite-sparse", is_flag=True, help="Store TFLite weights as sparse tensors.")
 @seed_option
-@click.option("-o", "--output", "outdir", required=True, type=click.Path(file_okay=False))
+@click.option("-o", "--output", "outdir", required=True, type=click.Path(file_okay=False),
+              help="Output directory; replaced as a whole when the run succeeds.")
 @with_model_options
 @_user_errors
 def export(pruned, formats, data_spec, onnx_sparse_initializers, tflite_sparse, seed, outdir,
@@ -396,8 +407,9 @@ def export(pruned, formats, data_spec, onnx_sparse_initializers, tflite_sparse, 
 @main.command(context_settings=CONTEXT)
 @click.argument("bundle", type=click.Path(dir_okay=False))
 @click.argument("inputs", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False))
-@click.option("--kernel", type=click.Choice(["auto", "dense", "csr"]), default="auto",
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Where to write the outputs (.npy); never the bundle or the inputs.")
+@click.option("--kernel", type=click.Choice(["auto", "dense", "csr"]), default="auto", help="Layer kernel (auto: dense or CSR by density).",
               show_default=True)
 @click.option("--encode", "mode", flag_value="encode", help="Return the latent code.")
 @click.option("--decode", "mode", flag_value="decode", help="Inputs are latent codes.")
@@ -412,7 +424,7 @@ def run(bundle, inputs, output, kernel, mode):
 
 @main.command(context_settings=CONTEXT)
 @click.argument("artifact", type=click.Path(exists=False))
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 @with_model_options
 @_user_errors
 def info(artifact, as_json, activations, latent, trust_code):
@@ -431,12 +443,14 @@ def info(artifact, as_json, activations, latent, trust_code):
 @click.option("--backends", default="auto", show_default=True,
               help="auto, or some of edgeprune,onnxruntime,litert,torch "
                    "(edgeprune = edgeprune-auto,-csr,-dense).")
-@click.option("--warmup", type=click.IntRange(0), default=10, show_default=True)
+@click.option("--warmup", type=click.IntRange(0), default=10, show_default=True,
+              help="Untimed calls before each measurement.")
 @click.option("--runs", type=click.IntRange(1), default=100, show_default=True,
               help="Timed calls at least, per measurement.")
 @click.option("--min-time", type=click.FloatRange(0), default=0.5, show_default=True,
               help="Seconds of timed calls at least, per measurement.")
-@click.option("--threads", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--threads", type=click.IntRange(1), default=1, show_default=True,
+              help="Threads per backend.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write results JSON.")
 @click.option("--md", "md_path", type=click.Path(dir_okay=False), help="Write a Markdown report.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False),

@@ -186,3 +186,11 @@ def test_score_auto_reports_pilot_and_peak_memory(runner, tmp_path):
         assert z["li1"].shape == (14, 30) and "li_bias1" not in z.files
     with np.load(tmp_path / "s2.npz") as z:
         assert "li_bias1" in z.files and np.all(z["li_bias1"] >= 0)
+
+
+def test_every_option_of_every_command_says_what_it_does():
+    import click
+
+    missing = [(name, p.opts[0]) for name, cmd in main.commands.items() for p in cmd.params
+               if isinstance(p, click.Option) and not (p.help or "").strip()]
+    assert missing == []
