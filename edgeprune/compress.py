@@ -22,7 +22,7 @@ from edgeprune.fileio import write_text_atomic
 from edgeprune.network import ModelError, Network
 from edgeprune.output_dir import staged_output_dir
 from edgeprune.prune import baseline_scores, compact, format_support_set, prune_network
-from edgeprune.report import format_markdown, write_json
+from edgeprune.report import format_markdown, record_data_spec, record_path, write_json
 from edgeprune.scoring import load_link_scores, score_network
 from edgeprune.train import evaluate, train_network
 
@@ -142,8 +142,10 @@ def compress(net: Network, ds: Dataset, outdir: str | os.PathLike,
         pruned, history = _finetune(result.network, ds, opts)
         after = evaluate(pruned, ds, opts.seed)
         compact_net = compact(pruned)
+        if scoring and scoring.get("from"):
+            scoring["from"] = record_path(scoring["from"], outdir)
         report = _report(net, pruned, compact_net, ds, opts, result, scoring, walk,
-                         {"before": before, "after": after}, history)
+                         {"before": before, "after": after}, history, outdir)
         _write_outputs(staging, net, pruned, compact_net, ds, opts, report, walk, t0)
     return CompressResult(pruned, report, Path(outdir))
 
@@ -173,11 +175,11 @@ def _finetune(pruned: Network, ds: Dataset, opts: CompressOptions) -> tuple[Netw
 
 
 def _report(net, pruned, compact_net, ds, opts, result, scoring, walk, metrics,
-            history) -> dict:
+            history, outdir) -> dict:
     report = {
         "edgeprune_version": __version__,
         "network": net.describe(),
-        "source": {"data": ds.name, **opts.provenance},
+        "source": _recorded_source(ds.name, opts, outdir),
         "method": opts.method,
         "scoring": scoring,
         "importance_level": result.importance_level,
@@ -214,6 +216,14 @@ def _report(net, pruned, compact_net, ds, opts, result, scoring, walk, metrics,
         report["support_sets"] = [format_support_set(pairs, k)
                                   for k, pairs in enumerate(result.support_sets, start=1)]
     return report
+
+
+def _recorded_source(data: str, opts: CompressOptions, outdir) -> dict:
+    """Where the model and data came from, paths relative to the report (report.py)."""
+    source = {"data": record_data_spec(data, outdir), **opts.provenance}
+    if isinstance(source.get("model"), str):
+        source["model"] = record_path(source["model"], outdir)
+    return source
 
 
 def _write_outputs(staging: Path, net, pruned, compact_net, ds, opts, report, walk, t0) -> None:

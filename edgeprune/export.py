@@ -12,8 +12,10 @@ import numpy as np
 
 from edgeprune import __version__
 from edgeprune.compact_types import CompactNetwork
+from edgeprune.errors import first_line
 from edgeprune.network import ModelError, Network
 from edgeprune.output_dir import check_output_dir, staged_output_dir
+from edgeprune.report import resolve_recorded
 
 FORMATS = ("npz", "onnx", "tflite")
 PARITY_TOLERANCE = 1e-5
@@ -138,8 +140,17 @@ def resolve_pruned(source: str | os.PathLike) -> tuple[Path, dict]:
             raise ModelError(f"{source}: no pruned.pt in this directory; give a `compress` "
                              "output directory or a pruned checkpoint")
         report_path = source / "report.json"
-        report = json.loads(report_path.read_text()) if report_path.is_file() else {}
-        return ckpt, report
+        report = {}
+        if report_path.is_file():
+            try:
+                report = json.loads(report_path.read_text())
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise ModelError(f"{report_path}: is not valid JSON ({first_line(exc)}); "
+                                 "re-run `edgeprune compress`") from None
+            if not isinstance(report, dict):
+                raise ModelError(f"{report_path}: must hold a JSON object; re-run "
+                                 "`edgeprune compress`")
+        return ckpt, resolve_recorded(report, source)
     if not source.is_file():
         raise ModelError(f"{source}: no such file or directory")
     return source, {}

@@ -167,5 +167,42 @@ def format_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+PATH_SPECS = ("idx:", "npy:", "csv:")  # data specs that name a file
+
+
+def record_path(path: str | os.PathLike, outdir: str | os.PathLike) -> str:
+    """A path as report.json records it: relative to the report's directory, so the record
+    holds wherever the command is run from (and when the whole tree moves)."""
+    return os.path.relpath(Path(path).resolve(), Path(outdir).resolve())
+
+
+def record_data_spec(spec: str, outdir: str | os.PathLike) -> str:
+    prefix = next((p for p in PATH_SPECS if spec.startswith(p)), None)
+    return prefix + record_path(spec[len(prefix):], outdir) if prefix else spec
+
+
+def resolve_recorded(report: dict, report_dir: str | os.PathLike) -> dict:
+    """``report`` with the paths it records made usable from the current directory: each
+    relative path is taken relative to ``report_dir`` (where report.json lives)."""
+    base = Path(report_dir)
+
+    def resolve(path: str) -> str:
+        return path if os.path.isabs(path) else os.path.normpath(base / path)
+
+    out = dict(report)
+    source = dict(out.get("source") or {})
+    if isinstance(source.get("model"), str):
+        source["model"] = resolve(source["model"])
+    data = source.get("data")
+    prefix = next((p for p in PATH_SPECS if isinstance(data, str) and data.startswith(p)), None)
+    if prefix:
+        source["data"] = prefix + resolve(data[len(prefix):])
+    out["source"] = source
+    scoring = out.get("scoring")
+    if isinstance(scoring, dict) and isinstance(scoring.get("from"), str):
+        out["scoring"] = {**scoring, "from": resolve(scoring["from"])}
+    return out
+
+
 def write_json(path: str | os.PathLike, obj: dict) -> Path:
     return write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")

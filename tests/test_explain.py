@@ -3,6 +3,7 @@ pruned model, the Python API and one-line errors."""
 
 import json
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -221,3 +222,29 @@ def test_outdir_errors(runner, tmp_path, small_model, npy_data):
     with pytest.raises(EdgepruneError, match="-o .*not a directory"):  # the library says it too
         explain(small_model, tmp_path / "file", ExplainOptions(), data_spec=npy_data)
     assert (tmp_path / "file").read_text() == "x"
+
+
+def test_paths_in_report_json_are_relative_to_the_report(runner, tmp_path, monkeypatch):
+    """compress run in one folder, explain/export run from another: the original model, the
+    data and the scores file recorded in report.json are found, not silently replaced."""
+    from conftest import make_network
+
+    from edgeprune.checkpoint import save_checkpoint
+
+    work = tmp_path / "work"
+    (work / "elsewhere").mkdir(parents=True)
+    save_checkpoint(make_network(["relu", "sigmoid"], [12, 5, 12], latent=1), work / "model.pt")
+    np.save(work / "data.npy", np.random.default_rng(5).random((300, 12), dtype=np.float32))
+    monkeypatch.chdir(work)
+    _ok(runner.invoke(main, ["score", "model.pt", "--data", "npy:data.npy", "--samples", "16",
+                             "-q", "-o", "scores.npz"]))
+    _ok(runner.invoke(main, ["compress", "model.pt", "--data", "npy:data.npy", "-m", "0.8",
+                             "--scores", "scores.npz", "--export", "npz", "-q", "-o", "c"]))
+    rep = json.loads((work / "c" / "report.json").read_text())
+    assert rep["source"]["model"] == "../model.pt"
+    assert rep["source"]["data"] == "npy:../data.npy" and rep["scoring"]["from"] == "../scores.npz"
+    monkeypatch.chdir(work / "elsewhere")
+    _ok(runner.invoke(main, ["explain", "../c", "-q", "-o", "../e"]))
+    expl = json.loads((work / "e" / "explain.json").read_text())
+    assert Path(expl["source"]["scored_model"]).resolve() == work / "model.pt"  # not pruned.pt
+    _ok(runner.invoke(main, ["export", "../c", "--format", "npz", "-o", "../x"]))
