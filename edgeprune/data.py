@@ -335,9 +335,10 @@ def _check_float32(x: np.ndarray, spec: str) -> None:
     count = int(np.count_nonzero(bad))
     if count:
         row, col = divmod(int(np.argmax(bad)), x.shape[1])
+        first = float(x[row, col])
         raise DataError(f"{spec}: {count} non-finite value(s) (NaN/inf, or beyond the float32 "
-                        f"range of +-3.4e38), the first {x[row, col]!r} at row {row}, column "
-                        f"{col}; clean, rescale or impute them before loading")
+                        f"range of +-3.4e38), the first {first!r} at row {row}, column {col}; "
+                        "clean, rescale or impute them before loading")
 
 
 def load_dataset(spec: str, seed: int = 0, val_fraction: float = 0.1,

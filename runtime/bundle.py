@@ -364,7 +364,8 @@ def _parse_meta(arrays: dict[str, np.ndarray], check: Checker) -> dict[str, Any]
                 f"{field}.shape",
                 f"is {rows} x {cols} = {rows * cols} weights, over the bound of "
                 f"{limits.MAX_LAYER_ELEMENTS} (edgeprune.runtime.limits.MAX_LAYER_ELEMENTS: a "
-                f"dense float32 weight of at most {limits.format_bytes(4 * limits.MAX_LAYER_ELEMENTS)})",
+                "dense float32 weight of at most "
+                f"{limits.format_bytes(4 * limits.MAX_LAYER_ELEMENTS)})",
             )
         check.integer(entry.get("nnz"), f"{field}.nnz", 0)
     return meta

@@ -130,7 +130,8 @@ def read_npy_header(fp: IO[bytes]) -> NpyHeader:
     except ValueError as exc:
         if "format version" in str(exc):
             raise
-        raise ValueError(f"has a malformed .npy header ({str(exc).splitlines()[0][:200]})") from None
+        text = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise ValueError(f"has a malformed .npy header ({text})") from None
     except EOFError:
         raise ValueError("is truncated inside its .npy header") from None
     offset = fp.tell() - start
