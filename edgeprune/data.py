@@ -341,6 +341,16 @@ def _check_float32(x: np.ndarray, spec: str) -> None:
                         "clean, rescale or impute them before loading")
 
 
+def _min_samples(val_fraction: float, test_fraction: float) -> int:
+    """The fewest samples whose split leaves every requested part (and training) non-empty."""
+    fracs = [f for f in (test_fraction, val_fraction) if f > 0]
+    n = 1
+    while any(int(round(n * f)) == 0 for f in fracs) or n - sum(
+            int(round(n * f)) for f in fracs) < 1:
+        n += 1
+    return n
+
+
 def load_dataset(spec: str, seed: int = 0, val_fraction: float = 0.1,
                  test_fraction: float = 0.2) -> Dataset:
     """Load the dataset named by ``spec`` and split it with a ``seed``-ed permutation.
@@ -372,6 +382,13 @@ def load_dataset(spec: str, seed: int = 0, val_fraction: float = 0.1,
     if len(train_idx) == 0:
         raise DataError(f"{spec}: {n} sample(s) leave no training rows; lower val_fraction/"
                         "test_fraction or supply more data")
+    empty = [name for name, wanted, rows in (
+        ("validation", val_fraction > 0, len(val_idx)),
+        ("test", official is not None or test_fraction > 0, len(x_test))) if wanted and not rows]
+    if empty:  # an empty split would be evaluated as the mean of nothing (NaN and warnings)
+        raise DataError(f"{spec}: {n} sample(s) leave the {' and '.join(empty)} split empty "
+                        f"(val_fraction={val_fraction}, test_fraction={test_fraction}); supply "
+                        f"at least {_min_samples(val_fraction, test_fraction)} samples")
     xs = [np.ascontiguousarray(a, dtype=np.float32) for a in (x[train_idx], x[val_idx], x_test)]
     ys = [None, None] if y is None else [y[train_idx], y[val_idx]]
     return Dataset(spec, *xs, *ys, y_test, image_shape, names)

@@ -463,6 +463,12 @@ def test_data_nan_labels(tmp_path):
     _data_fails(f"npy:{tmp_path / 'd.npz'}", "labels hold NaN", tmp_path)
 
 
+@pytest.mark.parametrize("n", [1, 2, 5])
+def test_data_too_small_for_its_splits(tmp_path, n):
+    np.save(tmp_path / "few.npy", np.random.default_rng(0).random((n, 4)))
+    _data_fails(f"npy:{tmp_path / 'few.npy'}", "supply at least 6 samples", tmp_path)
+
+
 # == D. --memory-budget ========================================================================
 @pytest.mark.parametrize("gb", [0, -1, math.inf, math.nan, 2048, 1e-15])
 def test_memory_budget_is_validated(gb):
