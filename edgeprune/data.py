@@ -330,8 +330,10 @@ def _check_float32(x: np.ndarray, spec: str) -> None:
     if x.dtype.kind != "f":
         return  # integers and booleans are finite and within float32 range
     bad = ~np.isfinite(x)
-    if x.dtype.itemsize > 4:
-        bad |= np.abs(x) > np.finfo(np.float32).max
+    if x.dtype.itemsize > 4:  # compare both signs: np.abs would copy the whole matrix
+        top = np.finfo(np.float32).max
+        bad |= x > top
+        bad |= x < -top
     count = int(np.count_nonzero(bad))
     if count:
         row, col = divmod(int(np.argmax(bad)), x.shape[1])
