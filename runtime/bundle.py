@@ -145,7 +145,16 @@ def _check_members(zf: zipfile.ZipFile, check: Checker) -> list[zipfile.ZipInfo]
     members: list[zipfile.ZipInfo] = []
     seen: set[str] = set()
     total = 0
-    for info in zf.infolist():
+    infos = zf.infolist()
+    most = 6 + 4 * limits.MAX_LAYERS  # maps and constants, then 4 arrays per layer
+    if len(infos) > most:
+        raise check.fail(
+            "file",
+            f"holds {len(infos)} members, more than a bundle of at most {limits.MAX_LAYERS} "
+            f"layers can ({most}; edgeprune.runtime.limits.MAX_LAYERS)",
+            _NOT_A_BUNDLE,
+        )
+    for info in infos:
         name = info.filename
         if not _MEMBER.fullmatch(name):
             raise check.fail(

@@ -203,6 +203,14 @@ def test_duplicate_member_is_refused(tmp_path):
         read_bundle(path)
 
 
+def test_too_many_members(tmp_path):
+    members = _bundle_members()
+    members.update({f"layer{k}.{part}.npy": b"" for k in range(2, 3 + limits.MAX_LAYERS)
+                    for part in ("data", "indices", "indptr", "bias")})
+    with pytest.raises(BundleError, match=rf"holds {len(members)} members, more than a bundle"):
+        read_bundle(_zip(tmp_path / "b.npz", members))
+
+
 def test_declared_uncompressed_size_over_the_bound(tmp_path, inputs):
     path = _zip(tmp_path / "b.npz", _bundle_members())
     _declare_size(path, "layer1.bias.npy", 3 * GiB)
