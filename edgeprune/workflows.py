@@ -98,8 +98,8 @@ def _read_inputs(path: Path, width: int, what: str, widths: list[int]) -> np.nda
         pos = np.unravel_index(int(np.argmax(bad)), bad.shape)
         where = f"row {pos[0]}, column {pos[1]}" if len(pos) == 2 else f"position {pos[0]}"
         raise ModelError(f"{path}: value {float(x[pos])!r} at {where} is NaN, inf or beyond "
-                         "the float32 range; a model run on such inputs gives no result, so clean or impute "
-                         "them first")
+                         "the float32 range; a model run on such inputs gives no result, so "
+                         "clean or impute them first")
     return x32
 
 

@@ -6,8 +6,11 @@ for leaky_relu) and the list of ops of :meth:`LayerOps.ops` bound to them, with 
 kernel chosen for that batch size. Later calls with the same batch size reuse it: a call copies
 the used input features into the input buffer, runs the ops and writes the result into a fresh
 array (or into ``out=``); no intermediate is allocated. One-sample calls (1-D input, or a batch
-of one) share the mat-vec plan. At most :data:`MAX_PLANS` plans are kept per model (the oldest
-is dropped), which bounds memory for callers that vary the batch size.
+of one) share the mat-vec plan. At most :data:`MAX_PLANS` plans are kept per route, holding
+together at most :data:`~edgeprune.runtime.limits.MAX_RUN_BYTES` (the oldest are dropped), which
+bounds memory for callers that vary the batch size; a batch whose own buffers would exceed that
+bound is refused with a :class:`~edgeprune.runtime.limits.LimitError` naming the largest batch
+that fits.
 
 Thread safety: because the buffers are reused, one ``BundleModel`` must not be called from two
 threads at once. Give each thread its own :meth:`BundleModel.clone` (which shares the read-only
