@@ -6,7 +6,9 @@ C-contiguous ``(n, d)`` matrix with rows = samples."""
 from __future__ import annotations
 
 import gzip
+import math
 import warnings
+import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeprune.errors import EdgepruneError
+from edgeprune.runtime import limits
 
 __all__ = ["DataError", "Dataset", "available_datasets", "explanation_set", "load_dataset"]
 
@@ -97,27 +100,51 @@ def _bundled(name: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _read_idx(path: Path, magic: int) -> np.ndarray:
-    """Parse one IDX file (optionally gzipped), checking magic, dimensions and byte count."""
+    """Parse one IDX file (optionally gzipped), checking magic, dimensions and byte count.
+
+    The header is read first: the declared size must fit ``MAX_ARRAY_BYTES`` (as the float64
+    the images are scaled into) and, for a plain file, the file's length; a gzipped file is
+    decompressed only up to the declared size (plus one byte, to detect trailing data).
+    """
+    kind = "images (idx3)" if magic == _IDX_MAGIC_IMAGES else "labels (idx1)"
     try:
-        raw = path.read_bytes()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
+        with path.open("rb") as raw_fh:
+            gz = raw_fh.read(2) == b"\x1f\x8b"
+        with (gzip.open(path, "rb") if gz else path.open("rb")) as fh:
+            head = fh.read(4)
+            if len(head) < 4 or int.from_bytes(head, "big") != magic:
+                raise DataError(f"IDX file {path} has bad magic 0x{head.hex()}, expected "
+                                f"0x{magic:08x} for {kind}; pass an uncorrupted MNIST-format "
+                                "ubyte file")
+            ndim = magic & 0xFF
+            raw_dims = fh.read(4 * ndim)
+            if len(raw_dims) < 4 * ndim:
+                raise DataError(f"IDX file {path} is truncated inside its header; re-extract "
+                                "the file")
+            dims = tuple(int.from_bytes(raw_dims[4 * i:4 * i + 4], "big") for i in range(ndim))
+            expected = math.prod(dims)
+            if 8 * expected > limits.MAX_ARRAY_BYTES:
+                raise DataError(f"IDX file {path} declares dims {dims} = {expected} values "
+                                f"({limits.format_bytes(8 * expected)} as float64), over the "
+                                f"bound of {limits.format_bytes(limits.MAX_ARRAY_BYTES)} "
+                                "(edgeprune.runtime.limits.MAX_ARRAY_BYTES); the header is "
+                                "corrupt or the data too large, use a subset")
+            if not gz:
+                held = path.stat().st_size - 4 - 4 * ndim
+                if held != expected:
+                    raise DataError(f"IDX file {path} holds {held} data bytes but header dims "
+                                    f"{dims} need {expected}; it is truncated or corrupt, "
+                                    "re-extract it")
+            data = fh.read(expected + 1)
+    except DataError:
+        raise
     except (OSError, EOFError, zlib.error) as exc:
         raise DataError(f"cannot read IDX file {path} ({exc}); re-extract the file") from exc
-    if len(raw) < 4 or int.from_bytes(raw[:4], "big") != magic:
-        kind = "images (idx3)" if magic == _IDX_MAGIC_IMAGES else "labels (idx1)"
-        raise DataError(f"IDX file {path} has bad magic 0x{raw[:4].hex()}, expected "
-                        f"0x{magic:08x} for {kind}; pass an uncorrupted MNIST-format ubyte file")
-    ndim = magic & 0xFF
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DataError(f"IDX file {path} is truncated inside its header; re-extract the file")
-    dims = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
-    expected = int(np.prod(dims))
-    if len(raw) - header != expected:
-        raise DataError(f"IDX file {path} holds {len(raw) - header} data bytes but header dims "
-                        f"{dims} need {expected}; it is truncated or corrupt, re-extract it")
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+    if len(data) != expected:
+        raise DataError(f"IDX file {path} holds {len(data)}{'+' if len(data) > expected else ''} "
+                        f"data bytes but header dims {dims} need {expected}; it is truncated or "
+                        "corrupt, re-extract it")
+    return np.frombuffer(data, dtype=np.uint8).reshape(dims)
 
 
 def _find(directory: Path, stem: str, kind: str) -> Path | None:
@@ -138,9 +165,45 @@ def _idx_pair(images: Path, labels: Path | None) -> tuple[np.ndarray, np.ndarray
     return x, y
 
 
+def _npz_members(path: Path, spec: str) -> None:
+    """Check the ``x``/``y`` members of an .npz from their zip and .npy headers, before reading."""
+    fix = "save it with np.savez(path, x=..., y=...)"
+    with zipfile.ZipFile(path) as zf:
+        for info in zf.infolist():
+            if info.filename not in ("x.npy", "y.npy"):
+                continue  # other members are never read
+            name = info.filename[:-4]
+            if info.file_size > limits.MAX_ARRAY_BYTES:
+                raise DataError(f"{spec}: member {name!r} of {path} declares "
+                                f"{limits.format_bytes(info.file_size)} uncompressed, over the "
+                                f"bound of {limits.format_bytes(limits.MAX_ARRAY_BYTES)} "
+                                "(edgeprune.runtime.limits.MAX_ARRAY_BYTES); refused without "
+                                "decompressing it")
+            try:
+                with zf.open(info) as fh:
+                    header = limits.read_npy_header(fh)
+            except ValueError as exc:
+                raise DataError(f"{spec}: member {name!r} of {path} {exc}; {fix}") from None
+            if header.data_bytes > info.file_size - header.offset:
+                raise DataError(f"{spec}: member {name!r} of {path} declares shape "
+                                f"{header.shape} {header.dtype} but holds fewer bytes; it is "
+                                f"truncated or corrupt, {fix}")
+
+
 def _npy(path: Path, spec: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """A .npy array or a .npz archive with key ``x`` (and optionally ``y``), unscaled."""
+    """A .npy array or a .npz archive with key ``x`` (and optionally ``y``), unscaled.
+
+    Headers are checked before any data is read (size within ``MAX_ARRAY_BYTES``, data present,
+    no object dtype), so a hostile header cannot make numpy allocate what the file lacks.
+    """
+    fix = "save a numeric array with np.save or np.savez"
     try:
+        with path.open("rb") as fh:
+            is_zip = fh.read(4) == limits.ZIP_MAGIC
+        if is_zip:
+            _npz_members(path, spec)
+        else:
+            limits.check_npy_file(path)
         obj = np.load(path, allow_pickle=False)
         if isinstance(obj, np.lib.npyio.NpzFile):
             with obj:
@@ -153,8 +216,8 @@ def _npy(path: Path, spec: str) -> tuple[np.ndarray, np.ndarray | None]:
     except DataError:
         raise
     except Exception as exc:  # noqa: BLE001 - any read failure becomes a one-line DataError
-        raise DataError(f"{spec}: cannot read {path} ({exc}); save a numeric array with "
-                        "np.save or np.savez") from exc
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(f"{spec}: cannot read {path}: {text}; {fix}") from exc
     if x.dtype.kind not in "biuf":
         raise DataError(f"{spec}: array dtype {x.dtype} is not numeric; save a float array")
     return x, y
@@ -162,8 +225,14 @@ def _npy(path: Path, spec: str) -> tuple[np.ndarray, np.ndarray | None]:
 
 def _csv(path: Path, spec: str) -> tuple[np.ndarray, tuple[str, ...] | None]:
     """A comma-separated numeric matrix; a non-numeric first row is taken as the header."""
-    try:
-        with path.open(encoding="utf-8") as fh:
+    size = path.stat().st_size
+    if size > limits.MAX_ARRAY_BYTES:
+        raise DataError(f"{spec}: {path} is {limits.format_bytes(size)}, over the bound of "
+                        f"{limits.format_bytes(limits.MAX_ARRAY_BYTES)} "
+                        "(edgeprune.runtime.limits.MAX_ARRAY_BYTES) for a CSV; use a subset or "
+                        "save it as .npy")
+    try:  # utf-8-sig: a byte-order mark is not part of the first field
+        with path.open(encoding="utf-8-sig") as fh:
             first = next((line for line in fh if line.strip()), "")
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{spec}: cannot read {path} ({exc}); pass a UTF-8 text CSV") from exc
@@ -177,8 +246,8 @@ def _csv(path: Path, spec: str) -> tuple[np.ndarray, tuple[str, ...] | None]:
         with warnings.catch_warnings():  # an empty file is reported below, not warned about
             warnings.simplefilter("ignore", UserWarning)
             x = np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2,
-                           skiprows=0 if names is None else 1)
-    except ValueError as exc:
+                           skiprows=0 if names is None else 1, encoding="utf-8-sig")
+    except (ValueError, UnicodeDecodeError) as exc:
         raise DataError(f"{spec}: ill-formed CSV ({exc}); every row needs the same number of "
                         "numeric, comma-separated fields") from exc
     if names is not None and x.size and len(names) != x.shape[1]:
@@ -195,6 +264,11 @@ def _labels(y: np.ndarray | None, n: int, spec: str) -> np.ndarray | None:
     if y.ndim != 1 or len(y) != n:
         raise DataError(f"{spec}: labels have shape {y.shape} but there are {n} samples; "
                         "give one label per sample")
+    if y.dtype.kind == "f" and not np.all(np.isfinite(y) & (np.abs(y) < 2.0**53)):
+        raise DataError(f"{spec}: labels hold NaN, inf or values too large for int64; store y "
+                        "as int64 class indices")
+    if y.dtype.kind == "u" and y.size and int(y.max()) > np.iinfo(np.int64).max:
+        raise DataError(f"{spec}: labels hold values too large for int64; store y as int64")
     if y.dtype.kind not in "biu" and not (y.dtype.kind == "f" and np.all(np.mod(y, 1) == 0)):
         raise DataError(f"{spec}: labels of dtype {y.dtype} are not integers; store y as int64")
     return y.astype(np.int64)
@@ -252,6 +326,34 @@ def _source(spec: str, seed: int) -> tuple[
     return x, None, None, names, None
 
 
+def _check_float32(x: np.ndarray, spec: str) -> None:
+    """Refuse values that are NaN/inf *as float32* (float64 beyond +-3.4e38 included)."""
+    if x.dtype.kind != "f":
+        return  # integers and booleans are finite and within float32 range
+    bad = ~np.isfinite(x)
+    if x.dtype.itemsize > 4:  # compare both signs: np.abs would copy the whole matrix
+        top = np.finfo(np.float32).max
+        bad |= x > top
+        bad |= x < -top
+    count = int(np.count_nonzero(bad))
+    if count:
+        row, col = divmod(int(np.argmax(bad)), x.shape[1])
+        first = float(x[row, col])
+        raise DataError(f"{spec}: {count} non-finite value(s) (NaN/inf, or beyond the float32 "
+                        f"range of +-3.4e38), the first {first!r} at row {row}, column {col}; "
+                        "clean, rescale or impute them before loading")
+
+
+def _min_samples(val_fraction: float, test_fraction: float) -> int:
+    """The fewest samples whose split leaves every requested part (and training) non-empty."""
+    fracs = [f for f in (test_fraction, val_fraction) if f > 0]
+    n = 1
+    while any(int(round(n * f)) == 0 for f in fracs) or n - sum(
+            int(round(n * f)) for f in fracs) < 1:
+        n += 1
+    return n
+
+
 def load_dataset(spec: str, seed: int = 0, val_fraction: float = 0.1,
                  test_fraction: float = 0.2) -> Dataset:
     """Load the dataset named by ``spec`` and split it with a ``seed``-ed permutation.
@@ -271,10 +373,7 @@ def load_dataset(spec: str, seed: int = 0, val_fraction: float = 0.1,
         raise DataError(f"{spec}: the data is empty (shape {x.shape}); give at least one sample "
                         "with at least one feature")
     x = x.reshape(n, -1)
-    bad = int(x.size - np.count_nonzero(np.isfinite(x)))
-    if bad:
-        raise DataError(f"{spec}: {bad} non-finite value(s) (NaN/inf); clean or impute them "
-                        "before loading")
+    _check_float32(x, spec)
     y = _labels(y, n, spec)
     if official is None:
         test_idx, val_idx, train_idx = _split(n, seed, (test_fraction, val_fraction))
@@ -286,6 +385,13 @@ def load_dataset(spec: str, seed: int = 0, val_fraction: float = 0.1,
     if len(train_idx) == 0:
         raise DataError(f"{spec}: {n} sample(s) leave no training rows; lower val_fraction/"
                         "test_fraction or supply more data")
+    empty = [name for name, wanted, rows in (
+        ("validation", val_fraction > 0, len(val_idx)),
+        ("test", official is not None or test_fraction > 0, len(x_test))) if wanted and not rows]
+    if empty:  # an empty split would be evaluated as the mean of nothing (NaN and warnings)
+        raise DataError(f"{spec}: {n} sample(s) leave the {' and '.join(empty)} split empty "
+                        f"(val_fraction={val_fraction}, test_fraction={test_fraction}); supply "
+                        f"at least {_min_samples(val_fraction, test_fraction)} samples")
     xs = [np.ascontiguousarray(a, dtype=np.float32) for a in (x[train_idx], x[val_idx], x_test)]
     ys = [None, None] if y is None else [y[train_idx], y[val_idx]]
     return Dataset(spec, *xs, *ys, y_test, image_shape, names)

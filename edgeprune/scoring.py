@@ -7,6 +7,7 @@ computes on the explanation set; the per-layer estimators live in :mod:`edgeprun
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +18,43 @@ from tqdm.auto import tqdm
 from edgeprune.fileio import atomic_path
 from edgeprune.network import ModelError, Network
 from edgeprune.peak_memory import PeakMemory, current_rss
+from edgeprune.runtime.limits import MAX_MEMORY_BUDGET_GB
 from edgeprune.shapley import ESTIMATORS, LayerScores, score_layer
 
 REFERENCES = ("zero", "mean")
+_GB = 1024**3
+
+
+def memory_budget_bytes(gb: object, option: str = "--memory-budget") -> int:
+    """Validate a memory budget given in GB (as the CLI's ``--memory-budget``); return bytes.
+
+    It must be a finite number > 0 and at most ``MAX_MEMORY_BUDGET_GB``, and at least one byte;
+    anything else is a one-line :class:`ModelError` naming ``option`` and the fix.
+    """
+    fix = (f"give a number of GB in (0, {MAX_MEMORY_BUDGET_GB}], e.g. {option} 2 "
+           "(the default)")
+    if isinstance(gb, bool) or not isinstance(gb, (int, float, np.integer, np.floating)):
+        raise ModelError(f"{option} {gb!r}: must be a number of GB; {fix}")
+    value = float(gb)
+    if not math.isfinite(value):
+        raise ModelError(f"{option} {value}: must be a finite number of GB; {fix}")
+    if value <= 0:
+        raise ModelError(f"{option} {value:g}: must be more than 0 GB; {fix}")
+    if value > MAX_MEMORY_BUDGET_GB:
+        raise ModelError(f"{option} {value:g}: more than the bound of {MAX_MEMORY_BUDGET_GB} GB "
+                         f"(edgeprune.runtime.limits.MAX_MEMORY_BUDGET_GB); {fix}")
+    nbytes = int(value * _GB)
+    if nbytes < 1:
+        raise ModelError(f"{option} {value:g}: is less than one byte; {fix}")
+    return nbytes
+
+
+def _check_budget(memory_budget: object) -> int:
+    """``score_network``'s ``memory_budget`` (bytes), checked as ``--memory-budget`` (GB)."""
+    if isinstance(memory_budget, (int, float, np.integer, np.floating)) and not isinstance(
+            memory_budget, bool):
+        return memory_budget_bytes(float(memory_budget) / _GB)
+    return memory_budget_bytes(memory_budget)
 
 
 @dataclass
@@ -79,6 +114,7 @@ def score_network(net: Network, x_explain: np.ndarray, *, estimator: str = "auto
         raise ModelError(f"--estimator {estimator!r}: use one of {', '.join(ESTIMATORS)}")
     if reference not in REFERENCES:
         raise ModelError(f"--reference {reference!r}: use one of {', '.join(REFERENCES)}")
+    memory_budget = _check_budget(memory_budget)
     x_explain = np.asarray(x_explain, dtype=np.float32)
     if x_explain.ndim != 2 or x_explain.shape[1] != net.in_dim:
         raise ModelError(f"explanation data has shape {x_explain.shape}, but the model reads "

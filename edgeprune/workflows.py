@@ -44,26 +44,90 @@ def _save_npy_atomic(path: Path, arr: np.ndarray) -> None:
         np.save(tmp, arr)
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` name the same file (links included), or resolve to one path."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return a.resolve() == b.resolve()
+
+
+def _read_inputs(path: Path, width: int, what: str, widths: list[int]) -> np.ndarray:
+    """The samples in the .npy ``path`` as float32, checked from the header first, then finite."""
+    from edgeprune.runtime import limits
+
+    fix = f"save them with np.save from a float array of shape (samples, {width})"
+    try:
+        header = limits.check_npy_file(path)
+    except FileNotFoundError:
+        raise ModelError(f"{path}: no such input file; give a .npy array of samples") from None
+    except IsADirectoryError:
+        raise ModelError(f"{path}: is a directory; give a .npy array of samples") from None
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read the inputs ({exc.strerror or exc})") from None
+    except ValueError as exc:
+        if "zip archive" in str(exc):
+            fix = "give one array saved with np.save (e.g. np.save('x.npy', np.load(f)['x']))"
+        raise ModelError(f"{path}: {exc}; {fix}") from None
+    if header.dtype.kind not in "fiub":
+        raise ModelError(f"{path}: dtype {header.dtype} is not numeric; save a float32 array")
+    shape = header.shape
+    if len(shape) not in (1, 2):
+        raise ModelError(f"{path}: array has shape {shape} ({len(shape)}-D); give samples as "
+                         f"(samples, {width}) or one sample as ({width},), e.g. "
+                         "x.reshape(len(x), -1)")
+    if shape[-1] != width:
+        raise ModelError(f"{path}: samples have {shape[-1]} features but the model reads {width} "
+                         f"({what}); give an array of shape (samples, {width})")
+    n = shape[0] if len(shape) == 2 else 1
+    need = limits.run_bytes(n, widths)
+    if need > limits.MAX_RUN_BYTES:
+        raise ModelError(f"{path}: {n} samples need {limits.format_bytes(need)} of float32 "
+                         f"buffers, over the bound of {limits.format_bytes(limits.MAX_RUN_BYTES)} "
+                         "(edgeprune.runtime.limits.MAX_RUN_BYTES); split them into files of at "
+                         f"most {limits.max_batch(widths)} samples")
+    try:
+        x = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise ModelError(f"{path}: cannot read the array ({str(exc).splitlines()[0]}); "
+                         f"{fix}") from None
+    with np.errstate(over="ignore", invalid="ignore"):
+        x32 = x.astype(np.float32, copy=False)
+    bad = ~np.isfinite(x32)
+    if bad.any():
+        pos = np.unravel_index(int(np.argmax(bad)), bad.shape)
+        where = f"row {pos[0]}, column {pos[1]}" if len(pos) == 2 else f"position {pos[0]}"
+        raise ModelError(f"{path}: value {float(x[pos])!r} at {where} is NaN, inf or beyond "
+                         "the float32 range; a model run on such inputs gives no result, so "
+                         "clean or impute them first")
+    return x32
+
+
 def run_bundle(bundle: str | os.PathLike, inputs: str | os.PathLike, output: str | os.PathLike,
                *, kernel: str = "auto", mode: str = "forward") -> tuple[int, ...]:
-    """Run ``bundle`` on the samples in ``inputs`` (.npy) and write the result to ``output``."""
+    """Run ``bundle`` on the samples in ``inputs`` (.npy) and write the result to ``output``.
+
+    Everything is checked before the model runs: ``output`` may not be the bundle or the inputs;
+    the inputs' .npy header (dtype, 1-D or 2-D, feature count, size within the runtime's bounds)
+    is read before the array is; NaN/inf values (also float64 values beyond float32) are refused.
+    """
     from edgeprune import runtime
 
+    bundle, inputs, output = Path(bundle), Path(inputs), Path(output)
+    for what, source in (("model bundle", bundle), ("input file", inputs)):
+        if _same_file(output, source):
+            raise ModelError(f"-o {output}: is the {what} this command reads; write the result "
+                             "to another file")
     model = runtime.load(bundle, kernel=kernel)
-    inputs = Path(inputs)
-    try:
-        x = np.load(inputs, allow_pickle=False)
-    except FileNotFoundError:
-        raise ModelError(f"{inputs}: no such input file; give a .npy array of samples") from None
-    except ValueError as exc:
-        raise ModelError(f"{inputs}: not a plain numeric .npy array ({exc}); save it with "
-                         "np.save from a float array") from None
-    if x.dtype.kind not in "fiub":
-        raise ModelError(f"{inputs}: dtype {x.dtype} is not numeric; save a float32 array")
-    x = x.astype(np.float32, copy=False)
+    if mode != "forward" and not model.is_autoencoder:
+        raise ModelError(f"{bundle}: --{mode} needs an autoencoder bundle with a latent layer; "
+                         f"this one is {model.kind!r} without one")
+    width, what = ((model.latent_dim or 0), "latent units") if mode == "decode" else (
+        model.input_dim, "inputs")
+    x = _read_inputs(inputs, width, what, model.buffer_widths(mode))
     fn = {"forward": model, "encode": model.encode, "decode": model.decode}[mode]
     y = fn(x)
-    _save_npy_atomic(Path(output), y)
+    _save_npy_atomic(output, y)
     return tuple(y.shape)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from . import limits
 from .activations import ACTIVATIONS
 from .checks import BundleError, Checker
 
@@ -96,11 +98,24 @@ class Bundle:
         return self.meta.get("latent_dim") if self.latent_layer is not None else None
 
 
-def read_arrays(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-    """Read every array of the ``.npz`` at ``path`` (no pickle); archive problems -> BundleError."""
-    check = Checker(os.fspath(path))
+_MEMBER = re.compile(
+    r"(meta|input_index|output_index|output_const|latent_index|latent_const"
+    r"|layer[1-9][0-9]{0,5}\.(?:data|indices|indptr|bias))\.npy"
+)
+_MEMBER_NAMES = (
+    "meta, input_index, output_index, output_const, latent_index, latent_const and "
+    "layerK.data/indices/indptr/bias (.npy)"
+)
+_NOT_A_BUNDLE = "pass a bundle written by `edgeprune compress`"
+_DAMAGED = "copy it again or re-export it with `edgeprune compress`"
+
+
+def _open_zip(path: str | os.PathLike[str], check: Checker) -> zipfile.ZipFile:
+    magic = b""
     try:
-        npz = np.load(path, allow_pickle=False)
+        with open(path, "rb") as fp:
+            magic = fp.read(len(limits.NPY_MAGIC))
+        return zipfile.ZipFile(path)
     except FileNotFoundError:
         raise check.fail("file", "does not exist", "check the path") from None
     except IsADirectoryError:
@@ -109,40 +124,163 @@ def read_arrays(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         raise check.fail(
             "file", "is not readable (permission denied)", "fix its permissions"
         ) from None
-    except (zipfile.BadZipFile, EOFError, zlib.error) as err:
+    except (zipfile.BadZipFile, EOFError, zlib.error, ValueError, OSError) as err:
+        if magic == limits.NPY_MAGIC:
+            raise check.fail(
+                "file", "is a single .npy array, not an .npz bundle", "pass the model.npz bundle"
+            ) from None
+        if not magic:
+            raise check.fail("file", "is truncated to 0 bytes (empty)", _DAMAGED) from None
+        if not magic.startswith(limits.ZIP_MAGIC[:2]):
+            raise check.fail(
+                "file", f"is not an .npz archive (no zip signature: {err})", _NOT_A_BUNDLE
+            ) from None
+        raise check.fail(
+            "file", f"is truncated or not a valid zip archive ({err})", _DAMAGED
+        ) from None
+
+
+def _check_members(zf: zipfile.ZipFile, check: Checker) -> list[zipfile.ZipInfo]:
+    """Names, duplicates, compression and declared sizes, from the zip headers alone."""
+    members: list[zipfile.ZipInfo] = []
+    seen: set[str] = set()
+    total = 0
+    infos = zf.infolist()
+    most = 6 + 4 * limits.MAX_LAYERS  # maps and constants, then 4 arrays per layer
+    if len(infos) > most:
         raise check.fail(
             "file",
-            f"is truncated or not a valid zip archive ({err})",
-            "copy it again or re-export it with `edgeprune compress`",
-        ) from None
-    except (ValueError, OSError) as err:
-        # numpy falls back to unpickling for files that are neither .npy nor .npz; refused.
-        raise check.fail(
-            "file",
-            f"is not an .npz archive ({err})",
-            "pass a bundle written by `edgeprune compress`",
-        ) from None
-    if not isinstance(npz, np.lib.npyio.NpzFile):
-        raise check.fail(
-            "file", "is a single .npy array, not an .npz bundle", "pass the model.npz bundle"
+            f"holds {len(infos)} members, more than a bundle of at most {limits.MAX_LAYERS} "
+            f"layers can ({most}; edgeprune.runtime.limits.MAX_LAYERS)",
+            _NOT_A_BUNDLE,
         )
-    arrays: dict[str, np.ndarray] = {}
-    with npz:
-        for name in npz.files:
-            try:
-                arrays[name] = npz[name]
-            except ValueError as err:
-                if "allow_pickle" in str(err) or "pickle" in str(err).lower():
-                    raise check.fail(
-                        name, "is a pickled object array, which is refused (allow_pickle=False)"
-                    ) from None
-                raise check.fail(name, f"cannot be read ({err})") from None
-            except (zipfile.BadZipFile, EOFError, zlib.error, OSError) as err:
-                raise check.fail(
-                    name,
-                    f"cannot be read: the archive is truncated or damaged ({err})",
-                    "copy it again or re-export it with `edgeprune compress`",
-                ) from None
+    for info in infos:
+        name = info.filename
+        if not _MEMBER.fullmatch(name):
+            raise check.fail(
+                f"member {name[:200]!r}",
+                f"is not an array a bundle holds (only {_MEMBER_NAMES})",
+                _NOT_A_BUNDLE,
+            )
+        if name in seen:
+            raise check.fail(f"member {name!r}", "appears twice in the archive", _NOT_A_BUNDLE)
+        seen.add(name)
+        if info.flag_bits & 0x1:
+            raise check.fail(f"member {name!r}", "is encrypted", _NOT_A_BUNDLE)
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise check.fail(
+                f"member {name!r}",
+                f"uses zip compression method {info.compress_type} (only stored or deflated)",
+                _NOT_A_BUNDLE,
+            )
+        total += info.file_size
+        if total > limits.MAX_BUNDLE_BYTES:
+            raise check.fail(
+                f"member {name!r}",
+                f"brings the declared uncompressed size to {limits.format_bytes(total)}, over "
+                f"the bound of {limits.format_bytes(limits.MAX_BUNDLE_BYTES)} for a bundle "
+                "(edgeprune.runtime.limits.MAX_BUNDLE_BYTES); refused without decompressing it",
+                _NOT_A_BUNDLE,
+            )
+        members.append(info)
+    return members
+
+
+def _read_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo, check: Checker) -> limits.NpyHeader:
+    """The member's .npy header (a few hundred bytes decompressed), checked against its size."""
+    name = info.filename[: -len(".npy")]
+    try:
+        with zf.open(info) as fp:
+            header = limits.read_npy_header(fp)
+    except ValueError as err:
+        if "object dtype" in str(err):
+            raise check.fail(
+                name, "is a pickled object array, which is refused (allow_pickle=False)"
+            ) from None
+        raise check.fail(name, str(err)) from None
+    except (zipfile.BadZipFile, EOFError, zlib.error, OSError) as err:
+        raise check.fail(
+            name, f"cannot be read: the archive is truncated or damaged ({err})", _DAMAGED
+        ) from None
+    held = info.file_size - header.offset
+    if header.data_bytes > held:
+        raise check.fail(
+            name,
+            f"declares shape {header.shape} {header.dtype} ({header.data_bytes} bytes) but its "
+            f"member holds {max(held, 0)} bytes of data",
+        )
+    return header
+
+
+def _declared_arrays(meta: dict[str, Any]) -> dict[str, tuple[np.dtype, int, bool]]:
+    """Each array's dtype and length (exact, or an upper bound: ``True``) as ``meta`` allows."""
+    out = {
+        "input_index": (_MAP_INDEX_DTYPE, int(meta["input_dim"]), True),
+        "output_index": (_MAP_INDEX_DTYPE, int(meta["output_dim"]), True),
+        "output_const": (_DATA_DTYPE, int(meta["output_dim"]), False),
+    }
+    if meta.get("latent_layer") is not None:
+        out["latent_index"] = (_MAP_INDEX_DTYPE, int(meta["latent_dim"]), True)
+        out["latent_const"] = (_DATA_DTYPE, int(meta["latent_dim"]), False)
+    for k, entry in enumerate(meta["layers"], start=1):
+        rows, cols = int(entry["shape"][0]), int(entry["shape"][1])
+        nnz = min(int(entry["nnz"]), rows * cols)
+        out[f"layer{k}.data"] = (_DATA_DTYPE, nnz, True)
+        out[f"layer{k}.indices"] = (_CSR_INDEX_DTYPE, nnz, True)
+        out[f"layer{k}.indptr"] = (_CSR_INDEX_DTYPE, rows + 1, False)
+        out[f"layer{k}.bias"] = (_DATA_DTYPE, rows, False)
+    return out
+
+
+def _read_member(zf: zipfile.ZipFile, name: str, check: Checker) -> np.ndarray:
+    try:
+        with zf.open(name + ".npy") as fp:
+            return np.lib.format.read_array(fp, allow_pickle=False)
+    except ValueError as err:
+        if "pickle" in str(err).lower():
+            raise check.fail(
+                name, "is a pickled object array, which is refused (allow_pickle=False)"
+            ) from None
+        raise check.fail(name, f"cannot be read ({err})") from None
+    except (zipfile.BadZipFile, EOFError, zlib.error, OSError) as err:
+        raise check.fail(
+            name, f"cannot be read: the archive is truncated or damaged ({err})", _DAMAGED
+        ) from None
+
+
+def read_arrays(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """Read every array of the ``.npz`` bundle at ``path`` (no pickle), bounded in memory.
+
+    Before any array is decompressed: the member names must be names a bundle holds, the declared
+    uncompressed sizes must fit :data:`~edgeprune.runtime.limits.MAX_BUNDLE_BYTES`, each member's
+    ``.npy`` header (read alone) must be a non-object dtype whose data its member holds, ``meta``
+    must parse with its widths within the bounds of :mod:`edgeprune.runtime.limits`, and each
+    array may not declare more bytes than ``meta`` allows for it. Every problem -> BundleError.
+    """
+    check = Checker(os.fspath(path))
+    with _open_zip(path, check) as zf:
+        members = _check_members(zf, check)
+        headers = {info.filename[: -len(".npy")]: _read_header(zf, info, check) for info in members}
+        if "meta" not in headers:
+            raise check.fail("meta", "is missing", "this is not an edgeprune bundle; re-export it")
+        if headers["meta"].data_bytes > limits.MAX_META_BYTES:
+            raise check.fail(
+                "meta",
+                f"declares {limits.format_bytes(headers['meta'].data_bytes)}, over the bound of "
+                f"{limits.format_bytes(limits.MAX_META_BYTES)} "
+                "(edgeprune.runtime.limits.MAX_META_BYTES)",
+            )
+        arrays = {"meta": _read_member(zf, "meta", check)}
+        meta = _parse_meta(arrays, check)
+        _refuse_unexpected(headers, meta, check)
+        declared = _declared_arrays(meta)
+        for name, header in headers.items():
+            if name in declared:
+                dtype, length, at_most = declared[name]
+                check.declared(name, header.dtype, header.shape, dtype, length, at_most)
+        for name in headers:
+            if name != "meta":
+                arrays[name] = _read_member(zf, name, check)
     return arrays
 
 
@@ -189,13 +327,14 @@ def _parse_meta(arrays: dict[str, np.ndarray], check: Checker) -> dict[str, Any]
     kind = meta.get("kind")
     if not isinstance(kind, str) or not kind:
         raise check.fail("meta.kind", f"must be a non-empty string, got {kind!r}")
-    check.integer(meta.get("input_dim"), "meta.input_dim", 1)
-    check.integer(meta.get("output_dim"), "meta.output_dim", 1)
+    dim = limits.MAX_DIM
+    check.integer(meta.get("input_dim"), "meta.input_dim", 1, dim, "MAX_DIM")
+    check.integer(meta.get("output_dim"), "meta.output_dim", 1, dim, "MAX_DIM")
     if meta.get("latent_layer") is not None:
         check.integer(meta["latent_layer"], "meta.latent_layer", 1)
-        check.integer(meta.get("latent_dim"), "meta.latent_dim", 1)
+        check.integer(meta.get("latent_dim"), "meta.latent_dim", 1, dim, "MAX_DIM")
     elif meta.get("latent_dim") is not None:
-        check.integer(meta["latent_dim"], "meta.latent_dim", 1)
+        check.integer(meta["latent_dim"], "meta.latent_dim", 1, dim, "MAX_DIM")
     for key in ("provenance", "report"):
         if key in meta and not isinstance(meta[key], dict):
             raise check.fail(
@@ -204,6 +343,12 @@ def _parse_meta(arrays: dict[str, np.ndarray], check: Checker) -> dict[str, Any]
     layers = meta.get("layers")
     if not isinstance(layers, list):
         raise check.fail("meta.layers", f"must be a list, got {type(layers).__name__}")
+    if len(layers) > limits.MAX_LAYERS:
+        raise check.fail(
+            "meta.layers",
+            f"declares {len(layers)} layers, over the bound of {limits.MAX_LAYERS} "
+            "(edgeprune.runtime.limits.MAX_LAYERS)",
+        )
     for k, entry in enumerate(layers, start=1):
         field = f"meta.layers[{k}]"
         if not isinstance(entry, dict):
@@ -221,10 +366,36 @@ def _parse_meta(arrays: dict[str, np.ndarray], check: Checker) -> dict[str, Any]
         shape = entry.get("shape")
         if not isinstance(shape, list) or len(shape) != 2:
             raise check.fail(f"{field}.shape", f"must be [rows, cols], got {shape!r}")
-        check.integer(shape[0], f"{field}.shape[0]", 0)
-        check.integer(shape[1], f"{field}.shape[1]", 0)
+        rows = check.integer(shape[0], f"{field}.shape[0]", 0, dim, "MAX_DIM")
+        cols = check.integer(shape[1], f"{field}.shape[1]", 0, dim, "MAX_DIM")
+        if rows * cols > limits.MAX_LAYER_ELEMENTS:
+            raise check.fail(
+                f"{field}.shape",
+                f"is {rows} x {cols} = {rows * cols} weights, over the bound of "
+                f"{limits.MAX_LAYER_ELEMENTS} (edgeprune.runtime.limits.MAX_LAYER_ELEMENTS: a "
+                "dense float32 weight of at most "
+                f"{limits.format_bytes(4 * limits.MAX_LAYER_ELEMENTS)})",
+            )
         check.integer(entry.get("nnz"), f"{field}.nnz", 0)
     return meta
+
+
+def _refuse_unexpected(names: Any, meta: dict[str, Any], check: Checker) -> None:
+    """Every array name must belong to the bundle ``meta`` describes."""
+    n_layers = len(meta["layers"])
+    latent_layer = meta.get("latent_layer")
+    expected = {"meta", "input_index", "output_index", "output_const"}
+    for k in range(1, n_layers + 1):
+        expected |= {f"layer{k}.{part}" for part in ("data", "indices", "indptr", "bias")}
+    if latent_layer is not None:
+        expected |= {"latent_index", "latent_const"}
+    unexpected = sorted(set(names) - expected)
+    if unexpected:
+        raise check.fail(
+            unexpected[0],
+            f"is not part of a bundle with {n_layers} layer(s)"
+            + ("" if latent_layer is not None else " and no latent layer"),
+        )
 
 
 def _validate_layer(
@@ -299,18 +470,7 @@ def validate_bundle(arrays: dict[str, np.ndarray], source: str = "bundle") -> Bu
     input_dim, output_dim = int(meta["input_dim"]), int(meta["output_dim"])
     latent_layer = meta.get("latent_layer")
 
-    expected = {"meta", "input_index", "output_index", "output_const"}
-    for k in range(1, n_layers + 1):
-        expected |= {f"layer{k}.{part}" for part in ("data", "indices", "indptr", "bias")}
-    if latent_layer is not None:
-        expected |= {"latent_index", "latent_const"}
-    unexpected = sorted(set(arrays) - expected)
-    if unexpected:
-        raise check.fail(
-            unexpected[0],
-            f"is not part of a bundle with {n_layers} layer(s)"
-            + ("" if latent_layer is not None else " and no latent layer"),
-        )
+    _refuse_unexpected(arrays, meta, check)
 
     layers: list[LayerArrays] = []
     for k, entry in enumerate(entries, start=1):

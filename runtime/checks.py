@@ -28,11 +28,22 @@ class Checker:
         return BundleError(" ".join(text.split()))
 
     # -- meta values ------------------------------------------------------------------------
-    def integer(self, value: Any, field: str, minimum: int) -> int:
+    def integer(
+        self,
+        value: Any,
+        field: str,
+        minimum: int,
+        maximum: int | None = None,
+        bound_name: str = "",
+    ) -> int:
+        """An int in ``[minimum, maximum]``; ``bound_name`` names the limit constant, if any."""
         if isinstance(value, bool) or not isinstance(value, int):
             raise self.fail(field, f"must be an integer, got {value!r}")
         if value < minimum:
             raise self.fail(field, f"must be >= {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            where = f" (edgeprune.runtime.limits.{bound_name})" if bound_name else ""
+            raise self.fail(field, f"is {value}, over the bound of {maximum}{where}")
         return value
 
     # -- arrays -----------------------------------------------------------------------------
@@ -49,18 +60,30 @@ class Checker:
         arr = arrays[name]
         if not isinstance(arr, np.ndarray):
             raise self.fail(name, f"is not an array ({type(arr).__name__})")
-        if arr.dtype.hasobject:
-            raise self.fail(name, "is an object array, which is refused")
-        if arr.dtype != dtype:
-            got = (
-                str(arr.dtype) if arr.dtype.isnative else f"{arr.dtype.str} (non-native byte order)"
-            )
-            raise self.fail(name, f"has dtype {got}, expected {dtype}")
-        if arr.ndim != 1:
-            raise self.fail(name, f"must be 1-D, got shape {arr.shape}")
-        if length is not None and arr.shape[0] != length:
-            raise self.fail(name, f"has length {arr.shape[0]}, expected {length}")
+        self.declared(name, arr.dtype, arr.shape, dtype, length)
         return arr
+
+    def declared(
+        self,
+        name: str,
+        got: np.dtype,
+        shape: tuple[int, ...],
+        dtype: np.dtype,
+        length: int | None = None,
+        at_most: bool = False,
+    ) -> None:
+        """A 1-D ``dtype`` array of ``length`` (or at most ``length``): checks a dtype and shape,
+        as read from an array or declared by its ``.npy`` header before it is read."""
+        if got.hasobject:
+            raise self.fail(name, "is an object array, which is refused")
+        if got != dtype:
+            text = str(got) if got.isnative else f"{got.str} (non-native byte order)"
+            raise self.fail(name, f"has dtype {text}, expected {dtype}")
+        if len(shape) != 1:
+            raise self.fail(name, f"must be 1-D, got shape {shape}")
+        if length is not None and (shape[0] > length if at_most else shape[0] != length):
+            expected = f"at most {length}" if at_most else f"{length}"
+            raise self.fail(name, f"has length {shape[0]}, expected {expected}")
 
     def finite(self, arr: np.ndarray, name: str) -> None:
         bad = ~np.isfinite(arr)

@@ -6,8 +6,11 @@ for leaky_relu) and the list of ops of :meth:`LayerOps.ops` bound to them, with 
 kernel chosen for that batch size. Later calls with the same batch size reuse it: a call copies
 the used input features into the input buffer, runs the ops and writes the result into a fresh
 array (or into ``out=``); no intermediate is allocated. One-sample calls (1-D input, or a batch
-of one) share the mat-vec plan. At most :data:`MAX_PLANS` plans are kept per model (the oldest
-is dropped), which bounds memory for callers that vary the batch size.
+of one) share the mat-vec plan. At most :data:`MAX_PLANS` plans are kept per route, holding
+together at most :data:`~edgeprune.runtime.limits.MAX_RUN_BYTES` (the oldest are dropped), which
+bounds memory for callers that vary the batch size; a batch whose own buffers would exceed that
+bound is refused with a :class:`~edgeprune.runtime.limits.LimitError` naming the largest batch
+that fits.
 
 Thread safety: because the buffers are reused, one ``BundleModel`` must not be called from two
 threads at once. Give each thread its own :meth:`BundleModel.clone` (which shares the read-only
@@ -25,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from . import kernels as _kernels
+from . import limits
 from .bundle import Bundle, read_bundle
 from .kernel_profile import KernelProfile
 from .kernels import KERNELS, LayerOps, Op, resolve_profile
@@ -55,6 +59,7 @@ class _Plan:
     last: np.ndarray
     ops: list[Op]
     kernels: list[str]
+    nbytes: int = 0
 
 
 @dataclass
@@ -71,6 +76,7 @@ class _Route:
     out_index: np.ndarray  # live output positions
     scatter_all: bool  # out_index == arange(len(const)): a plain copy replaces the scatter
     plans: dict[int, _Plan]
+    widths: list[int]  # float32 buffer widths per sample: gathered input, layers, scratch, result
     vec: _Plan | None = None
 
 
@@ -148,8 +154,13 @@ class BundleModel:
 
         def route(what: str, width: int, index: np.ndarray, start: int, stop: int,
                   const: np.ndarray, out_index: np.ndarray) -> _Route:
+            widths = [index.shape[0]]
+            for ops in self._ops[start:stop]:
+                scratch = ops.layer.activation == "leaky_relu" and ops.layer.negative_slope >= 0
+                widths += [ops.shape[0]] * (2 if scratch else 1)
+            widths.append(const.shape[0])
             return _Route(what, width, index, _is_arange(index, width), start, stop, const,
-                          out_index, _is_arange(out_index, const.shape[0]), {})
+                          out_index, _is_arange(out_index, const.shape[0]), {}, widths)
 
         routes = {"forward": route("input", b.input_dim, b.input_index, 0, n, b.output_const,
                                    b.output_index)}
@@ -289,14 +300,39 @@ class BundleModel:
             y = np.empty((layer.shape[0], *tail), dtype=np.float32)
             ops += layer.ops(kern, h, y)
             h = y
-        plan = _Plan(inbuf=inbuf, last=h, ops=ops, kernels=list(chosen))
+        plan = _Plan(inbuf=inbuf, last=h, ops=ops, kernels=list(chosen),
+                     nbytes=limits.run_bytes(max(batch, 1), route.widths))
         if batch == 0:
             route.vec = plan
         else:
-            if len(route.plans) >= MAX_PLANS:
+            # At most MAX_PLANS plans, and together at most MAX_RUN_BYTES beside the new one.
+            while route.plans and (
+                len(route.plans) >= MAX_PLANS
+                or sum(p.nbytes for p in route.plans.values()) + plan.nbytes
+                > limits.MAX_RUN_BYTES
+            ):
                 route.plans.pop(next(iter(route.plans)))
             route.plans[batch] = plan
         return plan
+
+    def buffer_widths(self, mode: str = "forward") -> list[int]:
+        """Float32 values per sample that a call in ``mode`` allocates (input copy, layer outputs,
+        scratch, result): pass to :func:`~edgeprune.runtime.limits.check_batch_sizes`."""
+        if mode not in self._routes:
+            self._require_latent(mode)
+            raise ValueError(f"unknown mode {mode!r}; expected 'forward', 'encode' or 'decode'")
+        return list(self._routes[mode].widths)
+
+    def _check_batch(self, route: _Route, n: int) -> None:
+        need = limits.run_bytes(n, route.widths)
+        if need > limits.MAX_RUN_BYTES:
+            raise limits.LimitError(
+                f"a batch of {n} samples needs {limits.format_bytes(need)} of float32 buffers "
+                f"({sum(route.widths)} values per sample), over the bound of "
+                f"{limits.format_bytes(limits.MAX_RUN_BYTES)} (edgeprune.runtime.limits."
+                f"MAX_RUN_BYTES); run it in batches of at most {limits.max_batch(route.widths)} "
+                "samples"
+            )
 
     def _run(self, route: _Route, x: Any, out: np.ndarray | None) -> np.ndarray:
         arr = x if type(x) is np.ndarray else np.asarray(x)
@@ -319,6 +355,8 @@ class BundleModel:
         if n == 0:
             return np.empty(shape, dtype=np.float32) if out is None else out
         vec = n == 1
+        if not vec and n not in route.plans:
+            self._check_batch(route, n)
         plan = route.vec if vec and route.vec is not None else self._plan(route, 0 if vec else n)
         src = arr if single else (arr[0] if vec else arr.T)
         if route.gather_all:
@@ -337,26 +375,6 @@ class BundleModel:
             target[...] = h
         else:
             target[...] = route.const
-            if vec:
-                target[route.out_index] = h
-            else:
-                target[:, route.out_index] = h
-        return out
-        vec = n == 1
-        plan = route.vec if vec and route.vec is not None else self._plan(route, 0 if vec else n)
-        src = arr if single else (arr[0] if vec else arr.T)
-        if route.gather_all:
-            np.copyto(plan.inbuf, src)
-        else:
-            np.take(src, route.index, axis=0, out=plan.inbuf, mode="clip")
-        for op in plan.ops:
-            op()
-        h = plan.last if vec else plan.last.T
-        target = out if single else (out[0] if vec else out)
-        if route.scatter_all:
-            np.copyto(target, h)
-        else:
-            np.copyto(target, route.const)
             if vec:
                 target[route.out_index] = h
             else:
