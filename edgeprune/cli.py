@@ -214,14 +214,14 @@ def score(model, data_spec, estimator, samples, reference, seed, memory_budget, 
     """Score every link of MODEL with Shapley values (SHAP-SAE eq. 3-4)."""
     from edgeprune.compress import check_data_matches
     from edgeprune.data import explanation_set, load_dataset
-    from edgeprune.scoring import save_scores, score_network
+    from edgeprune.scoring import memory_budget_bytes, save_scores, score_network
 
     net = _load_model(model, activations, latent, trust_code)
     ds = load_dataset(data_spec, seed=seed)
     check_data_matches(net, ds)
     scores = score_network(net, explanation_set(ds, samples, seed), estimator=estimator,
                            reference=reference, seed=seed, target_rel_error=target_rel_error,
-                           memory_budget=int(memory_budget * 1024**3), quiet=quiet)
+                           memory_budget=memory_budget_bytes(memory_budget), quiet=quiet)
     save_scores(scores, output)
     summary = scores.summary()
     if as_json:
@@ -306,11 +306,12 @@ def compress(model, data_spec, importance_level, sparsity, method, estimator, re
     from edgeprune.data import load_dataset
     from edgeprune.export import ExportOptions
     from edgeprune.report import format_summary
+    from edgeprune.scoring import memory_budget_bytes
 
     opts = CompressOptions(importance_level=importance_level, sparsity=sparsity, method=method,
                            estimator=estimator, reference=reference, samples=samples, seed=seed,
                            finetune_epochs=finetune_epochs, scores_path=scores_path,
-                           memory_budget=int(memory_budget * 1024**3), quiet=quiet,
+                           memory_budget=memory_budget_bytes(memory_budget), quiet=quiet,
                            provenance={"model": str(model)}, export=export_formats,
                            export_options=ExportOptions(onnx_sparse_initializers,
                                                         tflite_sparse), **neuron)
@@ -358,10 +359,11 @@ def explain(model_or_outdir, data_spec, importance_level, scores_path, estimator
     explain.json and explain.md in OUTPUT."""
     from edgeprune.explain import ExplainOptions
     from edgeprune.explain import explain as run_explain
+    from edgeprune.scoring import memory_budget_bytes
 
     opts = ExplainOptions(importance_level=importance_level, estimator=estimator,
                           reference=reference, samples=samples, seed=seed,
-                          memory_budget=int(memory_budget * 1024**3), scores_path=scores_path,
+                          memory_budget=memory_budget_bytes(memory_budget), scores_path=scores_path,
                           top=top, quiet=quiet)
     result = run_explain(model_or_outdir, outdir, opts, data_spec=data_spec,
                          activations=activations, latent=latent, trust_code=trust_code,

@@ -74,6 +74,10 @@ def _masked_adam_loop(net: Network, x: torch.Tensor, loss_fn, val_metrics, train
             model.apply_masks_()
             total += float(loss.detach()) * len(idx)
         row = {"epoch": epoch + 1, train_key: total / max(len(x), 1)}
+        if not np.isfinite(row[train_key]):
+            raise ModelError(f"training diverged: the {desc} loss is {row[train_key]} in epoch "
+                             f"{epoch + 1}; scale the data to a small range (e.g. [0, 1]) or "
+                             "lower --lr")
         with torch.no_grad():
             row.update(val_metrics(model.eval()))
         history.append(row)
