@@ -342,23 +342,3 @@ class BundleModel:
             else:
                 target[:, route.out_index] = h
         return out
-        vec = n == 1
-        plan = route.vec if vec and route.vec is not None else self._plan(route, 0 if vec else n)
-        src = arr if single else (arr[0] if vec else arr.T)
-        if route.gather_all:
-            np.copyto(plan.inbuf, src)
-        else:
-            np.take(src, route.index, axis=0, out=plan.inbuf, mode="clip")
-        for op in plan.ops:
-            op()
-        h = plan.last if vec else plan.last.T
-        target = out if single else (out[0] if vec else out)
-        if route.scatter_all:
-            np.copyto(target, h)
-        else:
-            np.copyto(target, route.const)
-            if vec:
-                target[route.out_index] = h
-            else:
-                target[:, route.out_index] = h
-        return out
