@@ -23,7 +23,7 @@ from common import CACHE, RESULTS, mnist_autoencoder, mnist_scores, pruned_at  #
 
 from edgeprune import benchmark  # noqa: E402
 from edgeprune.export import write_artifacts  # noqa: E402
-from edgeprune.prune import compact  # noqa: E402
+from edgeprune.prune import compact_network  # noqa: E402
 
 
 def prepare(etas: list[float]) -> list[Path]:
@@ -35,7 +35,7 @@ def prepare(etas: list[float]) -> list[Path]:
     unpruned = base / "unpruned"
     if not (unpruned / "model.tflite").is_file():
         unpruned.mkdir(parents=True, exist_ok=True)
-        write_artifacts(net, compact(net), ds.x_test, unpruned, ["npz", "onnx", "tflite"])
+        write_artifacts(net, compact_network(net), ds.x_test, unpruned, ["npz", "onnx", "tflite"])
     dirs.append(unpruned)
     for eta in etas:
         d = base / f"eta{eta}"

@@ -21,7 +21,7 @@ from edgeprune.data import Dataset, explanation_set
 from edgeprune.export import ExportOptions, parse_formats, write_artifacts
 from edgeprune.fileio import write_text_atomic
 from edgeprune.network import ModelError, Network
-from edgeprune.prune import baseline_scores, compact, format_support_set, prune_network
+from edgeprune.prune import baseline_scores, compact_network, format_support_set, prune_network
 from edgeprune.report import format_markdown, write_json
 from edgeprune.scoring import load_link_scores, score_network
 from edgeprune.train import evaluate, train_network
@@ -154,7 +154,7 @@ def compress(net: Network, ds: Dataset, outdir: str | os.PathLike,
                                         epochs=opts.finetune_epochs, lr=opts.finetune_lr,
                                         seed=opts.seed, quiet=opts.quiet, desc="fine-tune")
     after = evaluate(pruned, ds, opts.seed)
-    compact_net = compact(pruned)
+    compact_net = compact_network(pruned)
     report = {
         "edgeprune_version": __version__,
         "network": net.describe(),

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeprune import __version__
-from edgeprune.compact_types import CompactNetwork
+from edgeprune.compacted import CompactNetwork
 from edgeprune.network import ModelError, Network
 
 FORMATS = ("npz", "onnx", "tflite")
@@ -153,7 +153,7 @@ def export_pruned(source: str | os.PathLike, outdir: str | os.PathLike, *,
     Verification inputs come from ``data_spec``, else from the data recorded by ``compress``."""
     from edgeprune.checkpoint import load_network
     from edgeprune.data import load_dataset
-    from edgeprune.prune import compact
+    from edgeprune.prune import compact_network
 
     chosen, notes = parse_formats(formats)
     ckpt, report = resolve_pruned(source)
@@ -168,5 +168,5 @@ def export_pruned(source: str | os.PathLike, outdir: str | os.PathLike, *,
                          f"{net.in_dim}; pass --data with {net.in_dim}-feature samples")
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    written = write_artifacts(net, compact(net), ds.x_test, outdir, chosen, options)
+    written = write_artifacts(net, compact_network(net), ds.x_test, outdir, chosen, options)
     return {"written": written, "notes": notes, "data": spec}

@@ -3,7 +3,7 @@
 Both :mod:`edgeprune.exporters.onnx` and :mod:`edgeprune.exporters.tflite` follow the same
 contract, implemented here once:
 
-* :func:`check_network` validates the :class:`~edgeprune.compact_types.CompactNetwork` and
+* :func:`check_network` validates the :class:`~edgeprune.compacted.CompactNetwork` and
   raises a one-line :class:`ExportError` naming the layer, the activation and the format for
   anything the format cannot express, *before* anything is written;
 * :func:`export_metadata` builds the provenance strings stored in the artifact;
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeprune.compact_types import CompactNetwork
+from edgeprune.compacted import CompactNetwork
 from edgeprune.fileio import write_bytes_atomic
 
 PARITY_TOLERANCE = 1e-5

@@ -1,4 +1,4 @@
-"""Export a :class:`~edgeprune.compact_types.CompactNetwork` to ONNX (opset 17 or newer).
+"""Export a :class:`~edgeprune.compacted.CompactNetwork` to ONNX (opset 17 or newer).
 
 The graph computes exactly :meth:`CompactNetwork.forward`, full width in and out, for any batch
 size (the first dimension is the symbolic ``batch``)::
@@ -55,7 +55,7 @@ from edgeprune.exporters.errors import (
     write_atomic,
 )
 
-from edgeprune.compact_types import CompactNetwork
+from edgeprune.compacted import CompactNetwork
 
 __all__ = [
     "ONNX_ACTIVATIONS",

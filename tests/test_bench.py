@@ -43,7 +43,7 @@ from edgeprune.runtime.kernel_profile import (
 from edgeprune import benchmark
 from edgeprune.bench_backends import OnnxRuntimeBackend, TorchBackend, resolve_backends
 from edgeprune.cli import main
-from edgeprune.compact_types import CompactLayer, CompactNetwork
+from edgeprune.compacted import CompactLayer, CompactNetwork
 
 FAST = {"warmup": 1, "runs": 2, "min_time": 0.0}
 

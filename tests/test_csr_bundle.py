@@ -14,7 +14,7 @@ from edgeprune.exporters import csr as csr_module
 from edgeprune.exporters.csr import save_bundle
 from edgeprune.runtime import BundleError, load
 
-from edgeprune.compact_types import CompactLayer, CompactNetwork
+from edgeprune.compacted import CompactLayer, CompactNetwork
 
 Arrays = dict[str, np.ndarray]
 

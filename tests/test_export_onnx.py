@@ -11,7 +11,7 @@ from edgeprune.exporters.errors import ExportError
 from edgeprune.exporters.onnx import export_onnx, onnxruntime_available, run_onnx
 
 from edgeprune.network import Layer, Network
-from edgeprune.prune import cascade_dead_units, compact
+from edgeprune.prune import cascade_dead_units, compact_network
 from tests.conftest import make_network
 from tests.export_cases import (
     ACTIVATION_SETS,
@@ -83,7 +83,7 @@ def test_sparse_initializers_are_smaller_at_90_percent(tmp_path):
     net = make_network(["relu", "relu", "sigmoid"], [128, 64, 32, 128], seed=2)
     for layer in net.layers:
         layer.mask = np.abs(layer.weight) >= np.quantile(np.abs(layer.weight), 0.9)
-    small = compact(cascade_dead_units(net).network)
+    small = compact_network(cascade_dead_units(net).network)
     verify = onnxruntime_available()
     dense = export_onnx(small, tmp_path / "dense.onnx", verify=verify)
     sparse = export_onnx(small, tmp_path / "sparse.onnx", sparse_initializers=True,
@@ -132,7 +132,7 @@ def test_all_constant_network(tmp_path):
     net = make_network(["relu", "tanh", "sigmoid"], [9, 5, 4, 7], seed=4)
     net.layers[1].mask[:] = False  # nothing reaches the last layers: every output is constant
     pruned = cascade_dead_units(net).network
-    small = compact(pruned)
+    small = compact_network(pruned)
     assert small.layers == []
     x = batch(64, 9)
     path = export_onnx(small, tmp_path / "const.onnx", verify_inputs=x,
@@ -148,7 +148,7 @@ def test_all_constant_network(tmp_path):
 
 def test_metadata_props(tmp_path):
     net = Network([Layer(np.eye(3, dtype=np.float32), np.zeros(3, np.float32), "relu")])
-    small = compact(net)
+    small = compact_network(net)
     small.meta["provenance"] = {"source_fingerprint": net.fingerprint()}
     path = export_onnx(small, tmp_path / "m.onnx", metadata={"dataset": "digits", "n": 3},
                        verify=onnxruntime_available())

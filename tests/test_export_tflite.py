@@ -19,7 +19,7 @@ from edgeprune.exporters.tflite import (
 )
 
 from edgeprune.network import Layer, Network
-from edgeprune.prune import cascade_dead_units, compact
+from edgeprune.prune import cascade_dead_units, compact_network
 from tests.conftest import make_network
 from tests.export_cases import (
     ACTIVATION_SETS,
@@ -125,7 +125,7 @@ def test_sparse_weights_are_smaller_at_90_percent(tmp_path):
     net = make_network(["relu", "relu", "sigmoid"], [128, 64, 32, 128], seed=2)
     for layer in net.layers:
         layer.mask = np.abs(layer.weight) >= np.quantile(np.abs(layer.weight), 0.9)
-    small = compact(cascade_dead_units(net).network)
+    small = compact_network(cascade_dead_units(net).network)
     verify = interpreter_available()
     dense = export_tflite(small, tmp_path / "dense.tflite", verify=verify)
     sparse = export_tflite(small, tmp_path / "sparse.tflite", sparse=True, verify=verify)
@@ -171,7 +171,7 @@ def test_all_constant_network(tmp_path):
 
     net = make_network(["relu", "tanh", "sigmoid"], [9, 5, 4, 7], seed=4)
     net.layers[1].mask[:] = False  # nothing reaches the last layers: every output is constant
-    small = compact(cascade_dead_units(net).network)
+    small = compact_network(cascade_dead_units(net).network)
     assert small.layers == []
     x = batch(64, 9)
     path = export_tflite(small, tmp_path / "const.tflite", verify_inputs=x,
@@ -187,7 +187,7 @@ def test_all_constant_network(tmp_path):
 
 def test_metadata_description_and_signature(tmp_path):
     net = Network([Layer(np.eye(3, dtype=np.float32), np.zeros(3, np.float32), "tanh")])
-    small = compact(net)
+    small = compact_network(net)
     small.meta["provenance"] = {"source_fingerprint": net.fingerprint()}
     path = export_tflite(small, tmp_path / "m.tflite", metadata={"dataset": "digits"},
                          verify=interpreter_available())
@@ -222,7 +222,7 @@ def test_xnnpack_on(tmp_path, sparse):
 
 def test_interpreter_fallback_and_missing_runtime(tmp_path, monkeypatch):
     litert = pytest.importorskip("ai_edge_litert.interpreter")
-    blob = build_tflite_model(compact(
+    blob = build_tflite_model(compact_network(
         Network([Layer(np.eye(2, dtype=np.float32), np.ones(2, np.float32), "relu")])))
     fake = types.ModuleType("tflite_runtime.interpreter")
     fake.Interpreter = litert.Interpreter  # no OpResolverType: the plain constructor is used
@@ -236,6 +236,6 @@ def test_interpreter_fallback_and_missing_runtime(tmp_path, monkeypatch):
     with pytest.raises(ExportError, match="ai-edge-litert"):
         load_interpreter(blob)
     with pytest.raises(ExportError, match="ai-edge-litert"):
-        export_tflite(compact(Network([Layer(np.eye(2, dtype=np.float32),
+        export_tflite(compact_network(Network([Layer(np.eye(2, dtype=np.float32),
                                              np.ones(2, np.float32))])), tmp_path / "m.tflite")
     assert list(tmp_path.iterdir()) == []

@@ -21,7 +21,7 @@ from edgeprune.runtime import (
 )
 from edgeprune.runtime import kernels as kernels_module
 
-from edgeprune.compact_types import CompactLayer, CompactNetwork
+from edgeprune.compacted import CompactLayer, CompactNetwork
 
 TOL = 1e-5
 KERNEL_NAMES = ("dense", "csr", "auto")
