@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import RESULTS, mnist_autoencoder, mnist_scores, pruned_at  # noqa: E402
 
-from edgeprune.export import ExportOptions, write_artifacts  # noqa: E402
+from edgeprune.artifacts import ExportOptions, write_artifacts  # noqa: E402
 from edgeprune.prune import compact_network  # noqa: E402
 
 

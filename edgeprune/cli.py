@@ -234,7 +234,7 @@ def compress(model, data_spec, importance_level, sparsity, method, estimator, re
     from edgeprune.compress import CompressOptions
     from edgeprune.compress import compress as run_compress
     from edgeprune.data import load_dataset
-    from edgeprune.export import ExportOptions
+    from edgeprune.artifacts import ExportOptions
     from edgeprune.report import format_summary
 
     opts = CompressOptions(importance_level=importance_level, sparsity=sparsity, method=method,
@@ -317,7 +317,7 @@ def export(pruned, formats, data_spec, onnx_sparse_initializers, tflite_sparse, 
            activations, latent, trust_pickle):
     """Export PRUNED (a compress output directory or a pruned checkpoint) to npz/ONNX/TFLite,
     each checked against PyTorch on real inputs."""
-    from edgeprune.export import ExportOptions, export_pruned
+    from edgeprune.artifacts import ExportOptions, export_pruned
 
     result = export_pruned(pruned, outdir, formats=formats, data_spec=data_spec, seed=seed,
                            options=ExportOptions(onnx_sparse_initializers, tflite_sparse),

@@ -256,7 +256,7 @@ def explain(source: str | os.PathLike, outdir: str | os.PathLike, opts: ExplainO
     from edgeprune.checkpoint import load_network
     from edgeprune.compress import check_data_matches
     from edgeprune.data import load_dataset
-    from edgeprune.export import resolve_pruned
+    from edgeprune.artifacts import resolve_pruned
 
     say = progress or (lambda msg: None)
     opts.validate()

@@ -32,7 +32,7 @@ inference (``check_model(full_check=True)``) types a graph-level sparse initiali
 an ordinary dense tensor, so every file passes the full checker.
 
 ``metadata_props`` carry ``edgeprune_version``, ``eta``, ``source_fingerprint`` and the other
-keys of :func:`~edgeprune.exporters.errors.export_metadata`, plus the caller's ``metadata``.
+keys of :func:`~edgeprune.exporters.contract.export_metadata`, plus the caller's ``metadata``.
 
 onnx and onnxruntime are imported lazily; this module never imports torch.
 """
@@ -44,7 +44,7 @@ import os
 from pathlib import Path
 
 import numpy as np
-from edgeprune.exporters.errors import (
+from edgeprune.exporters.contract import (
     ExportError,
     check_network,
     check_parity,

@@ -39,7 +39,7 @@ kernel), so :func:`load_interpreter` creates interpreters with
 check ran; ``xnnpack=True`` turns it back on, e.g. for dense models on a board). CSR costs
 8 bytes per non-zero plus 4 per row, against 4 bytes per entry dense.
 
-``metadata`` (plus the keys of :func:`~edgeprune.exporters.errors.export_metadata`) is stored as
+``metadata`` (plus the keys of :func:`~edgeprune.exporters.contract.export_metadata`) is stored as
 UTF-8 JSON in a buffer referenced by the model's ``metadata`` entry named ``"edgeprune"``; the
 model ``description`` is a one-line summary. flatbuffers/tflite are imported lazily; this
 module never imports torch.
@@ -53,7 +53,7 @@ import os
 from pathlib import Path
 
 import numpy as np
-from edgeprune.exporters.errors import (
+from edgeprune.exporters.contract import (
     ExportError,
     check_network,
     check_parity,

@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from edgeprune.exporters.errors import ExportError
+from edgeprune.exporters.contract import ExportError
 from edgeprune.exporters.onnx import export_onnx, onnxruntime_available, run_onnx
 
 from edgeprune.network import Layer, Network

@@ -8,7 +8,7 @@ import types
 
 import numpy as np
 import pytest
-from edgeprune.exporters.errors import ExportError
+from edgeprune.exporters.contract import ExportError
 from edgeprune.exporters.tflite import (
     build_tflite_model,
     export_tflite,

@@ -231,7 +231,7 @@ def test_compress_neuron_classifier(tmp_path, classifier, digits):
     assert "## Neuron walk" in (tmp_path / "o" / "report.md").read_text()
     pruned = _check_artifacts(tmp_path / "o", rep, digits.x_test[:64])
     assert pruned.kind == "classifier" and res.network.dims == pruned.dims
-    from edgeprune.export import format_available
+    from edgeprune.artifacts import format_available
 
     for fmt in ("onnx", "tflite"):  # exported and checked against PyTorch when installed
         assert (fmt in rep["artifacts"]) == format_available(fmt)[0]

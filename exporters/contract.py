@@ -1,4 +1,4 @@
-"""The exporters' error type and the checks every exporter shares (numpy only).
+"""The export contract: the error type and the checks every exporter follows (numpy only).
 
 Both :mod:`edgeprune.exporters.onnx` and :mod:`edgeprune.exporters.tflite` follow the same
 contract, implemented here once:
