@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import CACHE, RESULTS, mnist_autoencoder, mnist_scores, pruned_at  # noqa: E402
 
-from edgeprune import benchmark  # noqa: E402
+from edgeprune import bench as benchmark  # noqa: E402
 from edgeprune.artifacts import write_artifacts  # noqa: E402
 from edgeprune.prune import compact_network  # noqa: E402
 

@@ -231,10 +231,10 @@ def compress(model, data_spec, importance_level, sparsity, method, estimator, re
              onnx_sparse_initializers, tflite_sparse, outdir, as_json, quiet,
              activations, latent, trust_pickle, **neuron):
     """Prune MODEL (SHAP-SAE or a baseline) and write pruned.pt, model.npz and reports."""
+    from edgeprune.artifacts import ExportOptions
     from edgeprune.compress import CompressOptions
     from edgeprune.compress import compress as run_compress
     from edgeprune.data import load_dataset
-    from edgeprune.artifacts import ExportOptions
     from edgeprune.report import format_summary
 
     opts = CompressOptions(importance_level=importance_level, sparsity=sparsity, method=method,
@@ -392,7 +392,7 @@ def info(artifact, as_json, activations, latent, trust_pickle):
 def bench(artifacts, batches, backends, warmup, runs, min_time, threads, json_path, md_path,
           plot_path, energy_profile, calibrate, profile_out, kernel_profile, quiet):
     """Benchmark ARTIFACTS (model.npz, .onnx, .tflite, pruned.pt or compress output dirs)."""
-    from edgeprune import benchmark
+    from edgeprune import bench as benchmark
 
     def say(msg: str) -> None:
         if not quiet:

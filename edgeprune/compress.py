@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from edgeprune import __version__
+from edgeprune.artifacts import ExportOptions, parse_formats, write_artifacts
 from edgeprune.checkpoint import save_checkpoint
 from edgeprune.data import Dataset, explanation_set
-from edgeprune.artifacts import ExportOptions, parse_formats, write_artifacts
 from edgeprune.fileio import write_text_atomic
 from edgeprune.network import ModelError, Network
 from edgeprune.prune import baseline_scores, compact_network, format_support_set, prune_network

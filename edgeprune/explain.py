@@ -253,10 +253,10 @@ def explain(source: str | os.PathLike, outdir: str | os.PathLike, opts: ExplainO
             latent: int | None = None, trust_pickle: bool = False,
             progress: Callable[[str], None] | None = None) -> ExplainResult:
     """``edgeprune explain SOURCE -o OUTDIR``: load, score, prune (plain models), draw, write."""
+    from edgeprune.artifacts import resolve_pruned
     from edgeprune.checkpoint import load_network
     from edgeprune.compress import check_data_matches
     from edgeprune.data import load_dataset
-    from edgeprune.artifacts import resolve_pruned
 
     say = progress or (lambda msg: None)
     opts.validate()

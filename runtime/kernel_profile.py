@@ -1,7 +1,7 @@
 """Per-device kernel profiles: the density below which CSR beats dense, per batch size.
 
 ``edgeprune bench --calibrate`` times the runtime's own dense and CSR layer kernels on the device
-(:mod:`edgeprune.runtime.calibrate`) and saves the measured crossover densities as a small JSON
+(:mod:`edgeprune.runtime.bench.calibrate`) and saves the measured crossover densities as a small JSON
 file; :func:`edgeprune.runtime.load` reuses it for ``kernel="auto"``. Without a profile the
 static rule of :data:`edgeprune.runtime.kernels.DENSITY_THRESHOLD` applies.
 

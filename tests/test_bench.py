@@ -15,7 +15,14 @@ import pytest
 from click.testing import CliRunner
 from edgeprune.exporters.csr import save_bundle
 from edgeprune.runtime import load
-from edgeprune.runtime.bench import (
+from edgeprune.runtime.bench.costs import LayerShape, static_figures
+from edgeprune.runtime.bench.energy import (
+    PROFILES,
+    EnergyProfileError,
+    energy_proxy,
+    load_energy_profile,
+)
+from edgeprune.runtime.bench.harness import (
     RuntimeBackend,
     artifact_format,
     discover_artifacts,
@@ -23,14 +30,6 @@ from edgeprune.runtime.bench import (
     percentiles,
     run_benchmark,
     time_calls,
-)
-from edgeprune.runtime.bench_report import LATENCY_KEYS, TOP_LEVEL_KEYS, to_json, to_markdown
-from edgeprune.runtime.costs import LayerShape, static_figures
-from edgeprune.runtime.energy import (
-    PROFILES,
-    EnergyProfileError,
-    energy_proxy,
-    load_energy_profile,
 )
 from edgeprune.runtime.kernel_profile import (
     KernelProfile,
@@ -40,8 +39,9 @@ from edgeprune.runtime.kernel_profile import (
     save_kernel_profile,
 )
 
-from edgeprune import benchmark
-from edgeprune.bench_backends import OnnxRuntimeBackend, TorchBackend, resolve_backends
+from edgeprune import bench as benchmark
+from edgeprune.bench.backends import OnnxRuntimeBackend, TorchBackend, resolve_backends
+from edgeprune.bench.report import LATENCY_KEYS, TOP_LEVEL_KEYS, to_json, to_markdown
 from edgeprune.cli import main
 from edgeprune.compacted import CompactLayer, CompactNetwork
 
@@ -99,8 +99,8 @@ def bundle(tmp_path: Path) -> Path:
 
 # -- static figures and energy ----------------------------------------------------------------
 def test_static_figures_hand_computed(bundle: Path) -> None:
+    from edgeprune.runtime.bench.costs import bundle_layer_shapes
     from edgeprune.runtime.bundle import read_bundle
-    from edgeprune.runtime.costs import bundle_layer_shapes
 
     shapes = bundle_layer_shapes(read_bundle(bundle))
     assert shapes == [LayerShape(3, 4, 5, "relu"), LayerShape(2, 3, 4, "identity")]
@@ -134,7 +134,7 @@ def test_static_figures_hand_computed(bundle: Path) -> None:
 
 
 def load_energy_profile_from(obj: dict, tmp: Path | None = None):
-    from edgeprune.runtime.energy import profile_from_mapping
+    from edgeprune.runtime.bench.energy import profile_from_mapping
 
     return profile_from_mapping(obj, "test.json")
 
@@ -239,7 +239,7 @@ def test_kernel_profile_batch_dependent_choice(tmp_path: Path) -> None:
 
 
 def test_calibrate_round_trip(tmp_path: Path, isolated_home: Path) -> None:
-    from edgeprune.runtime.calibrate import calibrate_and_save
+    from edgeprune.runtime.bench.calibrate import calibrate_and_save
 
     net = mixed_net()
     path = save_bundle(net, tmp_path / "mixed.npz")
@@ -368,7 +368,7 @@ def test_litert_backend_if_exporter_available(tmp_path: Path) -> None:
         from edgeprune.exporters.tflite import export_tflite, tflite_available
     except ImportError:
         pytest.skip("the TFLite exporter is not importable")
-    from edgeprune.bench_backends import LiteRTBackend
+    from edgeprune.bench.backends import LiteRTBackend
 
     if not (tflite_available() and LiteRTBackend().available()[0]):
         pytest.skip("tflite schema bindings or LiteRT not installed")
@@ -385,7 +385,7 @@ def test_torch_backend_on_checkpoint(small_model: Path) -> None:
     pytest.importorskip("torch")
     results = run_benchmark([(small_model, "pt")], [TorchBackend()], batches=[2], **FAST)
     assert [r["backend"] for r in results["latency"]] == ["torch"], results["skipped"]
-    from edgeprune.bench_backends import layer_source
+    from edgeprune.bench.backends import layer_source
 
     layers, _ = layer_source(small_model, "pt")
     assert [(s.rows, s.cols) for s in layers] == [(6, 12), (3, 6), (6, 3), (12, 6)]

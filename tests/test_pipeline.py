@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from edgeprune import runtime
+from edgeprune.artifacts import format_available
 from edgeprune.checkpoint import load_network
 from edgeprune.compress import CompressOptions, compress
 from edgeprune.data import load_dataset
-from edgeprune.artifacts import format_available
 from edgeprune.torch_network import torch_forward
 from tests.conftest import make_network
 

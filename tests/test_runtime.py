@@ -369,7 +369,7 @@ def test_runtime_sources_import_only_stdlib_numpy_scipy() -> None:
 
     allowed_roots = {"numpy", "scipy", "__future__"} | set(sys.stdlib_module_names)
     root = Path(runtime.__file__).parent
-    for source in sorted(root.glob("*.py")):
+    for source in sorted(root.rglob("*.py")):
         tree = ast.parse(source.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):

@@ -12,7 +12,12 @@ from edgeprune.prune.baselines import (
     prune_global_magnitude,
     random_scores,
 )
-from edgeprune.prune.cascade import CascadeResult, cascade_dead_units, compact_network, is_fixed_point
+from edgeprune.prune.cascade import (
+    CascadeResult,
+    cascade_dead_units,
+    compact_network,
+    is_fixed_point,
+)
 from edgeprune.prune.sparsity import (
     LevelSolution,
     check_sparsity,

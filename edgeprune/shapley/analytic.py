@@ -44,7 +44,6 @@ from collections.abc import Callable
 
 import torch
 
-from edgeprune.shapley.live_inputs import LiveInputs
 from edgeprune.shapley.game import (
     BLOCK,
     CACHE_VALUES,
@@ -54,6 +53,7 @@ from edgeprune.shapley.game import (
     iter_chunks,
     units_done,
 )
+from edgeprune.shapley.live_inputs import LiveInputs
 
 #: Interior coalition sizes evaluated per pair (enumerated when a pair has no more than this).
 DEFAULT_SIZES = 8

@@ -37,7 +37,6 @@ from collections.abc import Callable
 import torch
 
 from edgeprune.shapley.aggregate import summarize
-from edgeprune.shapley.live_inputs import LiveInputs
 from edgeprune.shapley.game import (
     BLOCK,
     CACHE_VALUES,
@@ -48,6 +47,7 @@ from edgeprune.shapley.game import (
     iter_chunks,
     units_done,
 )
+from edgeprune.shapley.live_inputs import LiveInputs
 
 #: Permutations (64 antithetic pairs) in fixed mode.
 DEFAULT_PERMUTATIONS = 128

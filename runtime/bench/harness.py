@@ -1,7 +1,8 @@
 """Latency benchmark library (numpy + stdlib): timing, statistics, environment, the bench loop.
 
 A board with only numpy/scipy benches a bundle with :func:`run_benchmark` and the
-:class:`RuntimeBackend` s; ``edgeprune.bench_backends`` adds ONNX Runtime, LiteRT and torch as
+:class:`RuntimeBackend` s; the host side, :mod:`edgeprune.bench.backends`, adds ONNX Runtime,
+LiteRT and torch as
 objects with the same interface (:class:`Backend`), and ``edgeprune bench`` is the CLI.
 
 Timing: ``warmup`` untimed calls, then timed calls (``time.perf_counter_ns`` around each call)
@@ -9,13 +10,14 @@ until *both* ``runs`` calls were timed and ``min_time`` seconds have passed (``m
 given, stops earlier). Statistics in microseconds: p50/p90/p99 by ``numpy.percentile`` with
 ``method="linear"``, mean, sample standard deviation (``ddof=1``; 0 for a single run) and
 throughput = batch / mean latency (samples per second). The results layout is documented in
-:mod:`edgeprune.runtime.bench_report`.
+:mod:`edgeprune.bench.report`.
 """
 
 from __future__ import annotations
 
 import ctypes
 import datetime as _dt
+import math
 import os
 import platform
 import re
@@ -44,6 +46,7 @@ __all__ = [
     "Backend",
     "LoadedModel",
     "RuntimeBackend",
+    "add_comparisons",
     "artifact_format",
     "blas_threads",
     "discover_artifacts",
@@ -275,7 +278,7 @@ class RuntimeBackend:
         return True, ""
 
     def load(self, path: Path, threads: int) -> LoadedModel:
-        from .model import load
+        from ..model import load
 
         model = load(path, kernel=self.kernel, profile=self.kernel_profile)
         info = {"kernel_rule": model.kernel_rule}
@@ -284,10 +287,10 @@ class RuntimeBackend:
 
 # -- the bench loop ---------------------------------------------------------------------------
 def npz_layers(path: Path, fmt: str) -> tuple[list[LayerShape] | None, str]:
-    """Layer shapes of a bundle; other formats: ``(None, note)`` (see edgeprune.benchmark)."""
+    """Layer shapes of a bundle; other formats: ``(None, note)`` (see edgeprune.bench.runner)."""
     if fmt != "npz":
         return None, f"layer figures for .{fmt} need the full install (edgeprune bench)"
-    from .bundle import read_bundle
+    from ..bundle import read_bundle
 
     return bundle_layer_shapes(read_bundle(path)), ""
 
@@ -328,10 +331,8 @@ def run_benchmark(
 
     Each backend runs the artifacts of its ``formats``; an unavailable backend, or one that
     cannot load or run an artifact, becomes a ``skipped`` entry with a one-line reason.
-    Returns the results dict (layout in :mod:`edgeprune.runtime.bench_report`).
+    Returns the results dict (layout in :mod:`edgeprune.bench.report`).
     """
-    from .bench_report import add_comparisons
-
     profile = load_energy_profile(energy_profile)
     say = progress or (lambda _msg: None)
     results: dict[str, Any] = {
@@ -401,3 +402,33 @@ def _measure(results: dict, name: str, loaded: LoadedModel, path: Path, batches:
         if profile.load_w is not None:
             row["board_energy_uj_per_sample"] = profile.load_w * row["p50_us"] / batch
         results["latency"].append(row)
+
+
+def add_comparisons(results: dict[str, Any]) -> None:
+    """Fill ``results["comparisons"]`` from the latency rows (see the module docstring)."""
+    rows = results["latency"]
+    ours = [r for r in rows if r["backend"].startswith("edgeprune")]
+    ort = [r for r in rows if r["backend"] == "onnxruntime"]
+    vs_ort = [
+        {"artifact": r["artifact"], "backend": r["backend"], "batch": r["batch"],
+         "reference_artifact": ref["artifact"],
+         "same_directory": Path(ref["artifact"]).parent == Path(r["artifact"]).parent,
+         "p50_ratio": r["p50_us"] / ref["p50_us"]}
+        for r in ours for ref in ort if ref["batch"] == r["batch"] and ref["p50_us"] > 0
+    ]
+    by_key = {(r["artifact"], r["backend"], r["batch"]): r for r in ours}
+    auto_rows = []
+    for (artifact, backend, batch), row in by_key.items():
+        if backend != "edgeprune-auto":
+            continue
+        forced = [by_key.get((artifact, f"edgeprune-{k}", batch)) for k in ("csr", "dense")]
+        forced = [f for f in forced if f is not None]
+        if not forced:
+            continue
+        best = min(forced, key=lambda f: f["p50_us"])
+        ratio = row["p50_us"] / best["p50_us"] if best["p50_us"] > 0 else math.inf
+        auto_rows.append({"artifact": artifact, "batch": batch, "auto_p50_us": row["p50_us"],
+                          "best_forced": best["backend"].removeprefix("edgeprune-"),
+                          "best_forced_p50_us": best["p50_us"], "ratio": ratio,
+                          "within_10pct": ratio <= 1.10})
+    results["comparisons"] = {"vs_onnxruntime": vs_ort, "auto_vs_forced": auto_rows}

@@ -25,8 +25,8 @@ Results layout (``schema_version`` 1; every number is a JSON number, absent valu
       "skipped": [{backend, reason, artifact?}]
     }
 
-Per-layer and total static figures are those of :mod:`edgeprune.runtime.costs`; the energy
-variants those of :mod:`edgeprune.runtime.energy`. ``p50_ratio`` < 1 means edgeprune is faster
+Per-layer and total static figures are those of :mod:`edgeprune.runtime.bench.costs`; the energy
+variants those of :mod:`edgeprune.runtime.bench.energy`. ``p50_ratio`` < 1 means edgeprune is faster
 than ONNX Runtime on the reference artifact at the same batch size.
 """
 
@@ -42,7 +42,6 @@ from typing import Any
 __all__ = [
     "LATENCY_KEYS",
     "TOP_LEVEL_KEYS",
-    "add_comparisons",
     "artifact_labels",
     "to_json",
     "to_markdown",
@@ -66,36 +65,6 @@ def artifact_labels(results: dict[str, Any]) -> dict[str, str]:
             break
         depth += 1
     return {p: "/".join(v[-depth:]) for p, v in parts.items()}
-
-
-def add_comparisons(results: dict[str, Any]) -> None:
-    """Fill ``results["comparisons"]`` from the latency rows (see the module docstring)."""
-    rows = results["latency"]
-    ours = [r for r in rows if r["backend"].startswith("edgeprune")]
-    ort = [r for r in rows if r["backend"] == "onnxruntime"]
-    vs_ort = [
-        {"artifact": r["artifact"], "backend": r["backend"], "batch": r["batch"],
-         "reference_artifact": ref["artifact"],
-         "same_directory": Path(ref["artifact"]).parent == Path(r["artifact"]).parent,
-         "p50_ratio": r["p50_us"] / ref["p50_us"]}
-        for r in ours for ref in ort if ref["batch"] == r["batch"] and ref["p50_us"] > 0
-    ]
-    by_key = {(r["artifact"], r["backend"], r["batch"]): r for r in ours}
-    auto_rows = []
-    for (artifact, backend, batch), row in by_key.items():
-        if backend != "edgeprune-auto":
-            continue
-        forced = [by_key.get((artifact, f"edgeprune-{k}", batch)) for k in ("csr", "dense")]
-        forced = [f for f in forced if f is not None]
-        if not forced:
-            continue
-        best = min(forced, key=lambda f: f["p50_us"])
-        ratio = row["p50_us"] / best["p50_us"] if best["p50_us"] > 0 else math.inf
-        auto_rows.append({"artifact": artifact, "batch": batch, "auto_p50_us": row["p50_us"],
-                          "best_forced": best["backend"].removeprefix("edgeprune-"),
-                          "best_forced_p50_us": best["p50_us"], "ratio": ratio,
-                          "within_10pct": ratio <= 1.10})
-    results["comparisons"] = {"vs_onnxruntime": vs_ort, "auto_vs_forced": auto_rows}
 
 
 def _fmt(value: Any, digits: int = 1) -> str:

@@ -6,7 +6,7 @@ install) and ``load(path, threads) -> LoadedModel`` (``run(x)`` on a ``(batch, i
 float32 array). Threads: ONNX Runtime intra/inter-op threads, LiteRT ``num_threads`` and
 ``torch.set_num_threads`` are set for that backend only (torch's previous value is restored
 when its measurements end). The numpy/scipy runtime backends (``edgeprune-auto|csr|dense``)
-live in :mod:`edgeprune.runtime.bench`, so a board with the base install can bench bundles.
+live in :mod:`edgeprune.runtime.bench.harness`, so a board with the base install can bench bundles.
 
 This module also reads the layer figures of ``.onnx``, ``.tflite`` and ``.pt`` artifacts for
 the static table (:func:`layer_source`), with the same optional packages.
@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from edgeprune.runtime.bench import LoadedModel, RuntimeBackend, npz_layers
-from edgeprune.runtime.costs import LayerShape, shapes_from_weights
+from edgeprune.runtime.bench.costs import LayerShape, shapes_from_weights
+from edgeprune.runtime.bench.harness import LoadedModel, RuntimeBackend, npz_layers
 
 BACKEND_NAMES = ("edgeprune", "onnxruntime", "litert", "torch")
 EDGEPRUNE_KERNELS = ("auto", "csr", "dense")
