@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-from edgeprune.runtime.bundle import FORMAT, BundleError, validate_bundle
 
 from edgeprune.compacted import CompactNetwork
 from edgeprune.fileio import atomic_path
+from edgeprune.runtime.bundle import FORMAT, BundleError, validate_bundle
 
 VERSION = 1
 

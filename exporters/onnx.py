@@ -44,6 +44,8 @@ import os
 from pathlib import Path
 
 import numpy as np
+
+from edgeprune.compacted import CompactNetwork
 from edgeprune.exporters.contract import (
     ExportError,
     check_network,
@@ -54,8 +56,6 @@ from edgeprune.exporters.contract import (
     verification_data,
     write_atomic,
 )
-
-from edgeprune.compacted import CompactNetwork
 
 __all__ = [
     "ONNX_ACTIVATIONS",

@@ -53,6 +53,8 @@ import os
 from pathlib import Path
 
 import numpy as np
+
+from edgeprune.compacted import CompactNetwork
 from edgeprune.exporters.contract import (
     ExportError,
     check_network,
@@ -63,8 +65,6 @@ from edgeprune.exporters.contract import (
     verification_data,
     write_atomic,
 )
-
-from edgeprune.compacted import CompactNetwork
 
 __all__ = [
     "TFLITE_ACTIVATIONS",

@@ -13,6 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+
+from edgeprune import bench as benchmark
+from edgeprune.bench.backends import OnnxRuntimeBackend, TorchBackend, resolve_backends
+from edgeprune.bench.report import LATENCY_KEYS, TOP_LEVEL_KEYS, to_json, to_markdown
+from edgeprune.cli import main
+from edgeprune.compacted import CompactLayer, CompactNetwork
 from edgeprune.exporters.csr import save_bundle
 from edgeprune.runtime import load
 from edgeprune.runtime.bench.costs import LayerShape, static_figures
@@ -38,12 +44,6 @@ from edgeprune.runtime.kernel_profile import (
     load_kernel_profile,
     save_kernel_profile,
 )
-
-from edgeprune import bench as benchmark
-from edgeprune.bench.backends import OnnxRuntimeBackend, TorchBackend, resolve_backends
-from edgeprune.bench.report import LATENCY_KEYS, TOP_LEVEL_KEYS, to_json, to_markdown
-from edgeprune.cli import main
-from edgeprune.compacted import CompactLayer, CompactNetwork
 
 FAST = {"warmup": 1, "runs": 2, "min_time": 0.0}
 

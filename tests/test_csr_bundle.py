@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from edgeprune.compacted import CompactLayer, CompactNetwork
 from edgeprune.exporters import csr as csr_module
 from edgeprune.exporters.csr import save_bundle
 from edgeprune.runtime import BundleError, load
-
-from edgeprune.compacted import CompactLayer, CompactNetwork
 
 Arrays = dict[str, np.ndarray]
 

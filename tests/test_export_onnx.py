@@ -7,9 +7,9 @@ import sys
 
 import numpy as np
 import pytest
+
 from edgeprune.exporters.contract import ExportError
 from edgeprune.exporters.onnx import export_onnx, onnxruntime_available, run_onnx
-
 from edgeprune.network import Layer, Network
 from edgeprune.prune import cascade_dead_units, compact_network
 from tests.conftest import make_network

@@ -8,6 +8,7 @@ import types
 
 import numpy as np
 import pytest
+
 from edgeprune.exporters.contract import ExportError
 from edgeprune.exporters.tflite import (
     build_tflite_model,
@@ -17,7 +18,6 @@ from edgeprune.exporters.tflite import (
     run_tflite,
     sparse_weight_tensors,
 )
-
 from edgeprune.network import Layer, Network
 from edgeprune.prune import cascade_dead_units, compact_network
 from tests.conftest import make_network

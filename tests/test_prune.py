@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-from edgeprune.runtime.activations import apply_activation
 
 from edgeprune.network import Layer, Network
 from edgeprune.prune import (
@@ -30,6 +29,7 @@ from edgeprune.prune import (
 )
 from edgeprune.prune.sparsity import candidate_levels
 from edgeprune.prune.support import rank_layers
+from edgeprune.runtime.activations import apply_activation
 
 ACTS = ["relu", "sigmoid", "tanh", "leaky_relu", "identity"]
 

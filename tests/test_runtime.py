@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from edgeprune.compacted import CompactLayer, CompactNetwork
 from edgeprune.exporters.csr import save_bundle
 from edgeprune.runtime import (
     ACTIVATIONS,
@@ -20,8 +22,6 @@ from edgeprune.runtime import (
     load,
 )
 from edgeprune.runtime import kernels as kernels_module
-
-from edgeprune.compacted import CompactLayer, CompactNetwork
 
 TOL = 1e-5
 KERNEL_NAMES = ("dense", "csr", "auto")
