@@ -353,7 +353,8 @@ def run(bundle, inputs, output, kernel, mode):
 @_user_errors
 def info(artifact, as_json, activations, latent, trust_pickle):
     """Describe an artifact: format, layers, shapes, non-zeros, bytes on disk and gzip bytes."""
-    from edgeprune.workflows import describe_artifact, format_info
+    from edgeprune.inspector import describe as describe_artifact
+    from edgeprune.inspector import format_info
 
     desc = describe_artifact(artifact, activations=activations, latent=latent,
                              trust_pickle=trust_pickle)

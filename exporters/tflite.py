@@ -79,7 +79,14 @@ __all__ = [
     "tflite_available",
 ]
 
-TFLITE_ACTIVATIONS = ("identity", "relu", "leaky_relu", "sigmoid", "tanh")
+#: IR activation -> (fused activation of FULLY_CONNECTED, builtin op that follows it or None).
+TFLITE_ACTIVATIONS: dict[str, tuple[str, str | None]] = {
+    "identity": ("NONE", None),
+    "relu": ("RELU", None),
+    "leaky_relu": ("NONE", "LEAKY_RELU"),
+    "sigmoid": ("NONE", "LOGISTIC"),
+    "tanh": ("NONE", "TANH"),
+}
 SPARSE_FC_VERSION = 8  # the FULLY_CONNECTED version the TF converter gives sparse weights
 
 
@@ -258,19 +265,18 @@ def build_tflite_model(net: CompactNetwork, *, sparse: bool = False,
             rows = int(weight.shape[0])
             w = (g.sparse_const if sparse else g.const)(f"layer{k}.weight", weight)
             bias = g.const(f"layer{k}.bias", np.asarray(layer.bias, np.float32).reshape(-1))
-            fused = act_type.RELU if layer.activation == "relu" else act_type.NONE
+            fused_name, after = TFLITE_ACTIVATIONS[layer.activation]
+            fused = getattr(act_type, fused_name)
             z = g.activation(f"layer{k}.{layer.activation if fused else 'linear'}", rows)
             g.op(ops.FULLY_CONNECTED, [h, w, bias], [z],
                  _options(tfl, "FullyConnectedOptions", FusedActivationFunction=fused),
                  version=SPARSE_FC_VERSION if sparse else 1)
             h = z
-            if layer.activation in ("sigmoid", "tanh"):
+            if after is not None:
                 h = g.activation(f"layer{k}.{layer.activation}", rows)
-                g.op(ops.LOGISTIC if layer.activation == "sigmoid" else ops.TANH, [z], [h])
-            elif layer.activation == "leaky_relu":
-                h = g.activation(f"layer{k}.leaky_relu", rows)
-                g.op(ops.LEAKY_RELU, [z], [h], _options(tfl, "LeakyReluOptions",
-                                                        Alpha=float(layer.negative_slope)))
+                options = (_options(tfl, "LeakyReluOptions", Alpha=float(layer.negative_slope))
+                           if after == "LEAKY_RELU" else None)
+                g.op(getattr(ops, after), [z], [h], options)
         out_idx = np.asarray(net.output_index, dtype=np.int64).reshape(-1)
         if not np.array_equal(out_idx, np.arange(n_out)):
             perm = np.full(n_out, out_idx.size, dtype=np.int32)  # the padded zero column

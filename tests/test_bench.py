@@ -385,7 +385,7 @@ def test_torch_backend_on_checkpoint(small_model: Path) -> None:
     pytest.importorskip("torch")
     results = run_benchmark([(small_model, "pt")], [TorchBackend()], batches=[2], **FAST)
     assert [r["backend"] for r in results["latency"]] == ["torch"], results["skipped"]
-    from edgeprune.bench.backends import layer_source
+    from edgeprune.inspector import layer_source
 
     layers, _ = layer_source(small_model, "pt")
     assert [(s.rows, s.cols) for s in layers] == [(6, 12), (3, 6), (6, 3), (12, 6)]

@@ -101,7 +101,7 @@ def _static_section(artifact: dict[str, Any]) -> list[str]:
     lines += [""]
     header = ["layer", "shape", "act", "nnz / dense", "MACs dense", "MACs eff.",
               "bytes fp32", "bytes CSR", "words dense", "words CSR"]
-    rows = [[str(r["index"]), f"{r['shape'][0]}x{r['shape'][1]}", r["activation"],
+    rows = [[str(r["layer"]), f"{r['shape'][0]}x{r['shape'][1]}", r["activation"],
              f"{r['params_nnz']:,} / {r['params_dense']:,}", r["macs_dense"],
              r["macs_effective"], r["bytes_dense_fp32"], r["bytes_csr"],
              r["words_read_dense"], r["words_read_csr"]] for r in static["layers"]]

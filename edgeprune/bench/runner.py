@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeprune.bench.backends import layer_source, resolve_backends
+from edgeprune.bench.backends import resolve_backends
 from edgeprune.bench.plot import write_plot
 from edgeprune.bench.report import artifact_labels, to_json, to_markdown, write_text
+from edgeprune.inspector import layer_source
 from edgeprune.runtime.bench.energy import load_energy_profile
 from edgeprune.runtime.bench.harness import discover_artifacts, run_benchmark
 from edgeprune.runtime.kernel_profile import default_profile_path, load_kernel_profile
