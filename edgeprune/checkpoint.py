@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeprune.fileio import atomic_path
+from edgeprune.messages import first_line
 from edgeprune.network import Layer, ModelError, Network, parse_activations
 
 CHECKPOINT_FORMAT = "edgeprune-checkpoint"
@@ -137,7 +138,7 @@ def load_network(
         module = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001
         raise ModelError(f"{path}: cannot be read as a PyTorch file ({exc.__class__.__name__}: "
-                         f"{str(exc).splitlines()[0][:120]}); check the file") from None
+                         f"{first_line(exc)[:120]}); check the file") from None
     if isinstance(module, torch.nn.Module):
         return network_from_module(module, activations=activations, latent=latent, source=path)
     if isinstance(module, dict):

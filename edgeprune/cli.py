@@ -10,6 +10,7 @@ import sys
 import click
 
 from edgeprune import __version__
+from edgeprune.messages import first_line
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -24,8 +25,7 @@ def _user_errors(fn):
         except click.ClickException:
             raise
         except (ValueError, OSError) as exc:  # ModelError, DataError, BundleError, IO problems
-            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise click.ClickException(msg) from None
+            raise click.ClickException(first_line(exc)) from None
         except ImportError as exc:  # a base install (numpy/scipy/click) runs bundles only
             name = getattr(exc, "name", None) or str(exc)
             raise click.ClickException(
@@ -38,7 +38,7 @@ def _user_errors(fn):
             if os.environ.get("EDGEPRUNE_DEBUG"):
                 raise
             raise click.ClickException(
-                f"unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                f"unexpected {type(exc).__name__}: {first_line(exc) if str(exc).strip() else ''}"
                 " (set EDGEPRUNE_DEBUG=1 for the traceback and please report it)"
             ) from None
 

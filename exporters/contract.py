@@ -27,6 +27,7 @@ import numpy as np
 
 from edgeprune.compacted import CompactNetwork
 from edgeprune.fileio import write_bytes_atomic
+from edgeprune.messages import first_line
 
 PARITY_TOLERANCE = 1e-5
 
@@ -45,12 +46,6 @@ __all__ = [
 
 class ExportError(ValueError):
     """A one-line, user-facing reason why a network cannot be exported (nothing was written)."""
-
-
-def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message (runtimes raise long multi-line messages)."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def check_network(net: CompactNetwork, fmt: str, activations: Collection[str]) -> None:

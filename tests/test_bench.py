@@ -450,3 +450,16 @@ def test_cli_missing_artifact_and_calibrate(tmp_path: Path, bundle: Path) -> Non
     assert {1, 2, 256} <= {b for b, _ in prof.crossover}
     assert prof.device["shapes"] == [[3, 4], [2, 3]]
     assert "wrote kernel profile" in result.output and "edgeprune-auto" in result.output
+
+
+def test_outputs_and_kernel_profile_use_the_one_atomic_writer(bundle: Path, tmp_path: Path) -> None:
+    """bench JSON/Markdown and kernel profiles are written 0644 (fsync + chmod), not mkstemp's
+    0600, and leave no temporary file behind."""
+    results = benchmark.run([bundle], benchmark.BenchOptions(batches=[1], backends="edgeprune-csr",
+                                                             warmup=0, runs=1, min_time=0.0))
+    written, _ = benchmark.write_outputs(results, str(tmp_path / "o" / "r.json"),
+                                         str(tmp_path / "o" / "r.md"))
+    profile = save_kernel_profile([(1, 0.3)], tmp_path / "o" / "kp.json")
+    for path in [*map(Path, written), profile]:
+        assert path.stat().st_mode & 0o777 == 0o644, path
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["kp.json", "r.json", "r.md"]

@@ -340,6 +340,10 @@ def test_describe(tmp_path: Path) -> None:
         describe(tmp_path / "missing.npz")
 
 
+#: edgeprune modules outside runtime/ that the runtime may import: stdlib only themselves.
+SHARED_STDLIB_MODULES = ("edgeprune.fileio", "edgeprune.messages")
+
+
 def test_runtime_imports_no_torch_or_click(tmp_path: Path) -> None:
     path = save_bundle(make_autoencoder(), tmp_path / "ae.npz")
     code = (
@@ -349,10 +353,11 @@ def test_runtime_imports_no_torch_or_click(tmp_path: Path) -> None:
         f"m = r.load({str(path)!r})\n"
         "m(np.zeros((2, m.input_dim), dtype=np.float32)); m.encode(np.zeros(m.input_dim))\n"
         f"r.describe({str(path)!r})\n"
+        f"shared = {sorted(SHARED_STDLIB_MODULES)!r}\n"
         "bad = sorted(n for n in sys.modules if n.split('.')[0] in ('torch', 'click'))\n"
         "assert not bad, bad\n"
         "outside = sorted(n for n in sys.modules if n.startswith('edgeprune.')\n"
-        "                 and not n.startswith('edgeprune.runtime'))\n"
+        "                 and not n.startswith('edgeprune.runtime') and n not in shared)\n"
         "assert not outside, outside\n"
     )
     result = subprocess.run(
@@ -362,14 +367,17 @@ def test_runtime_imports_no_torch_or_click(tmp_path: Path) -> None:
 
 
 def test_runtime_sources_import_only_stdlib_numpy_scipy() -> None:
-    """Static guard: every import under runtime/ is stdlib, numpy, scipy or relative."""
+    """Static guard: every import under runtime/ is stdlib, numpy, scipy, relative or one of the
+    shared stdlib-only modules (atomic writer, message helpers), which import stdlib only."""
     import ast
+    import importlib
 
     import edgeprune.runtime as runtime
 
     allowed_roots = {"numpy", "scipy", "__future__"} | set(sys.stdlib_module_names)
     root = Path(runtime.__file__).parent
-    for source in sorted(root.rglob("*.py")):
+    shared = [Path(importlib.import_module(m).__file__) for m in SHARED_STDLIB_MODULES]
+    for source in [*sorted(root.rglob("*.py")), *shared]:
         tree = ast.parse(source.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
@@ -380,5 +388,6 @@ def test_runtime_sources_import_only_stdlib_numpy_scipy() -> None:
                 continue
             for name in names:
                 top = name.split(".")[0]
-                ok = top in allowed_roots or name.startswith("edgeprune.runtime")
+                ok = (top in allowed_roots or name.startswith("edgeprune.runtime")
+                      or (name in SHARED_STDLIB_MODULES and source not in shared))
                 assert ok, f"{source.name} imports {name}"

@@ -36,11 +36,6 @@ __all__ = [
 ]
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
 def _importable(module: str) -> bool:
     try:
         importlib.import_module(module)

@@ -34,8 +34,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +43,6 @@ __all__ = [
     "artifact_labels",
     "to_json",
     "to_markdown",
-    "write_text",
 ]
 
 TOP_LEVEL_KEYS = ("schema_version", "environment", "settings", "energy_profile",
@@ -179,21 +176,6 @@ def to_markdown(results: dict[str, Any]) -> str:
                   + f": {s['reason']}" for s in results["skipped"]]
         lines.append("")
     return "\n".join(lines)
-
-
-def write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` atomically (temp file in the same directory + ``os.replace``)."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
 
 
 def to_json(results: dict[str, Any]) -> str:

@@ -15,7 +15,8 @@ from typing import Any
 
 from edgeprune.bench.backends import resolve_backends
 from edgeprune.bench.plot import write_plot
-from edgeprune.bench.report import artifact_labels, to_json, to_markdown, write_text
+from edgeprune.bench.report import artifact_labels, to_json, to_markdown
+from edgeprune.fileio import write_text_atomic
 from edgeprune.inspector import layer_source
 from edgeprune.runtime.bench.energy import load_energy_profile
 from edgeprune.runtime.bench.harness import discover_artifacts, run_benchmark
@@ -123,9 +124,9 @@ def write_outputs(results: dict[str, Any], json_path: str | None = None,
     """Write the requested files; returns (paths written, one-line notes such as no matplotlib)."""
     written, notes = [], []
     if json_path:
-        written.append(str(write_text(json_path, to_json(results))))
+        written.append(str(write_text_atomic(json_path, to_json(results))))
     if md_path:
-        written.append(str(write_text(md_path, to_markdown(results))))
+        written.append(str(write_text_atomic(md_path, to_markdown(results))))
     if plot_path:
         note = write_plot(results, plot_path)
         if note:

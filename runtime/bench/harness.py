@@ -32,6 +32,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from edgeprune.messages import first_line
+
 from .costs import LayerShape, bundle_layer_shapes, static_figures
 from .energy import PROXY_NOTE, EnergyProfile, energy_proxy, load_energy_profile
 
@@ -302,7 +304,7 @@ def _artifact_entry(path: Path, fmt: str, layer_source: Callable, profile: Energ
     except Exception as err:  # noqa: BLE001 - static figures are best effort for foreign formats
         if fmt == "npz":
             raise
-        layers, note = None, f"layer figures unavailable: {str(err).splitlines()[0]}"
+        layers, note = None, f"layer figures unavailable: {first_line(err)}"
     if note:
         notes.append(note)
     static = static_figures(layers, path)
@@ -371,9 +373,8 @@ def _bench_one(results: dict, backend: Backend, path: Path, batches: Sequence[in
     try:
         loaded = backend.load(path, threads)
     except Exception as err:  # noqa: BLE001 - a backend failing to load is reported, not fatal
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         results["skipped"].append({"backend": backend.name, "artifact": str(path),
-                                   "reason": f"cannot load: {reason}"})
+                                   "reason": f"cannot load: {first_line(err)}"})
         return
     try:
         _measure(results, backend.name, loaded, path, batches, rng, profile, say, timing)
@@ -391,9 +392,8 @@ def _measure(results: dict, name: str, loaded: LoadedModel, path: Path, batches:
         try:
             samples = time_calls(loaded.run, x, **timing)
         except Exception as err:  # noqa: BLE001
-            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             results["skipped"].append({"backend": name, "artifact": str(path),
-                                       "reason": f"failed at batch {batch}: {reason}"})
+                                       "reason": f"failed at batch {batch}: {first_line(err)}"})
             continue
         row: dict[str, Any] = {"artifact": str(path), "backend": name, "batch": batch,
                                **latency_stats(samples, batch)}
