@@ -126,9 +126,7 @@ def compress(net: Network, ds: Dataset, outdir: str | os.PathLike,
     if outdir.exists() and not outdir.is_dir():
         raise ModelError(f"-o {outdir}: exists and is not a directory; choose another path")
     t0 = time.perf_counter()
-    net = net.copy()
-    for layer in net.layers:  # a zero weight is not a link
-        layer.mask &= layer.weight != 0
+    net = net.without_zero_links()
     before = evaluate(net, ds, opts.seed)
     walk = None
     if "neuron" in opts.granularities():  # units first: a smaller network, then links

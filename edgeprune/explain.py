@@ -195,9 +195,7 @@ def explain_network(net: Network, ds: Dataset, opts: ExplainOptions, *,
 
     opts.validate()
     check_data_matches(net, ds)
-    net = net.copy()
-    for layer in net.layers:
-        layer.mask &= layer.weight != 0
+    net = net.without_zero_links()
     info = dict(info or {})
     info.setdefault("data", ds.name)
     if opts.scores_path:
