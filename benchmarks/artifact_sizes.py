@@ -17,12 +17,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, mnist_autoencoder, mnist_scores, pruned_at
 
-from common import RESULTS, mnist_autoencoder, mnist_scores, pruned_at  # noqa: E402
-
-from edgeprune.artifacts import ExportOptions, write_artifacts  # noqa: E402
-from edgeprune.prune import compact_network  # noqa: E402
+from edgeprune.artifacts import ExportOptions, write_artifacts
+from edgeprune.prune import compact_network
 
 
 def sizes(path: Path) -> tuple[int, int]:

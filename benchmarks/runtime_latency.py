@@ -17,13 +17,11 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import CACHE, RESULTS, mnist_autoencoder, mnist_scores, pruned_at
 
-from common import CACHE, RESULTS, mnist_autoencoder, mnist_scores, pruned_at  # noqa: E402
-
-from edgeprune import bench as benchmark  # noqa: E402
-from edgeprune.artifacts import write_artifacts  # noqa: E402
-from edgeprune.prune import compact_network  # noqa: E402
+from edgeprune import bench as benchmark
+from edgeprune.artifacts import write_artifacts
+from edgeprune.prune import compact_network
 
 
 def prepare(etas: list[float]) -> list[Path]:
