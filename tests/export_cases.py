@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgeprune.prune import cascade_dead_units, compact_network
-from tests.conftest import make_network
+from tests.factories import make_network
 
 ACTIVATION_SETS = {
     "relu": ["relu"] * 3,

@@ -18,7 +18,7 @@ from edgeprune import bench as benchmark
 from edgeprune.bench.backends import OnnxRuntimeBackend, TorchBackend, resolve_backends
 from edgeprune.bench.report import LATENCY_KEYS, TOP_LEVEL_KEYS, to_json, to_markdown
 from edgeprune.cli import main
-from edgeprune.compacted import CompactLayer, CompactNetwork
+from edgeprune.compacted import CompactNetwork
 from edgeprune.exporters.csr import save_bundle
 from edgeprune.runtime import load
 from edgeprune.runtime.bench.costs import LayerShape, static_figures
@@ -44,6 +44,7 @@ from edgeprune.runtime.kernel_profile import (
     load_kernel_profile,
     save_kernel_profile,
 )
+from tests.factories import compact_layer, compact_mlp
 
 FAST = {"warmup": 1, "runs": 2, "min_time": 0.0}
 
@@ -60,17 +61,8 @@ def two_layer_net() -> CompactNetwork:
     """4 -> 3 (relu, 5 non-zeros) -> 2 (identity, 4 non-zeros); figures hand-computed below."""
     w1 = np.array([[1, 0, 2, 0], [0, 3, 0, 0], [0, 0, 0.5, -1]], dtype=np.float32)
     w2 = np.array([[1, -1, 0], [0.5, 0, 2]], dtype=np.float32)
-    return CompactNetwork(
-        layers=[
-            CompactLayer(w1, np.array([0.1, -0.2, 0.3], np.float32), "relu", 0.01,
-                         np.arange(3, dtype=np.int64)),
-            CompactLayer(w2, np.array([0.0, 1.0], np.float32), "identity", 0.01,
-                         np.arange(2, dtype=np.int64)),
-        ],
-        input_dim=4, output_dim=2, input_index=np.arange(4, dtype=np.int64),
-        output_index=np.arange(2, dtype=np.int64), output_const=np.zeros(2, np.float32),
-        kind="mlp",
-    )
+    return compact_mlp([compact_layer(w1, [0.1, -0.2, 0.3], "relu"),
+                        compact_layer(w2, [0.0, 1.0], "identity")], 4, 2)
 
 
 def mixed_net(seed: int = 0) -> CompactNetwork:
@@ -82,14 +74,12 @@ def mixed_net(seed: int = 0) -> CompactNetwork:
         w = rng.normal(size=(dims[k + 1], dims[k])).astype(np.float32)
         mask = rng.random(w.shape) < dens[k]
         mask[np.arange(w.shape[0]), rng.integers(0, w.shape[1], w.shape[0])] = True
-        layers.append(CompactLayer(w * mask, rng.normal(size=dims[k + 1]).astype(np.float32),
-                                   acts[k], 0.2, np.arange(dims[k + 1], dtype=np.int64)))
+        layers.append(compact_layer(w * mask, rng.normal(size=dims[k + 1]), acts[k], 0.2))
     out_index = np.array([i for i in range(20) if i not in (3, 7, 11, 19, 0)], dtype=np.int64)
     const = np.zeros(20, np.float32)
     const[[3, 7, 11, 19, 0]] = [1, 2, 3, 4, 5]
-    return CompactNetwork(layers=layers, input_dim=24, output_dim=20,
-                          input_index=np.array([i for i in range(24) if i % 4], dtype=np.int64),
-                          output_index=out_index, output_const=const, kind="mlp")
+    return compact_mlp(layers, 24, 20, input_index=[i for i in range(24) if i % 4],
+                       output_index=out_index, output_const=const)
 
 
 @pytest.fixture
@@ -278,6 +268,8 @@ def test_backend_skipping_when_import_fails(bundle: Path, monkeypatch: pytest.Mo
     monkeypatch.setitem(sys.modules, "torch", None)
     monkeypatch.setitem(sys.modules, "ai_edge_litert", None)
     monkeypatch.setitem(sys.modules, "tflite_runtime", None)
+    for cached in ("ai_edge_litert.interpreter", "tflite_runtime.interpreter"):  # earlier tests
+        monkeypatch.setitem(sys.modules, cached, None)
     backends = resolve_backends("auto")
     assert [b.name for b in backends] == ["edgeprune-auto", "edgeprune-csr", "edgeprune-dense",
                                           "onnxruntime", "litert", "torch"]

@@ -15,6 +15,7 @@ from edgeprune.compacted import CompactLayer, CompactNetwork
 from edgeprune.exporters import csr as csr_module
 from edgeprune.exporters.csr import save_bundle
 from edgeprune.runtime import BundleError, load
+from tests.factories import compact_mlp
 
 Arrays = dict[str, np.ndarray]
 
@@ -470,15 +471,7 @@ def test_pickled_object_array_is_refused_not_unpickled(good: Path, tmp_path: Pat
 
 
 def test_zero_layer_bundle_validation(tmp_path: Path) -> None:
-    net = CompactNetwork(
-        layers=[],
-        input_dim=3,
-        output_dim=2,
-        input_index=np.zeros(0, dtype=np.int64),
-        output_index=np.zeros(0, dtype=np.int64),
-        output_const=np.array([1.0, 2.0], dtype=np.float32),
-        kind="mlp",
-    )
+    net = compact_mlp([], 3, 2, input_index=[], output_const=[1.0, 2.0])
     path = save_bundle(net, tmp_path / "empty.npz")
     arrays = read_all(path)
     assert meta_of(arrays)["layers"] == []

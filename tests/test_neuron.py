@@ -20,7 +20,7 @@ from edgeprune.prune.neuron_walk import meets, neuron_walk, remove_units
 from edgeprune.shapley.neuron_game import NeuronGame
 from edgeprune.torch_network import torch_forward
 from edgeprune.train import accuracy, build_classifier, reconstruction_mse, train_classifier
-from tests.conftest import make_network
+from tests.factories import make_network
 
 # Monte Carlo estimates must agree with exact values within this fraction of |v(all)| ...
 MC_TOLERANCE = 0.06

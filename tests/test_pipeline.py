@@ -12,7 +12,7 @@ from edgeprune.compress import CompressOptions, compress
 from edgeprune.data import load_dataset
 from edgeprune.runtime.activations import ACTIVATIONS
 from edgeprune.torch_network import torch_forward
-from tests.conftest import make_network
+from tests.factories import make_network
 
 ACTS = list(ACTIVATIONS)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeprune.compacted import CompactLayer, CompactNetwork
+from edgeprune.compacted import CompactNetwork
 from edgeprune.exporters.csr import save_bundle
 from edgeprune.runtime import (
     ACTIVATIONS,
@@ -22,31 +22,10 @@ from edgeprune.runtime import (
     load,
 )
 from edgeprune.runtime import kernels as kernels_module
+from tests.factories import compact_mlp, random_compact_layer
 
 TOL = 1e-5
 KERNEL_NAMES = ("dense", "csr", "auto")
-
-
-def _layer(
-    rng: np.random.Generator,
-    rows: int,
-    cols: int,
-    activation: str,
-    density: float = 0.4,
-    unit_index: np.ndarray | None = None,
-) -> CompactLayer:
-    """Random compact layer; every row keeps at least one non-zero (as after compaction)."""
-    weight = rng.normal(scale=1.0 / np.sqrt(cols), size=(rows, cols)).astype(np.float32)
-    mask = rng.random((rows, cols)) < density
-    mask[np.arange(rows), rng.integers(0, cols, size=rows)] = True
-    weight[~mask] = 0.0
-    return CompactLayer(
-        weight=weight,
-        bias=rng.normal(scale=0.1, size=rows).astype(np.float32),
-        activation=activation,
-        negative_slope=0.2,
-        unit_index=np.arange(rows, dtype=np.int64) if unit_index is None else unit_index,
-    )
 
 
 def make_mlp(seed: int = 0, density: float = 0.4) -> CompactNetwork:
@@ -57,19 +36,12 @@ def make_mlp(seed: int = 0, density: float = 0.4) -> CompactNetwork:
     layers = []
     cols = len(input_index)
     for rows, act in zip(widths, ACTIVATIONS, strict=True):
-        layers.append(_layer(rng, rows, cols, act, density))
+        layers.append(random_compact_layer(rng, rows, cols, act, density))
         cols = rows
     output_const = np.zeros(9, dtype=np.float32)
     output_const[[2, 5, 8]] = [0.5, -1.25, 3.0]
-    return CompactNetwork(
-        layers=layers,
-        input_dim=12,
-        output_dim=9,
-        input_index=input_index,
-        output_index=np.array([0, 1, 3, 4, 6, 7], dtype=np.int64),
-        output_const=output_const,
-        kind="mlp",
-    )
+    return compact_mlp(layers, 12, 9, input_index=input_index,
+                       output_index=[0, 1, 3, 4, 6, 7], output_const=output_const)
 
 
 def make_autoencoder(seed: int = 1, density: float = 0.35) -> CompactNetwork:
@@ -79,10 +51,10 @@ def make_autoencoder(seed: int = 1, density: float = 0.35) -> CompactNetwork:
     live_latent = np.array([0, 1, 3, 4, 5], dtype=np.int64)
     output_index = np.array([i for i in range(16) if i not in (4, 9)], dtype=np.int64)
     layers = [
-        _layer(rng, 10, 15, "leaky_relu", density),
-        _layer(rng, 5, 10, "identity", density, unit_index=live_latent),
-        _layer(rng, 10, 5, "tanh", density),
-        _layer(rng, 14, 10, "sigmoid", density, unit_index=output_index),
+        random_compact_layer(rng, 10, 15, "leaky_relu", density),
+        random_compact_layer(rng, 5, 10, "identity", density, unit_index=live_latent),
+        random_compact_layer(rng, 10, 5, "tanh", density),
+        random_compact_layer(rng, 14, 10, "sigmoid", density, unit_index=output_index),
     ]
     output_const = np.zeros(16, dtype=np.float32)
     output_const[[4, 9]] = [0.25, 0.75]
@@ -104,13 +76,8 @@ def make_autoencoder(seed: int = 1, density: float = 0.35) -> CompactNetwork:
 
 def make_empty(autoencoder: bool = False) -> CompactNetwork:
     """Everything pruned: no layers, every output constant."""
-    return CompactNetwork(
-        layers=[],
-        input_dim=5,
-        output_dim=4,
-        input_index=np.zeros(0, dtype=np.int64),
-        output_index=np.zeros(0, dtype=np.int64),
-        output_const=np.array([1.0, -2.0, 0.5, 0.0], dtype=np.float32),
+    return compact_mlp(
+        [], 5, 4, input_index=[], output_const=[1.0, -2.0, 0.5, 0.0],
         kind="autoencoder" if autoencoder else "mlp",
         latent_layer=1 if autoencoder else None,
         latent_dim=3 if autoencoder else None,
@@ -174,17 +141,9 @@ def test_per_layer_kernels_and_auto_threshold(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rng = np.random.default_rng(0)
-    sparse = _layer(rng, 20, 30, "relu", density=0.05)
-    dense = _layer(rng, 4, 20, "identity", density=1.0)
-    net = CompactNetwork(
-        layers=[sparse, dense],
-        input_dim=30,
-        output_dim=4,
-        input_index=np.arange(30, dtype=np.int64),
-        output_index=np.arange(4, dtype=np.int64),
-        output_const=np.zeros(4, dtype=np.float32),
-        kind="mlp",
-    )
+    sparse = random_compact_layer(rng, 20, 30, "relu", density=0.05)
+    dense = random_compact_layer(rng, 4, 20, "identity", density=1.0)
+    net = compact_mlp([sparse, dense], 30, 4)
     path = save_bundle(net, tmp_path / "m.npz")
     model = load(path)
     assert model.kernels == ["csr", "dense"]
