@@ -287,7 +287,7 @@ def test_backend_skipping_when_import_fails(bundle: Path, monkeypatch: pytest.Mo
 
 
 def check_schema(results: dict) -> None:
-    assert set(TOP_LEVEL_KEYS) <= set(results) and results["schema_version"] == 1
+    assert set(TOP_LEVEL_KEYS) <= set(results) and results["schema_version"] == 2
     env = results["environment"]
     assert isinstance(env["python"], str) and isinstance(env["cpu_count"], int)
     assert isinstance(env["libraries"], dict) and env["libraries"]["numpy"]
@@ -303,8 +303,9 @@ def check_schema(results: dict) -> None:
     for row in results["latency"]:
         assert set(LATENCY_KEYS) <= set(row)
         assert isinstance(row["batch"], int) and isinstance(row["runs"], int)
-        for key in LATENCY_KEYS[4:]:
+        for key in LATENCY_KEYS[4:-1]:
             assert isinstance(row[key], float) and row[key] >= 0
+        assert isinstance(row["unstable"], bool)
     for row in results["skipped"]:
         assert isinstance(row["backend"], str) and isinstance(row["reason"], str)
     assert set(results["comparisons"]) == {"vs_onnxruntime", "auto_vs_forced"}
@@ -455,3 +456,100 @@ def test_outputs_and_kernel_profile_use_the_one_atomic_writer(bundle: Path, tmp_
     for path in [*map(Path, written), profile]:
         assert path.stat().st_mode & 0o777 == 0o644, path
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["kp.json", "r.json", "r.md"]
+
+
+def test_latency_stats_flag_unstable_runs() -> None:
+    steady = latency_stats([1000] * 50 + [1100] * 50, 1)
+    assert not steady["unstable"] and steady["cv"] < 0.1 and steady["p10_us"] == 1.0
+    spiky = latency_stats([1000] * 97 + [50_000] * 3, 1)  # p99 / p50 far above 4
+    assert spiky["unstable"] and spiky["p50_us"] == 1.0
+    wide = latency_stats([1000, 5000] * 50, 1)  # std / mean = 0.67, p99 / p50 = 1.67
+    assert wide["unstable"] and wide["p99_us"] / wide["p50_us"] < 4
+
+
+def _fake_timings(monkeypatch: pytest.MonkeyPatch, spiky_batch: int) -> None:
+    """Replace the clock: steady 1 ms calls, except at ``spiky_batch`` (3 calls of 50 ms)."""
+    from edgeprune.runtime.bench import harness
+
+    def fake_time_calls(fn, x, **_timing):
+        fn(x)  # the model still runs once
+        return [1_000_000] * 97 + [50_000_000] * 3 if len(x) == spiky_batch \
+            else [1_000_000] * 50 + [1_100_000] * 50
+
+    monkeypatch.setattr(harness, "time_calls", fake_time_calls)
+
+
+def test_cli_bench_console_shows_key_figures_and_flags_unstable(
+        bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_timings(monkeypatch, spiky_batch=2)
+    out_json, out_md = tmp_path / "r.json", tmp_path / "r.md"
+    result = CliRunner().invoke(main, ["bench", str(bundle), "--batch", "1,2", "--backends",
+                                       "edgeprune-csr", "--json", str(out_json), "--md",
+                                       str(out_md), "-q"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out_json.read_text())
+    art = data["artifacts"][0]
+    energy_nj = art["energy"]["csr"]["total_pj"] / 1e3
+    lines = result.output.splitlines()
+    static = next(ln for ln in lines if ln.startswith("model.npz") and " npz " in ln)
+    # two_layer_net: 5 + 4 non-zeros; CSR bytes 4 * ((2*5 + 4 + 3) + (2*4 + 3 + 2))
+    assert static.split()[2:] == ["9", "120", f"{art['static']['file']['bytes_on_disk']:,}",
+                                  f"{energy_nj:,.1f}"]
+    assert "MACs/sample" in result.output and "energy nJ" in result.output
+    rows = [ln.split() for ln in lines if ln.startswith("model.npz") and "edgeprune-csr" in ln]
+    assert [(r[2], r[3], r[-1]) for r in rows] == [("1", "1050.0", "952"),
+                                                   ("2", "1000.0", "UNSTABLE")]
+    assert any(ln.startswith("unstable = std/mean > 0.5 or p99/p50 > 4.0") for ln in lines)
+    assert [r["unstable"] for r in data["latency"]] == [False, True]
+    assert data["schema_version"] == 2 and data["latency"][1]["cv"] > 0.5
+    md = out_md.read_text()
+    assert "| **unstable** |" in md and "**Note:** unstable = std/mean" in md
+
+
+def test_plot_has_error_bars_and_batch_ticks(bundle: Path, monkeypatch: pytest.MonkeyPatch
+                                             ) -> None:
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.container import ErrorbarContainer
+
+    from edgeprune.bench.plot import latency_figure
+
+    _fake_timings(monkeypatch, spiky_batch=3)
+    results = benchmark.run([bundle], benchmark.BenchOptions(batches=[1, 3, 32],
+                                                             backends="edgeprune-csr"))
+    fig = latency_figure(results, plt)
+    ax = fig.axes[0]
+    assert list(ax.get_xticks()) == [1, 3, 32]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "3", "32"]
+    bars = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    assert len(bars) == 1 and bars[0].has_yerr
+    spans = [tuple(seg[:, 1]) for seg in bars[0].lines[2][0].get_segments()]
+    rows = sorted(results["latency"], key=lambda r: r["batch"])
+    assert np.allclose(spans, [(r["p10_us"], r["p90_us"]) for r in rows])
+    plt.close(fig)
+
+
+def test_litert_info_line_does_not_leak(tmp_path: Path) -> None:
+    """LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate" on fd 2 when its default
+    delegate is applied; in a fresh process (it prints once), nothing reaches stderr."""
+    import subprocess
+
+    try:
+        from edgeprune.exporters.tflite import export_tflite, tflite_available
+    except ImportError:
+        pytest.skip("the TFLite exporter is not importable")
+    from edgeprune.bench.backends import LiteRTBackend
+
+    if not (tflite_available() and LiteRTBackend().available()[0]):
+        pytest.skip("tflite schema bindings or LiteRT not installed")
+    path = export_tflite(two_layer_net(), tmp_path / "model.tflite", verify=False)
+    code = ("import numpy as np\n"
+            "from edgeprune.bench.backends import LiteRTBackend\n"
+            f"m = LiteRTBackend().load({str(path)!r}, 1)\n"
+            "m.run(np.zeros((1, 4), np.float32)); m.run(np.zeros((3, 4), np.float32))\n"
+            "print('ran')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and done.stdout == "ran\n", done.stderr
+    assert done.stderr == ""

@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from collections.abc import Sequence
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +79,28 @@ class OnnxRuntimeBackend:
         return LoadedModel(run, width, info={"providers": session.get_providers()})
 
 
+@contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """Silence file descriptor 2 for a block: LiteRT's C++ side prints "INFO: Created
+    TensorFlow Lite XNNPACK delegate for CPU." when the default delegate is applied (at the
+    first ``allocate_tensors``). TF_CPP_MIN_LOG_LEVEL does not reach that logger (measured with
+    ai-edge-litert), so the descriptor itself is redirected to /dev/null around the call."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real stderr (embedded interpreters): nothing to silence
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def _litert_interpreter() -> tuple[Any, str] | None:
     for module, label in (("ai_edge_litert.interpreter", "ai-edge-litert"),
                           ("tflite_runtime.interpreter", "tflite-runtime")):
@@ -100,7 +125,9 @@ class LiteRTBackend:
     def load(self, path: Path, threads: int) -> LoadedModel:
         found = _litert_interpreter()
         assert found is not None
-        interpreter = found[0](model_path=str(path), num_threads=threads)
+        with _quiet_native_stderr():
+            interpreter = found[0](model_path=str(path), num_threads=threads)
+            interpreter.allocate_tensors()
         inp = interpreter.get_input_details()[0]
         out_index = interpreter.get_output_details()[0]["index"]
         in_index = inp["index"]
@@ -109,7 +136,8 @@ class LiteRTBackend:
         def run(x: np.ndarray) -> Any:
             if current[0] != x.shape:  # once per batch size, during warm-up
                 interpreter.resize_tensor_input(in_index, list(x.shape), strict=False)
-                interpreter.allocate_tensors()
+                with _quiet_native_stderr():
+                    interpreter.allocate_tensors()
                 current[0] = x.shape
             interpreter.set_tensor(in_index, x)
             interpreter.invoke()

@@ -15,7 +15,7 @@ from typing import Any
 
 from edgeprune.bench.backends import resolve_backends
 from edgeprune.bench.plot import write_plot
-from edgeprune.bench.report import artifact_labels, to_json, to_markdown
+from edgeprune.bench.report import artifact_labels, to_json, to_markdown, unstable_note
 from edgeprune.fileio import write_text_atomic
 from edgeprune.inspector import layer_source
 from edgeprune.runtime.bench.energy import load_energy_profile
@@ -136,15 +136,36 @@ def write_outputs(results: dict[str, Any], json_path: str | None = None,
     return written, notes
 
 
+def _static_lines(results: dict[str, Any], name: dict[str, str], width: int) -> list[str]:
+    """Per artifact: MACs per sample, weight bytes (CSR), file bytes and the energy proxy."""
+    lines = [f"{'artifact':<{width}} {'format':<6} {'MACs/sample':>12} {'bytes CSR':>12} "
+             f"{'bytes file':>12} {'energy nJ':>10}"]
+    for a in results["artifacts"]:
+        total, energy = a["static"].get("total"), a.get("energy")
+        macs = f"{total['macs_effective']:,}" if total else "–"
+        csr = f"{total['bytes_csr']:,}" if total else "–"
+        nj = f"{energy['csr']['total_pj'] / 1e3:,.1f}" if energy else "–"
+        on_disk = a["static"]["file"]["bytes_on_disk"]
+        lines.append(f"{name[a['path']]:<{width}} {a['format']:<6} {macs:>12} {csr:>12} "
+                     f"{on_disk:>12,} {nj:>10}")
+    return lines
+
+
 def summary_lines(results: dict[str, Any]) -> str:
-    """A short plain-text latency table plus the skipped backends, for the terminal."""
+    """For the terminal: per artifact its MACs, bytes and energy proxy; per (artifact, backend,
+    batch) p50/p99 and throughput, unstable measurements marked; the skipped backends."""
     name = artifact_labels(results)
     width = max([24, *(len(v) for v in name.values())])
-    lines = [f"{'artifact':<{width}} {'backend':<16} {'batch':>5} {'p50 µs':>10} {'p99 µs':>10} "
-             f"{'samples/s':>12}"]
+    lines = _static_lines(results, name, width)
+    lines.append("")
+    lines.append(f"{'artifact':<{width}} {'backend':<16} {'batch':>5} {'p50 µs':>10} "
+                 f"{'p99 µs':>10} {'samples/s':>12}")
     for r in results["latency"]:
         lines.append(f"{name[r['artifact']]:<{width}} {r['backend']:<16} {r['batch']:>5} "
-                     f"{r['p50_us']:>10.1f} {r['p99_us']:>10.1f} {r['throughput_sps']:>12.0f}")
+                     f"{r['p50_us']:>10.1f} {r['p99_us']:>10.1f} {r['throughput_sps']:>12.0f}"
+                     + ("  UNSTABLE" if r["unstable"] else ""))
+    if any(r["unstable"] for r in results["latency"]):
+        lines.append(unstable_note())
     # edgeprune-auto against ONNX Runtime on the same directory's model (the pruned one) and on
     # ONNX files that stand alone (e.g. the unpruned model given for reference)
     with_npz = {Path(a["path"]).parent for a in results["artifacts"] if a["format"] == "npz"}
@@ -157,7 +178,8 @@ def summary_lines(results: dict[str, Any]) -> str:
     for s in results["skipped"]:
         where = f" ({name.get(s['artifact'], s['artifact'])})" if s.get("artifact") else ""
         lines.append(f"skipped {s['backend']}{where}: {s['reason']}")
-    lines.append("energy figures are a proxy, not a measurement (see --md/--json for details)")
+    lines.append("energy nJ: the proxy per inference for the CSR layers, not a measurement "
+                 "(dense variant, coefficients and words read in --md/--json)")
     return "\n".join(lines)
 
 

@@ -37,7 +37,12 @@ from edgeprune.messages import first_line
 from .costs import LayerShape, bundle_layer_shapes, static_figures
 from .energy import PROXY_NOTE, EnergyProfile, energy_proxy, load_energy_profile
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: A measurement is flagged ``unstable`` when its coefficient of variation (std / mean) or its
+#: tail ratio (p99 / p50) exceeds these: the numbers then say more about the machine's load
+#: than about the model (re-run with more --runs / --min-time, or on a quieter machine).
+UNSTABLE_CV = 0.5
+UNSTABLE_TAIL = 4.0
 FORMATS = {".npz": "npz", ".onnx": "onnx", ".tflite": "tflite", ".pt": "pt", ".pth": "pt"}
 LIBRARIES = ("numpy", "scipy", "onnxruntime", "ai-edge-litert", "tflite-runtime", "torch",
              "edgeprune")
@@ -45,6 +50,8 @@ LIBRARIES = ("numpy", "scipy", "onnxruntime", "ai-edge-litert", "tflite-runtime"
 __all__ = [
     "FORMATS",
     "SCHEMA_VERSION",
+    "UNSTABLE_CV",
+    "UNSTABLE_TAIL",
     "Backend",
     "LoadedModel",
     "RuntimeBackend",
@@ -71,19 +78,27 @@ def percentiles(
     return [float(v) for v in np.percentile(arr, qs, method="linear")]
 
 
-def latency_stats(samples_ns: Sequence[int] | np.ndarray, batch: int) -> dict[str, float | int]:
-    """``runs``, ``p50_us``, ``p90_us``, ``p99_us``, ``mean_us``, ``std_us``, ``throughput_sps``."""
+def latency_stats(samples_ns: Sequence[int] | np.ndarray,
+                  batch: int) -> dict[str, float | int | bool]:
+    """``runs``, ``p10_us``, ``p50_us``, ``p90_us``, ``p99_us``, ``mean_us``, ``std_us``,
+    ``throughput_sps``, ``cv`` (std / mean) and ``unstable`` (``cv`` > :data:`UNSTABLE_CV` or
+    p99 / p50 > :data:`UNSTABLE_TAIL`)."""
     us = np.asarray(samples_ns, dtype=np.float64) / 1e3
-    p50, p90, p99 = percentiles(us)
+    p10, p50, p90, p99 = percentiles(us, (10, 50, 90, 99))
     mean = float(us.mean())
+    std = float(us.std(ddof=1)) if us.size > 1 else 0.0
+    cv = std / mean if mean > 0 else 0.0
     return {
         "runs": int(us.size),
+        "p10_us": p10,
         "p50_us": p50,
         "p90_us": p90,
         "p99_us": p99,
         "mean_us": mean,
-        "std_us": float(us.std(ddof=1)) if us.size > 1 else 0.0,
+        "std_us": std,
         "throughput_sps": batch / (mean * 1e-6) if mean > 0 else float("inf"),
+        "cv": cv,
+        "unstable": bool(cv > UNSTABLE_CV or (p50 > 0 and p99 / p50 > UNSTABLE_TAIL)),
     }
 
 
