@@ -41,8 +41,8 @@ SCHEMA_VERSION = 2
 #: A measurement is flagged ``unstable`` when its coefficient of variation (std / mean) or its
 #: tail ratio (p99 / p50) exceeds these: the numbers then say more about the machine's load
 #: than about the model (re-run with more --runs / --min-time, or on a quieter machine).
-UNSTABLE_CV = 0.5
-UNSTABLE_TAIL = 4.0
+UNSTABLE_CV = 1.0
+UNSTABLE_TAIL = 5.0
 FORMATS = {".npz": "npz", ".onnx": "onnx", ".tflite": "tflite", ".pt": "pt", ".pth": "pt"}
 LIBRARIES = ("numpy", "scipy", "onnxruntime", "ai-edge-litert", "tflite-runtime", "torch",
              "edgeprune")
