@@ -48,18 +48,9 @@ def make_net(seed: int = 0) -> CompactNetwork:
     layers[3].unit_index = output_index
     output_const = np.zeros(10, dtype=np.float32)
     output_const[7] = 0.5
-    return CompactNetwork(
-        layers=layers,
-        input_dim=10,
-        output_dim=10,
-        input_index=input_index,
-        output_index=output_index,
-        output_const=output_const,
-        kind="autoencoder",
-        latent_layer=2,
-        latent_dim=4,
-        latent_const=np.array([0.0, -1.0, 0.0, 0.0], dtype=np.float32),
-    )
+    return compact_mlp(layers, 10, 10, input_index=input_index, output_index=output_index,
+                       output_const=output_const, kind="autoencoder", latent_layer=2,
+                       latent_dim=4, latent_const=np.array([0.0, -1.0, 0.0, 0.0], np.float32))
 
 
 @pytest.fixture

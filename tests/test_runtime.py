@@ -60,18 +60,9 @@ def make_autoencoder(seed: int = 1, density: float = 0.35) -> CompactNetwork:
     output_const[[4, 9]] = [0.25, 0.75]
     latent_const = np.zeros(6, dtype=np.float32)
     latent_const[2] = -0.5
-    return CompactNetwork(
-        layers=layers,
-        input_dim=16,
-        output_dim=16,
-        input_index=input_index,
-        output_index=output_index,
-        output_const=output_const,
-        kind="autoencoder",
-        latent_layer=2,
-        latent_dim=6,
-        latent_const=latent_const,
-    )
+    return compact_mlp(layers, 16, 16, input_index=input_index, output_index=output_index,
+                       output_const=output_const, kind="autoencoder", latent_layer=2,
+                       latent_dim=6, latent_const=latent_const)
 
 
 def make_empty(autoencoder: bool = False) -> CompactNetwork:
