@@ -17,12 +17,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, mnist_autoencoder, mnist_scores, pruned_at
 
-from common import RESULTS, mnist_autoencoder, mnist_scores, pruned_at  # noqa: E402
-
-from edgeprune.export import ExportOptions, write_artifacts  # noqa: E402
-from edgeprune.prune import compact  # noqa: E402
+from edgeprune.artifacts import ExportOptions, write_artifacts
+from edgeprune.prune import compact_network
 
 
 def sizes(path: Path) -> tuple[int, int]:
@@ -48,7 +46,7 @@ def main() -> int:
         tmp = Path(tmp)
         res = pruned_at(net, ds, scores_path, args.eta, tmp / "c")
         pruned = res.network
-        cn = compact(pruned)
+        cn = compact_network(pruned)
         pruned_dense = sum(4 * (layer.weight.size + layer.bias.size) for layer in cn.layers)
         rows.append({"artifact": "dense fp32 of the compacted pruned layers", "bytes":
                      pruned_dense, "gzip_bytes": len(gzip.compress(b"".join(

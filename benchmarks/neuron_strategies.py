@@ -30,16 +30,14 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
-
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from neuron_strategies_report import (  # noqa: E402
+from neuron_strategies_report import (
     PAPER,
     accuracy_at,
     write_markdown,
     write_plots,
 )
+
+HERE = Path(__file__).resolve().parent
 
 STRATEGIES = ["svbucket:0.1", "svbucket:0.2", "svbucket:0.3", "svbottom-p:0.5",
               "svbottom-p:0.7", "svbottom:1", "svbottom:3", "random:1", "random:3",

@@ -66,11 +66,9 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from paper_mnist_report import write_index, write_outputs
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from paper_mnist_report import write_index, write_outputs  # noqa: E402
 
 CACHE = HERE / "cache" / "paper_mnist"
 DATA = ["mnist5k", "digits"]

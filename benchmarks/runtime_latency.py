@@ -17,13 +17,11 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import CACHE, RESULTS, mnist_autoencoder, mnist_scores, pruned_at
 
-from common import CACHE, RESULTS, mnist_autoencoder, mnist_scores, pruned_at  # noqa: E402
-
-from edgeprune import benchmark  # noqa: E402
-from edgeprune.export import write_artifacts  # noqa: E402
-from edgeprune.prune import compact  # noqa: E402
+from edgeprune import bench as benchmark
+from edgeprune.artifacts import write_artifacts
+from edgeprune.prune import compact_network
 
 
 def prepare(etas: list[float]) -> list[Path]:
@@ -35,7 +33,7 @@ def prepare(etas: list[float]) -> list[Path]:
     unpruned = base / "unpruned"
     if not (unpruned / "model.tflite").is_file():
         unpruned.mkdir(parents=True, exist_ok=True)
-        write_artifacts(net, compact(net), ds.x_test, unpruned, ["npz", "onnx", "tflite"])
+        write_artifacts(net, compact_network(net), ds.x_test, unpruned, ["npz", "onnx", "tflite"])
     dirs.append(unpruned)
     for eta in etas:
         d = base / f"eta{eta}"

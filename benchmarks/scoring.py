@@ -32,19 +32,16 @@ import argparse
 import json
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from scoring_report import write_markdown, write_plots
+
+from edgeprune.fileio import write_text_atomic
+from edgeprune.shapley import score_layer
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from scoring_report import write_markdown, write_plots  # noqa: E402
-
-from edgeprune.fileio import write_text_atomic  # noqa: E402
-from edgeprune.shapley import score_layer  # noqa: E402
 
 FAN_INS = (8, 12, 16)
 ACTIVATIONS = ("relu", "sigmoid")

@@ -301,10 +301,10 @@ def compress(model, data_spec, importance_level, sparsity, method, estimator, re
              onnx_sparse_initializers, tflite_sparse, outdir, as_json, quiet,
              activations, latent, trust_code, **neuron):
     """Prune MODEL (SHAP-SAE or a baseline) and write pruned.pt, model.npz and reports."""
+    from edgeprune.artifacts import ExportOptions
     from edgeprune.compress import CompressOptions
     from edgeprune.compress import compress as run_compress
     from edgeprune.data import load_dataset
-    from edgeprune.export import ExportOptions
     from edgeprune.report import format_summary
     from edgeprune.scoring import memory_budget_bytes
 
@@ -394,7 +394,7 @@ def export(pruned, formats, data_spec, onnx_sparse_initializers, tflite_sparse, 
            activations, latent, trust_code):
     """Export PRUNED (a compress output directory or a pruned checkpoint) to npz/ONNX/TFLite,
     each checked against PyTorch on real inputs."""
-    from edgeprune.export import ExportOptions, export_pruned
+    from edgeprune.artifacts import ExportOptions, export_pruned
 
     result = export_pruned(pruned, outdir, formats=formats, data_spec=data_spec, seed=seed,
                            options=ExportOptions(onnx_sparse_initializers, tflite_sparse),
@@ -431,7 +431,8 @@ def run(bundle, inputs, output, kernel, mode):
 @_user_errors
 def info(artifact, as_json, activations, latent, trust_code):
     """Describe an artifact: format, layers, shapes, non-zeros, bytes on disk and gzip bytes."""
-    from edgeprune.workflows import describe_artifact, format_info
+    from edgeprune.inspector import describe as describe_artifact
+    from edgeprune.inspector import format_info
 
     desc = describe_artifact(artifact, activations=activations, latent=latent,
                              trust_code=trust_code)
@@ -472,7 +473,7 @@ def info(artifact, as_json, activations, latent, trust_code):
 def bench(artifacts, batches, backends, warmup, runs, min_time, threads, json_path, md_path,
           plot_path, energy_profile, calibrate, profile_out, kernel_profile, quiet):
     """Benchmark ARTIFACTS (model.npz, .onnx, .tflite, pruned.pt or compress output dirs)."""
-    from edgeprune import benchmark
+    from edgeprune import bench as benchmark
 
     def say(msg: str) -> None:
         if not quiet:

@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from edgeprune import __version__
+from edgeprune.artifacts import ExportOptions, parse_formats, write_artifacts
 from edgeprune.checkpoint import save_checkpoint
 from edgeprune.data import Dataset, explanation_set
-from edgeprune.export import ExportOptions, parse_formats, write_artifacts
 from edgeprune.fileio import write_text_atomic
 from edgeprune.network import ModelError, Network
 from edgeprune.output_dir import staged_output_dir
-from edgeprune.prune import baseline_scores, compact, format_support_set, prune_network
+from edgeprune.prune import baseline_scores, compact_network, format_support_set, prune_network
 from edgeprune.report import format_markdown, record_data_spec, record_path, write_json
 from edgeprune.scoring import load_link_scores, score_network
 from edgeprune.train import evaluate, train_network
@@ -128,9 +128,7 @@ def compress(net: Network, ds: Dataset, outdir: str | os.PathLike,
     inputs = [p for p in (opts.provenance.get("model"), opts.scores_path) if p]
     t0 = time.perf_counter()
     with staged_output_dir(outdir, "compress", inputs=inputs) as staging:
-        net = net.copy()
-        for layer in net.layers:  # a zero weight is not a link
-            layer.mask &= layer.weight != 0
+        net = net.without_zero_links()
         before = evaluate(net, ds, opts.seed)
         walk = None
         if "neuron" in opts.granularities():  # units first: a smaller network, then links
@@ -141,7 +139,7 @@ def compress(net: Network, ds: Dataset, outdir: str | os.PathLike,
         result, scoring = _prune_links(work, ds, opts)
         pruned, history = _finetune(result.network, ds, opts)
         after = evaluate(pruned, ds, opts.seed)
-        compact_net = compact(pruned)
+        compact_net = compact_network(pruned)
         if scoring and scoring.get("from"):
             scoring["from"] = record_path(scoring["from"], outdir)
         report = _report(net, pruned, compact_net, ds, opts, result, scoring, walk,

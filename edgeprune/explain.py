@@ -194,9 +194,7 @@ def explain_network(net: Network, ds: Dataset, opts: ExplainOptions, *,
 
     opts.validate()
     check_data_matches(net, ds)
-    net = net.copy()
-    for layer in net.layers:
-        layer.mask &= layer.weight != 0
+    net = net.without_zero_links()
     info = dict(info or {})
     info.setdefault("data", ds.name)
     if opts.scores_path:
@@ -252,10 +250,10 @@ def explain(source: str | os.PathLike, outdir: str | os.PathLike, opts: ExplainO
             latent: int | None = None, trust_code: bool = False,
             progress: Callable[[str], None] | None = None) -> ExplainResult:
     """``edgeprune explain SOURCE -o OUTDIR``: load, score, prune (plain models), draw, write."""
+    from edgeprune.artifacts import resolve_pruned
     from edgeprune.checkpoint import load_network
     from edgeprune.compress import check_data_matches
     from edgeprune.data import load_dataset
-    from edgeprune.export import resolve_pruned
 
     say = progress or (lambda msg: None)
     opts.validate()

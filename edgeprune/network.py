@@ -154,6 +154,14 @@ class Network:
             raise ModelError("this network has no latent layer (not an autoencoder)")
         return self.forward(x, upto=self.latent)
 
+    def without_zero_links(self) -> Network:
+        """A copy whose masks also drop every zero weight: a link whose weight is exactly 0 is
+        not a link (docs/architecture.md, deliberate difference 3)."""
+        net = self.copy()
+        for layer in net.layers:
+            layer.mask &= layer.weight != 0
+        return net
+
     def copy(self) -> Network:
         return copy.deepcopy(self)
 

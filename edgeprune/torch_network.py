@@ -8,21 +8,25 @@ from torch import nn
 
 from edgeprune.errors import EdgepruneError
 from edgeprune.network import Layer, Network
+from edgeprune.runtime.activations import ACTIVATIONS
 
 
-def torch_activation(name: str, negative_slope: float = 0.01):
-    """The torch function for an IR activation name."""
+def torch_activation(name: str, negative_slope: float = 0.01, *, inplace: bool = False):
+    """The torch function for an IR activation name (one of
+    :data:`edgeprune.runtime.activations.ACTIVATIONS`); ``inplace`` gives the in-place variant
+    (same values, bit for bit), which overwrites its argument."""
     if name == "identity":
         return lambda z: z
     if name == "relu":
-        return torch.relu
+        return torch.relu_ if inplace else torch.relu
     if name == "leaky_relu":
-        return lambda z: torch.nn.functional.leaky_relu(z, negative_slope)
+        slope = float(negative_slope)
+        return lambda z: torch.nn.functional.leaky_relu(z, slope, inplace=inplace)
     if name == "sigmoid":
-        return torch.sigmoid
+        return torch.sigmoid_ if inplace else torch.sigmoid
     if name == "tanh":
-        return torch.tanh
-    raise EdgepruneError(f"unknown activation {name!r}")
+        return torch.tanh_ if inplace else torch.tanh
+    raise EdgepruneError(f"unknown activation {name!r}; expected one of {', '.join(ACTIVATIONS)}")
 
 
 class MaskedMLP(nn.Module):

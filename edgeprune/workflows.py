@@ -1,4 +1,5 @@
-"""Small end-to-end library functions behind ``train``, ``run`` and ``info`` (no click here)."""
+"""Small end-to-end library functions behind ``train`` and ``run`` (no click here; ``info`` is
+:mod:`edgeprune.inspector`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeprune.artifact_info import describe_onnx, describe_tflite, file_sizes
 from edgeprune.fileio import atomic_path
 from edgeprune.network import ModelError
 
@@ -129,57 +129,3 @@ def run_bundle(bundle: str | os.PathLike, inputs: str | os.PathLike, output: str
     y = fn(x)
     _save_npy_atomic(output, y)
     return tuple(y.shape)
-
-
-def describe_artifact(path: str | os.PathLike, *, activations: str | None = None,
-                      latent: int | None = None, trust_code: bool = False) -> dict:
-    """Format, layers, shapes, non-zeros and byte counts of a bundle, checkpoint or outdir."""
-    path = Path(path)
-    if path.is_dir():
-        if (path / "model.npz").is_file():
-            path = path / "model.npz"
-        else:
-            raise ModelError(f"{path}: directory has no model.npz; give an artifact file")
-    if not path.is_file():
-        raise ModelError(f"{path}: no such file")
-    if path.suffix == ".npz":
-        from edgeprune.runtime.info import describe
-
-        return describe(path)
-    if path.suffix == ".onnx":
-        return describe_onnx(path)
-    if path.suffix == ".tflite":
-        return describe_tflite(path)
-    from edgeprune.checkpoint import load_network
-
-    net = load_network(path, activations=activations, latent=latent, trust_code=trust_code)
-    layers = [{"layer": k, "shape": [layer.out_dim, layer.in_dim], "activation": layer.activation,
-               "nnz": int(np.count_nonzero(layer.masked_weight))}
-              for k, layer in enumerate(net.layers, start=1)]
-    nnz = sum(row["nnz"] for row in layers)
-    return {"path": str(path), "format": "pytorch-checkpoint", "kind": net.kind,
-            "network": net.describe(), "layers": layers, "nnz": nnz,
-            "parameters_dense": net.n_links, "sparsity": 1 - nnz / net.n_links,
-            "dense_fp32_bytes": 4 * sum(layer.n_links + layer.out_dim for layer in net.layers),
-            **file_sizes(path)}
-
-
-def format_info(desc: dict) -> str:
-    """Human-readable ``edgeprune info`` output."""
-    lines = [f"{desc['path']}: {desc['format']} ({desc.get('kind', '?')})"]
-    for row in desc.get("layers", []):
-        extra = f" kernel={row['kernel']}" if "kernel" in row else ""
-        extra += f" storage={row['storage']}" if "storage" in row else ""
-        shape = " x ".join(str(d) for d in row["shape"])
-        lines.append(f"  layer {row.get('layer', row.get('index'))}: {shape} "
-                     f"{row['activation']:<10} nnz={row['nnz']}{extra}")
-    for key in ("nnz", "sparsity", "input_dim", "used_inputs", "output_dim", "constant_outputs",
-                "dense_fp32_bytes", "csr_bytes", "bytes_on_disk", "gzip_bytes"):
-        if key in desc:
-            val = desc[key]
-            if isinstance(val, list):
-                val = len(val)
-            if isinstance(val, float):
-                val = f"{val:.4f}"
-            lines.append(f"  {key.replace('_', ' ')}: {val}")
-    return "\n".join(lines)

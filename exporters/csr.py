@@ -1,4 +1,4 @@
-"""Write a :class:`~edgeprune.compact_types.CompactNetwork` as an ``.npz`` CSR bundle.
+"""Write a :class:`~edgeprune.compacted.CompactNetwork` as an ``.npz`` CSR bundle.
 
 The layout (DESIGN.md section 6) is read back by :mod:`edgeprune.runtime`; the arrays built here
 are run through the runtime's own validator before anything touches the disk, so the writer can
@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-from edgeprune.runtime.bundle import FORMAT, BundleError, validate_bundle
 
-from edgeprune.compact_types import CompactNetwork
+from edgeprune.compacted import CompactNetwork
 from edgeprune.fileio import atomic_path
+from edgeprune.runtime.bundle import FORMAT, BundleError, validate_bundle
 
 VERSION = 1
 

@@ -1,4 +1,4 @@
-"""Export a :class:`~edgeprune.compact_types.CompactNetwork` to ONNX (opset 17 or newer).
+"""Export a :class:`~edgeprune.compacted.CompactNetwork` to ONNX (opset 17 or newer).
 
 The graph computes exactly :meth:`CompactNetwork.forward`, full width in and out, for any batch
 size (the first dimension is the symbolic ``batch``)::
@@ -32,7 +32,7 @@ inference (``check_model(full_check=True)``) types a graph-level sparse initiali
 an ordinary dense tensor, so every file passes the full checker.
 
 ``metadata_props`` carry ``edgeprune_version``, ``eta``, ``source_fingerprint`` and the other
-keys of :func:`~edgeprune.exporters.errors.export_metadata`, plus the caller's ``metadata``.
+keys of :func:`~edgeprune.exporters.contract.export_metadata`, plus the caller's ``metadata``.
 
 onnx and onnxruntime are imported lazily; this module never imports torch.
 """
@@ -44,7 +44,9 @@ import os
 from pathlib import Path
 
 import numpy as np
-from edgeprune.exporters.errors import (
+
+from edgeprune.compacted import CompactNetwork
+from edgeprune.exporters.contract import (
     ExportError,
     check_network,
     check_parity,
@@ -54,8 +56,6 @@ from edgeprune.exporters.errors import (
     verification_data,
     write_atomic,
 )
-
-from edgeprune.compact_types import CompactNetwork
 
 __all__ = [
     "ONNX_ACTIVATIONS",

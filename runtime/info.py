@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import gzip
 import os
-from pathlib import Path
 from typing import Any
 
+from .bench.costs import file_figures
 from .bundle import read_bundle
 from .kernels import choose_kernel
 
@@ -27,7 +26,6 @@ def describe(path: str | os.PathLike[str], kernel: str = "auto") -> dict[str, An
     if kernel not in ("auto", "dense", "csr"):
         raise ValueError(f"unknown kernel {kernel!r}; expected 'dense', 'csr' or 'auto'")
     bundle = read_bundle(path)
-    raw = Path(path).read_bytes()
     layers = []
     dense_bytes = csr_bytes = params_dense = 0
     for k, layer in enumerate(bundle.layers, start=1):
@@ -37,7 +35,7 @@ def describe(path: str | os.PathLike[str], kernel: str = "auto") -> dict[str, An
         csr_bytes += layer.nnz * (_F32 + _I32) + (rows + 1) * _I32 + rows * _F32
         layers.append(
             {
-                "index": k,
+                "layer": k,
                 "shape": [rows, cols],
                 "nnz": layer.nnz,
                 "density": layer.density,
@@ -64,8 +62,7 @@ def describe(path: str | os.PathLike[str], kernel: str = "auto") -> dict[str, An
         "live_latent": None if bundle.latent_index is None else int(bundle.latent_index.shape[0]),
         "nnz": nnz,
         "compact_dense_params": params_dense,
-        "bytes_on_disk": len(raw),
-        "gzip_bytes": len(gzip.compress(raw)),
+        **file_figures(path),
         "dense_fp32_bytes": dense_bytes,
         "csr_bytes": csr_bytes,
         "provenance": meta.get("provenance", {}),

@@ -1,7 +1,7 @@
 """Per-device kernel profiles: the density below which CSR beats dense, per batch size.
 
 ``edgeprune bench --calibrate`` times the runtime's own dense and CSR layer kernels on the device
-(:mod:`edgeprune.runtime.calibrate`) and saves the measured crossover densities as a small JSON
+(:mod:`edgeprune.runtime.bench.calibrate`) and saves the measured crossover densities as a small JSON
 file; :func:`edgeprune.runtime.load` reuses it for ``kernel="auto"``. Without a profile the
 static rule of :data:`edgeprune.runtime.kernels.DENSITY_THRESHOLD` applies.
 
@@ -29,12 +29,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from edgeprune.fileio import write_text_atomic
 
 from .errors import EdgepruneError
 
@@ -214,7 +215,7 @@ def save_kernel_profile(
     created: str | None = None,
     measurements: Iterable[dict[str, Any]] = (),
 ) -> Path:
-    """Write a profile atomically (temp file + ``os.replace``) and return its path."""
+    """Write a profile atomically (:func:`edgeprune.fileio.write_text_atomic`); return its path."""
     target = Path(path) if path is not None else default_profile_path()
     profile = KernelProfile(
         crossover=tuple((int(b), float(min(max(d, 0.0), 1.0))) for b, d in crossover),
@@ -223,14 +224,4 @@ def save_kernel_profile(
         created=created,
         measurements=tuple(measurements),
     )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".kernel_profile.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(profile.to_json(), fh, indent=2)
-            fh.write("\n")
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    return write_text_atomic(target, json.dumps(profile.to_json(), indent=2) + "\n")

@@ -6,24 +6,7 @@ import numpy as np
 import pytest
 
 from edgeprune.checkpoint import save_checkpoint
-from edgeprune.network import Layer, Network
-
-
-def make_network(activations: list[str], dims: list[int], seed: int = 0, latent: int | None = None,
-                 weak_inputs: tuple[int, ...] = (), weak_outputs: tuple[int, ...] = ()) -> Network:
-    """A random chain; ``weak_inputs``/``weak_outputs`` get tiny weights so pruning removes them
-    (unused inputs / constant outputs)."""
-    rng = np.random.default_rng(seed)
-    layers = []
-    for k, act in enumerate(activations):
-        w = rng.normal(0, 1 / np.sqrt(dims[k]), (dims[k + 1], dims[k])).astype(np.float32)
-        b = rng.normal(0, 0.1, dims[k + 1]).astype(np.float32)
-        if k == 0:
-            w[:, list(weak_inputs)] *= 1e-4
-        if k == len(activations) - 1:
-            w[list(weak_outputs), :] *= 1e-4
-        layers.append(Layer(w, b, act, 0.2 if act == "leaky_relu" else 0.01))
-    return Network(layers, latent=latent, kind="autoencoder" if latent else "mlp")
+from tests.factories import make_network
 
 
 @pytest.fixture(autouse=True)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeprune.prune import cascade_dead_units, compact
-from tests.conftest import make_network
+from edgeprune.prune import cascade_dead_units, compact_network
+from tests.factories import make_network
 
 ACTIVATION_SETS = {
     "relu": ["relu"] * 3,
@@ -25,7 +25,7 @@ def pruned_network(acts: list[str], seed: int = 0, keep: float = 0.6):
     for layer in net.layers:
         layer.mask = (np.abs(layer.weight) > 1e-3) & (rng.random(layer.weight.shape) < keep)
     pruned = cascade_dead_units(net).network
-    small = compact(pruned)
+    small = compact_network(pruned)
     assert small.layers and small.input_index.size < 14 and small.output_index.size < 12
     return pruned, small
 
@@ -66,4 +66,4 @@ def pruned_torch_sequential():
     with torch.no_grad():
         ref = seq(torch.from_numpy(x)).numpy()
     assert max_diff(ref, torch_forward(pruned, x)) <= 1e-5
-    return compact(pruned), x, ref
+    return compact_network(pruned), x, ref

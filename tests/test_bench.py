@@ -13,9 +13,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+
+from edgeprune import bench as benchmark
+from edgeprune.bench.backends import OnnxRuntimeBackend, TorchBackend, resolve_backends
+from edgeprune.bench.report import LATENCY_KEYS, TOP_LEVEL_KEYS, to_json, to_markdown
+from edgeprune.cli import main
+from edgeprune.compacted import CompactNetwork
 from edgeprune.exporters.csr import save_bundle
 from edgeprune.runtime import load
-from edgeprune.runtime.bench import (
+from edgeprune.runtime.bench.costs import LayerShape, static_figures
+from edgeprune.runtime.bench.energy import (
+    PROFILES,
+    EnergyProfileError,
+    energy_proxy,
+    load_energy_profile,
+)
+from edgeprune.runtime.bench.harness import (
     RuntimeBackend,
     artifact_format,
     discover_artifacts,
@@ -24,14 +37,6 @@ from edgeprune.runtime.bench import (
     run_benchmark,
     time_calls,
 )
-from edgeprune.runtime.bench_report import LATENCY_KEYS, TOP_LEVEL_KEYS, to_json, to_markdown
-from edgeprune.runtime.costs import LayerShape, static_figures
-from edgeprune.runtime.energy import (
-    PROFILES,
-    EnergyProfileError,
-    energy_proxy,
-    load_energy_profile,
-)
 from edgeprune.runtime.kernel_profile import (
     KernelProfile,
     KernelProfileError,
@@ -39,11 +44,7 @@ from edgeprune.runtime.kernel_profile import (
     load_kernel_profile,
     save_kernel_profile,
 )
-
-from edgeprune import benchmark
-from edgeprune.bench_backends import OnnxRuntimeBackend, TorchBackend, resolve_backends
-from edgeprune.cli import main
-from edgeprune.compact_types import CompactLayer, CompactNetwork
+from tests.factories import compact_layer, compact_mlp
 
 FAST = {"warmup": 1, "runs": 2, "min_time": 0.0}
 
@@ -60,17 +61,8 @@ def two_layer_net() -> CompactNetwork:
     """4 -> 3 (relu, 5 non-zeros) -> 2 (identity, 4 non-zeros); figures hand-computed below."""
     w1 = np.array([[1, 0, 2, 0], [0, 3, 0, 0], [0, 0, 0.5, -1]], dtype=np.float32)
     w2 = np.array([[1, -1, 0], [0.5, 0, 2]], dtype=np.float32)
-    return CompactNetwork(
-        layers=[
-            CompactLayer(w1, np.array([0.1, -0.2, 0.3], np.float32), "relu", 0.01,
-                         np.arange(3, dtype=np.int64)),
-            CompactLayer(w2, np.array([0.0, 1.0], np.float32), "identity", 0.01,
-                         np.arange(2, dtype=np.int64)),
-        ],
-        input_dim=4, output_dim=2, input_index=np.arange(4, dtype=np.int64),
-        output_index=np.arange(2, dtype=np.int64), output_const=np.zeros(2, np.float32),
-        kind="mlp",
-    )
+    return compact_mlp([compact_layer(w1, [0.1, -0.2, 0.3], "relu"),
+                        compact_layer(w2, [0.0, 1.0], "identity")], 4, 2)
 
 
 def mixed_net(seed: int = 0) -> CompactNetwork:
@@ -82,14 +74,12 @@ def mixed_net(seed: int = 0) -> CompactNetwork:
         w = rng.normal(size=(dims[k + 1], dims[k])).astype(np.float32)
         mask = rng.random(w.shape) < dens[k]
         mask[np.arange(w.shape[0]), rng.integers(0, w.shape[1], w.shape[0])] = True
-        layers.append(CompactLayer(w * mask, rng.normal(size=dims[k + 1]).astype(np.float32),
-                                   acts[k], 0.2, np.arange(dims[k + 1], dtype=np.int64)))
+        layers.append(compact_layer(w * mask, rng.normal(size=dims[k + 1]), acts[k], 0.2))
     out_index = np.array([i for i in range(20) if i not in (3, 7, 11, 19, 0)], dtype=np.int64)
     const = np.zeros(20, np.float32)
     const[[3, 7, 11, 19, 0]] = [1, 2, 3, 4, 5]
-    return CompactNetwork(layers=layers, input_dim=24, output_dim=20,
-                          input_index=np.array([i for i in range(24) if i % 4], dtype=np.int64),
-                          output_index=out_index, output_const=const, kind="mlp")
+    return compact_mlp(layers, 24, 20, input_index=[i for i in range(24) if i % 4],
+                       output_index=out_index, output_const=const)
 
 
 @pytest.fixture
@@ -99,8 +89,8 @@ def bundle(tmp_path: Path) -> Path:
 
 # -- static figures and energy ----------------------------------------------------------------
 def test_static_figures_hand_computed(bundle: Path) -> None:
+    from edgeprune.runtime.bench.costs import bundle_layer_shapes
     from edgeprune.runtime.bundle import read_bundle
-    from edgeprune.runtime.costs import bundle_layer_shapes
 
     shapes = bundle_layer_shapes(read_bundle(bundle))
     assert shapes == [LayerShape(3, 4, 5, "relu"), LayerShape(2, 3, 4, "identity")]
@@ -134,7 +124,7 @@ def test_static_figures_hand_computed(bundle: Path) -> None:
 
 
 def load_energy_profile_from(obj: dict, tmp: Path | None = None):
-    from edgeprune.runtime.energy import profile_from_mapping
+    from edgeprune.runtime.bench.energy import profile_from_mapping
 
     return profile_from_mapping(obj, "test.json")
 
@@ -239,7 +229,7 @@ def test_kernel_profile_batch_dependent_choice(tmp_path: Path) -> None:
 
 
 def test_calibrate_round_trip(tmp_path: Path, isolated_home: Path) -> None:
-    from edgeprune.runtime.calibrate import calibrate_and_save
+    from edgeprune.runtime.bench.calibrate import calibrate_and_save
 
     net = mixed_net()
     path = save_bundle(net, tmp_path / "mixed.npz")
@@ -278,6 +268,8 @@ def test_backend_skipping_when_import_fails(bundle: Path, monkeypatch: pytest.Mo
     monkeypatch.setitem(sys.modules, "torch", None)
     monkeypatch.setitem(sys.modules, "ai_edge_litert", None)
     monkeypatch.setitem(sys.modules, "tflite_runtime", None)
+    for cached in ("ai_edge_litert.interpreter", "tflite_runtime.interpreter"):  # earlier tests
+        monkeypatch.setitem(sys.modules, cached, None)
     backends = resolve_backends("auto")
     assert [b.name for b in backends] == ["edgeprune-auto", "edgeprune-csr", "edgeprune-dense",
                                           "onnxruntime", "litert", "torch"]
@@ -295,7 +287,7 @@ def test_backend_skipping_when_import_fails(bundle: Path, monkeypatch: pytest.Mo
 
 
 def check_schema(results: dict) -> None:
-    assert set(TOP_LEVEL_KEYS) <= set(results) and results["schema_version"] == 1
+    assert set(TOP_LEVEL_KEYS) <= set(results) and results["schema_version"] == 2
     env = results["environment"]
     assert isinstance(env["python"], str) and isinstance(env["cpu_count"], int)
     assert isinstance(env["libraries"], dict) and env["libraries"]["numpy"]
@@ -311,8 +303,9 @@ def check_schema(results: dict) -> None:
     for row in results["latency"]:
         assert set(LATENCY_KEYS) <= set(row)
         assert isinstance(row["batch"], int) and isinstance(row["runs"], int)
-        for key in LATENCY_KEYS[4:]:
+        for key in LATENCY_KEYS[4:-1]:
             assert isinstance(row[key], float) and row[key] >= 0
+        assert isinstance(row["unstable"], bool)
     for row in results["skipped"]:
         assert isinstance(row["backend"], str) and isinstance(row["reason"], str)
     assert set(results["comparisons"]) == {"vs_onnxruntime", "auto_vs_forced"}
@@ -368,7 +361,7 @@ def test_litert_backend_if_exporter_available(tmp_path: Path) -> None:
         from edgeprune.exporters.tflite import export_tflite, tflite_available
     except ImportError:
         pytest.skip("the TFLite exporter is not importable")
-    from edgeprune.bench_backends import LiteRTBackend
+    from edgeprune.bench.backends import LiteRTBackend
 
     if not (tflite_available() and LiteRTBackend().available()[0]):
         pytest.skip("tflite schema bindings or LiteRT not installed")
@@ -385,7 +378,7 @@ def test_torch_backend_on_checkpoint(small_model: Path) -> None:
     pytest.importorskip("torch")
     results = run_benchmark([(small_model, "pt")], [TorchBackend()], batches=[2], **FAST)
     assert [r["backend"] for r in results["latency"]] == ["torch"], results["skipped"]
-    from edgeprune.bench_backends import layer_source
+    from edgeprune.inspector import layer_source
 
     layers, _ = layer_source(small_model, "pt")
     assert [(s.rows, s.cols) for s in layers] == [(6, 12), (3, 6), (6, 3), (12, 6)]
@@ -450,3 +443,115 @@ def test_cli_missing_artifact_and_calibrate(tmp_path: Path, bundle: Path) -> Non
     assert {1, 2, 256} <= {b for b, _ in prof.crossover}
     assert prof.device["shapes"] == [[3, 4], [2, 3]]
     assert "wrote kernel profile" in result.output and "edgeprune-auto" in result.output
+
+
+def test_outputs_and_kernel_profile_use_the_one_atomic_writer(bundle: Path, tmp_path: Path) -> None:
+    """bench JSON/Markdown and kernel profiles are written 0644 (fsync + chmod), not mkstemp's
+    0600, and leave no temporary file behind."""
+    results = benchmark.run([bundle], benchmark.BenchOptions(batches=[1], backends="edgeprune-csr",
+                                                             warmup=0, runs=1, min_time=0.0))
+    written, _ = benchmark.write_outputs(results, str(tmp_path / "o" / "r.json"),
+                                         str(tmp_path / "o" / "r.md"))
+    profile = save_kernel_profile([(1, 0.3)], tmp_path / "o" / "kp.json")
+    for path in [*map(Path, written), profile]:
+        assert path.stat().st_mode & 0o777 == 0o644, path
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["kp.json", "r.json", "r.md"]
+
+
+def test_latency_stats_flag_unstable_runs() -> None:
+    steady = latency_stats([1000] * 50 + [1100] * 50, 1)
+    assert not steady["unstable"] and steady["cv"] < 0.1 and steady["p10_us"] == 1.0
+    spiky = latency_stats([1000] * 97 + [50_000] * 3, 1)  # p99 / p50 far above 5
+    assert spiky["unstable"] and spiky["p50_us"] == 1.0
+    rare = latency_stats([1000] * 995 + [1_000_000] * 5, 1)  # p99 = p50, but std / mean ~ 12
+    assert rare["unstable"] and rare["p99_us"] == rare["p50_us"] and rare["cv"] > 1
+    wide = latency_stats([1000, 3000] * 50, 1)  # std / mean = 0.5, p99 / p50 = 1.5: stable
+    assert not wide["unstable"]
+
+
+def _fake_timings(monkeypatch: pytest.MonkeyPatch, spiky_batch: int) -> None:
+    """Replace the clock: steady 1 ms calls, except at ``spiky_batch`` (3 calls of 50 ms)."""
+    from edgeprune.runtime.bench import harness
+
+    def fake_time_calls(fn, x, **_timing):
+        fn(x)  # the model still runs once
+        return [1_000_000] * 97 + [50_000_000] * 3 if len(x) == spiky_batch \
+            else [1_000_000] * 50 + [1_100_000] * 50
+
+    monkeypatch.setattr(harness, "time_calls", fake_time_calls)
+
+
+def test_cli_bench_console_shows_key_figures_and_flags_unstable(
+        bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_timings(monkeypatch, spiky_batch=2)
+    out_json, out_md = tmp_path / "r.json", tmp_path / "r.md"
+    result = CliRunner().invoke(main, ["bench", str(bundle), "--batch", "1,2", "--backends",
+                                       "edgeprune-csr", "--json", str(out_json), "--md",
+                                       str(out_md), "-q"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out_json.read_text())
+    art = data["artifacts"][0]
+    energy_nj = art["energy"]["csr"]["total_pj"] / 1e3
+    lines = result.output.splitlines()
+    static = next(ln for ln in lines if ln.startswith("model.npz") and " npz " in ln)
+    # two_layer_net: 5 + 4 non-zeros; CSR bytes 4 * ((2*5 + 4 + 3) + (2*4 + 3 + 2))
+    assert static.split()[2:] == ["9", "120", f"{art['static']['file']['bytes_on_disk']:,}",
+                                  f"{energy_nj:,.1f}"]
+    assert "MACs/sample" in result.output and "energy nJ" in result.output
+    rows = [ln.split() for ln in lines if ln.startswith("model.npz") and "edgeprune-csr" in ln]
+    assert [(r[2], r[3], r[-1]) for r in rows] == [("1", "1050.0", "952"),
+                                                   ("2", "1000.0", "UNSTABLE")]
+    assert any(ln.startswith("unstable = std/mean > 1.0 or p99/p50 > 5.0") for ln in lines)
+    assert [r["unstable"] for r in data["latency"]] == [False, True]
+    assert data["schema_version"] == 2 and data["latency"][1]["cv"] > 1.0
+    md = out_md.read_text()
+    assert "| **unstable** |" in md and "**Note:** unstable = std/mean" in md
+
+
+def test_plot_has_error_bars_and_batch_ticks(bundle: Path, monkeypatch: pytest.MonkeyPatch
+                                             ) -> None:
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.container import ErrorbarContainer
+
+    from edgeprune.bench.plot import latency_figure
+
+    _fake_timings(monkeypatch, spiky_batch=3)
+    results = benchmark.run([bundle], benchmark.BenchOptions(batches=[1, 3, 32],
+                                                             backends="edgeprune-csr"))
+    fig = latency_figure(results, plt)
+    ax = fig.axes[0]
+    assert list(ax.get_xticks()) == [1, 3, 32]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "3", "32"]
+    bars = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    assert len(bars) == 1 and bars[0].has_yerr
+    spans = [tuple(seg[:, 1]) for seg in bars[0].lines[2][0].get_segments()]
+    rows = sorted(results["latency"], key=lambda r: r["batch"])
+    assert np.allclose(spans, [(r["p10_us"], r["p90_us"]) for r in rows])
+    plt.close(fig)
+
+
+def test_litert_info_line_does_not_leak(tmp_path: Path) -> None:
+    """LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate" on fd 2 when its default
+    delegate is applied; in a fresh process (it prints once), nothing reaches stderr."""
+    import subprocess
+
+    try:
+        from edgeprune.exporters.tflite import export_tflite, tflite_available
+    except ImportError:
+        pytest.skip("the TFLite exporter is not importable")
+    from edgeprune.bench.backends import LiteRTBackend
+
+    if not (tflite_available() and LiteRTBackend().available()[0]):
+        pytest.skip("tflite schema bindings or LiteRT not installed")
+    path = export_tflite(two_layer_net(), tmp_path / "model.tflite", verify=False)
+    code = ("import numpy as np\n"
+            "from edgeprune.bench.backends import LiteRTBackend\n"
+            f"m = LiteRTBackend().load({str(path)!r}, 1)\n"
+            "m.run(np.zeros((1, 4), np.float32)); m.run(np.zeros((3, 4), np.float32))\n"
+            "print('ran')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and done.stdout == "ran\n", done.stderr
+    assert done.stderr == ""

@@ -161,7 +161,7 @@ def test_score_auto_reports_pilot_and_peak_memory(runner, tmp_path):
     report names the estimators used and the peak memory; --estimator analytic and a target
     that analytic cannot meet both work from the CLI."""
     from edgeprune.checkpoint import save_checkpoint
-    from tests.conftest import make_network
+    from tests.factories import make_network
 
     net = make_network(["relu", "sigmoid"], [30, 14, 30], latent=1)
     model = tmp_path / "m.pt"
@@ -174,7 +174,13 @@ def test_score_auto_reports_pilot_and_peak_memory(runner, tmp_path):
     summary = json.loads(out)
     assert all(r["estimator"] in ("analytic", "permutation") and "reason" in r["auto"]
                for r in summary["layers"])
-    assert summary["peak_memory_bytes"] >= 0 and summary["memory_budget_bytes"] == 2 * 1024**3
+    peak = summary["peak_memory_bytes"]
+    assert summary["memory_budget_bytes"] == 2 * 1024**3
+    assert isinstance(peak, int) and 0 <= peak < 1024**3  # a 30-14-30 net on 32 samples
+    assert all(isinstance(r["peak_memory_bytes"], int) and 0 <= r["peak_memory_bytes"] < 1024**3
+               for r in summary["layers"])
+    with np.load(tmp_path / "s.npz") as z:  # what was printed is what the scores file records
+        assert json.loads(str(z["meta"]))["peak_memory_bytes"] == peak
     out = _ok(runner.invoke(main, ["score", str(model), "--data", data, "--samples", "32",
                                    "--target-rel-error", "0.0001", "--json", "-q",
                                    "-o", str(tmp_path / "s2.npz")]))

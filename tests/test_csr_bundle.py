@@ -10,11 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from edgeprune.compacted import CompactLayer, CompactNetwork
 from edgeprune.exporters import csr as csr_module
 from edgeprune.exporters.csr import save_bundle
 from edgeprune.runtime import BundleError, load
-
-from edgeprune.compact_types import CompactLayer, CompactNetwork
+from tests.factories import compact_mlp
 
 Arrays = dict[str, np.ndarray]
 
@@ -47,18 +48,9 @@ def make_net(seed: int = 0) -> CompactNetwork:
     layers[3].unit_index = output_index
     output_const = np.zeros(10, dtype=np.float32)
     output_const[7] = 0.5
-    return CompactNetwork(
-        layers=layers,
-        input_dim=10,
-        output_dim=10,
-        input_index=input_index,
-        output_index=output_index,
-        output_const=output_const,
-        kind="autoencoder",
-        latent_layer=2,
-        latent_dim=4,
-        latent_const=np.array([0.0, -1.0, 0.0, 0.0], dtype=np.float32),
-    )
+    return compact_mlp(layers, 10, 10, input_index=input_index, output_index=output_index,
+                       output_const=output_const, kind="autoencoder", latent_layer=2,
+                       latent_dim=4, latent_const=np.array([0.0, -1.0, 0.0, 0.0], np.float32))
 
 
 @pytest.fixture
@@ -470,15 +462,7 @@ def test_pickled_object_array_is_refused_not_unpickled(good: Path, tmp_path: Pat
 
 
 def test_zero_layer_bundle_validation(tmp_path: Path) -> None:
-    net = CompactNetwork(
-        layers=[],
-        input_dim=3,
-        output_dim=2,
-        input_index=np.zeros(0, dtype=np.int64),
-        output_index=np.zeros(0, dtype=np.int64),
-        output_const=np.array([1.0, 2.0], dtype=np.float32),
-        kind="mlp",
-    )
+    net = compact_mlp([], 3, 2, input_index=[], output_const=[1.0, 2.0])
     path = save_bundle(net, tmp_path / "empty.npz")
     arrays = read_all(path)
     assert meta_of(arrays)["layers"] == []

@@ -7,19 +7,17 @@ import sys
 
 import numpy as np
 import pytest
-from edgeprune.exporters.errors import ExportError
-from edgeprune.exporters.onnx import export_onnx, onnxruntime_available, run_onnx
 
-from edgeprune.network import Layer, Network
-from edgeprune.prune import cascade_dead_units, compact
-from tests.conftest import make_network
+from edgeprune.exporters.contract import ExportError
+from edgeprune.exporters.onnx import export_onnx, onnxruntime_available, run_onnx
+from edgeprune.prune import cascade_dead_units, compact_network
 from tests.export_cases import (
     ACTIVATION_SETS,
     batch,
     max_diff,
     pruned_network,
-    pruned_torch_sequential,
 )
+from tests.factories import make_network, single_layer_network
 
 onnx = pytest.importorskip("onnx")
 torch = pytest.importorskip("torch")
@@ -69,62 +67,6 @@ def test_parity_structure_and_checker(tmp_path, name, sparse):
         assert not constants and "layer1.weight" in initializers
 
 
-def test_torch_sequential_model(tmp_path):
-    pytest.importorskip("onnxruntime")
-    small, x, ref = pruned_torch_sequential()
-    for sparse in (False, True):
-        path = export_onnx(small, tmp_path / f"seq{sparse}.onnx", sparse_initializers=sparse,
-                           verify_inputs=x, verify_reference=ref)
-        assert max_diff(run_onnx(path, x[:1]), ref[:1]) <= 1e-5
-        assert max_diff(run_onnx(path, x), ref) <= 1e-5
-
-
-def test_sparse_initializers_are_smaller_at_90_percent(tmp_path):
-    net = make_network(["relu", "relu", "sigmoid"], [128, 64, 32, 128], seed=2)
-    for layer in net.layers:
-        layer.mask = np.abs(layer.weight) >= np.quantile(np.abs(layer.weight), 0.9)
-    small = compact(cascade_dead_units(net).network)
-    verify = onnxruntime_available()
-    dense = export_onnx(small, tmp_path / "dense.onnx", verify=verify)
-    sparse = export_onnx(small, tmp_path / "sparse.onnx", sparse_initializers=True,
-                         verify=verify)
-    assert sparse.stat().st_size < 0.5 * dense.stat().st_size
-
-
-def test_wrong_reference_raises_and_writes_nothing(tmp_path):
-    pytest.importorskip("onnxruntime")
-    _, small = pruned_network(ACTIVATION_SETS["mixed"])
-    x = batch(8, small.input_dim)
-    wrong = small.forward(x)
-    wrong[3, 4] += 1e-3
-    target = tmp_path / "m.onnx"
-    with pytest.raises(ExportError, match="differs from the reference"):
-        export_onnx(small, target, verify_inputs=x, verify_reference=wrong)
-    assert list(tmp_path.iterdir()) == []
-    target.write_bytes(b"previous")  # a failed export leaves an existing file alone
-    with pytest.raises(ExportError):
-        export_onnx(small, target, sparse_initializers=True, verify_inputs=x,
-                    verify_reference=wrong)
-    assert target.read_bytes() == b"previous" and len(list(tmp_path.iterdir())) == 1
-
-
-def test_unsupported_activation_raises_before_writing(tmp_path, monkeypatch):
-    _, small = pruned_network(ACTIVATION_SETS["relu"])
-    small.layers[1].activation = "gelu"
-    import edgeprune.exporters.onnx as module
-
-    def no_build(*args, **kwargs):
-        raise AssertionError("the model must not be built")
-
-    monkeypatch.setattr(module, "build_onnx_model", no_build)
-    with pytest.raises(ExportError) as info:
-        export_onnx(small, tmp_path / "m.onnx", verify=False)
-    message = str(info.value)
-    assert "\n" not in message and "layer 2" in message and "'gelu'" in message
-    assert "ONNX" in message
-    assert list(tmp_path.iterdir()) == []
-
-
 def test_all_constant_network(tmp_path):
     pytest.importorskip("onnxruntime")
     from edgeprune.torch_network import torch_forward
@@ -132,7 +74,7 @@ def test_all_constant_network(tmp_path):
     net = make_network(["relu", "tanh", "sigmoid"], [9, 5, 4, 7], seed=4)
     net.layers[1].mask[:] = False  # nothing reaches the last layers: every output is constant
     pruned = cascade_dead_units(net).network
-    small = compact(pruned)
+    small = compact_network(pruned)
     assert small.layers == []
     x = batch(64, 9)
     path = export_onnx(small, tmp_path / "const.onnx", verify_inputs=x,
@@ -147,8 +89,8 @@ def test_all_constant_network(tmp_path):
 
 
 def test_metadata_props(tmp_path):
-    net = Network([Layer(np.eye(3, dtype=np.float32), np.zeros(3, np.float32), "relu")])
-    small = compact(net)
+    net = single_layer_network("relu")
+    small = compact_network(net)
     small.meta["provenance"] = {"source_fingerprint": net.fingerprint()}
     path = export_onnx(small, tmp_path / "m.onnx", metadata={"dataset": "digits", "n": 3},
                        verify=onnxruntime_available())

@@ -8,7 +8,8 @@ import types
 
 import numpy as np
 import pytest
-from edgeprune.exporters.errors import ExportError
+
+from edgeprune.exporters.contract import ExportError
 from edgeprune.exporters.tflite import (
     build_tflite_model,
     export_tflite,
@@ -17,17 +18,14 @@ from edgeprune.exporters.tflite import (
     run_tflite,
     sparse_weight_tensors,
 )
-
-from edgeprune.network import Layer, Network
-from edgeprune.prune import cascade_dead_units, compact
-from tests.conftest import make_network
+from edgeprune.prune import cascade_dead_units, compact_network
 from tests.export_cases import (
     ACTIVATION_SETS,
     batch,
     max_diff,
     pruned_network,
-    pruned_torch_sequential,
 )
+from tests.factories import make_network, single_layer_network
 
 tflite = pytest.importorskip("tflite")
 pytest.importorskip("flatbuffers")
@@ -111,67 +109,13 @@ def test_parity_and_structure(tmp_path, name, sparse):
     assert fused == [relu if a == "relu" else tflite.ActivationFunctionType.NONE for a in acts]
 
 
-def test_torch_sequential_model(tmp_path):
-    pytest.importorskip("ai_edge_litert")
-    small, x, ref = pruned_torch_sequential()
-    for sparse in (False, True):
-        path = export_tflite(small, tmp_path / f"seq{sparse}.tflite", sparse=sparse,
-                             verify_inputs=x, verify_reference=ref)
-        assert max_diff(run_tflite(path, x[:1]), ref[:1]) <= 1e-5
-        assert max_diff(run_tflite(path, x), ref) <= 1e-5
-
-
-def test_sparse_weights_are_smaller_at_90_percent(tmp_path):
-    net = make_network(["relu", "relu", "sigmoid"], [128, 64, 32, 128], seed=2)
-    for layer in net.layers:
-        layer.mask = np.abs(layer.weight) >= np.quantile(np.abs(layer.weight), 0.9)
-    small = compact(cascade_dead_units(net).network)
-    verify = interpreter_available()
-    dense = export_tflite(small, tmp_path / "dense.tflite", verify=verify)
-    sparse = export_tflite(small, tmp_path / "sparse.tflite", sparse=True, verify=verify)
-    assert sparse.stat().st_size < 0.5 * dense.stat().st_size
-
-
-def test_wrong_reference_raises_and_writes_nothing(tmp_path):
-    pytest.importorskip("ai_edge_litert")
-    _, small = pruned_network(ACTIVATION_SETS["mixed"])
-    x = batch(8, small.input_dim)
-    wrong = small.forward(x)
-    wrong[3, 4] += 1e-3
-    target = tmp_path / "m.tflite"
-    with pytest.raises(ExportError, match="differs from the reference"):
-        export_tflite(small, target, verify_inputs=x, verify_reference=wrong)
-    assert list(tmp_path.iterdir()) == []
-    target.write_bytes(b"previous")  # a failed export leaves an existing file alone
-    with pytest.raises(ExportError):
-        export_tflite(small, target, sparse=True, verify_inputs=x, verify_reference=wrong)
-    assert target.read_bytes() == b"previous" and len(list(tmp_path.iterdir())) == 1
-
-
-def test_unsupported_activation_raises_before_writing(tmp_path, monkeypatch):
-    _, small = pruned_network(ACTIVATION_SETS["relu"])
-    small.layers[2].activation = "softplus"
-    import edgeprune.exporters.tflite as module
-
-    def no_build(*args, **kwargs):
-        raise AssertionError("the model must not be built")
-
-    monkeypatch.setattr(module, "build_tflite_model", no_build)
-    with pytest.raises(ExportError) as info:
-        export_tflite(small, tmp_path / "m.tflite", verify=False)
-    message = str(info.value)
-    assert "\n" not in message and "layer 3" in message and "'softplus'" in message
-    assert "TFLite" in message
-    assert list(tmp_path.iterdir()) == []
-
-
 def test_all_constant_network(tmp_path):
     pytest.importorskip("ai_edge_litert")
     from edgeprune.torch_network import torch_forward
 
     net = make_network(["relu", "tanh", "sigmoid"], [9, 5, 4, 7], seed=4)
     net.layers[1].mask[:] = False  # nothing reaches the last layers: every output is constant
-    small = compact(cascade_dead_units(net).network)
+    small = compact_network(cascade_dead_units(net).network)
     assert small.layers == []
     x = batch(64, 9)
     path = export_tflite(small, tmp_path / "const.tflite", verify_inputs=x,
@@ -186,8 +130,8 @@ def test_all_constant_network(tmp_path):
 
 
 def test_metadata_description_and_signature(tmp_path):
-    net = Network([Layer(np.eye(3, dtype=np.float32), np.zeros(3, np.float32), "tanh")])
-    small = compact(net)
+    net = single_layer_network("tanh")
+    small = compact_network(net)
     small.meta["provenance"] = {"source_fingerprint": net.fingerprint()}
     path = export_tflite(small, tmp_path / "m.tflite", metadata={"dataset": "digits"},
                          verify=interpreter_available())
@@ -222,8 +166,8 @@ def test_xnnpack_on(tmp_path, sparse):
 
 def test_interpreter_fallback_and_missing_runtime(tmp_path, monkeypatch):
     litert = pytest.importorskip("ai_edge_litert.interpreter")
-    blob = build_tflite_model(compact(
-        Network([Layer(np.eye(2, dtype=np.float32), np.ones(2, np.float32), "relu")])))
+    blob = build_tflite_model(compact_network(
+        single_layer_network("relu", n=2, bias=1.0)))
     fake = types.ModuleType("tflite_runtime.interpreter")
     fake.Interpreter = litert.Interpreter  # no OpResolverType: the plain constructor is used
     monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
@@ -236,6 +180,6 @@ def test_interpreter_fallback_and_missing_runtime(tmp_path, monkeypatch):
     with pytest.raises(ExportError, match="ai-edge-litert"):
         load_interpreter(blob)
     with pytest.raises(ExportError, match="ai-edge-litert"):
-        export_tflite(compact(Network([Layer(np.eye(2, dtype=np.float32),
-                                             np.ones(2, np.float32))])), tmp_path / "m.tflite")
+        export_tflite(compact_network(single_layer_network("identity", n=2, bias=1.0)),
+                      tmp_path / "m.tflite")
     assert list(tmp_path.iterdir()) == []

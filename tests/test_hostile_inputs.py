@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from edgeprune.runtime import BundleError, limits, load, read_bundle
 
 from edgeprune.cli import main
 from edgeprune.data import DataError, load_dataset
 from edgeprune.network import ModelError
+from edgeprune.runtime import BundleError, limits, load, read_bundle
 from edgeprune.scoring import memory_budget_bytes, score_network
 from edgeprune.workflows import run_bundle
 

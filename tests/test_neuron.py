@@ -20,7 +20,7 @@ from edgeprune.prune.neuron_walk import meets, neuron_walk, remove_units
 from edgeprune.shapley.neuron_game import NeuronGame
 from edgeprune.torch_network import torch_forward
 from edgeprune.train import accuracy, build_classifier, reconstruction_mse, train_classifier
-from tests.conftest import make_network
+from tests.factories import make_network
 
 # Monte Carlo estimates must agree with exact values within this fraction of |v(all)| ...
 MC_TOLERANCE = 0.06
@@ -233,7 +233,7 @@ def test_compress_neuron_classifier(tmp_path, classifier, digits):
     assert "## Neuron walk" in (tmp_path / "o" / "report.md").read_text()
     pruned = _check_artifacts(tmp_path / "o", rep, digits.x_test[:64])
     assert pruned.kind == "classifier" and res.network.dims == pruned.dims
-    from edgeprune.export import format_available
+    from edgeprune.artifacts import format_available
 
     for fmt in ("onnx", "tflite"):  # exported and checked against PyTorch when installed
         assert (fmt in rep["artifacts"]) == format_available(fmt)[0]

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -14,10 +13,9 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("paper_synthetic", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    import paper_synthetic  # benchmarks/ is on pytest's pythonpath
+
+    return paper_synthetic
 
 
 def _check_png(path: Path) -> None:

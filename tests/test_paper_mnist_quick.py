@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,11 +11,9 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def _load_script():
-    sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location("paper_mnist", BENCH / "paper_mnist.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    import paper_mnist  # benchmarks/ is on pytest's pythonpath
+
+    return paper_mnist
 
 
 @pytest.mark.slow

@@ -6,14 +6,15 @@ import numpy as np
 import pytest
 
 from edgeprune import runtime
+from edgeprune.artifacts import format_available
 from edgeprune.checkpoint import load_network
 from edgeprune.compress import CompressOptions, compress
 from edgeprune.data import load_dataset
-from edgeprune.export import format_available
+from edgeprune.runtime.activations import ACTIVATIONS
 from edgeprune.torch_network import torch_forward
-from tests.conftest import make_network
+from tests.factories import make_network
 
-ACTS = ["identity", "relu", "leaky_relu", "sigmoid", "tanh"]
+ACTS = list(ACTIVATIONS)
 
 
 @pytest.mark.parametrize("act", ACTS)

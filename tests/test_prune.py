@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-from edgeprune.runtime.activations import apply_activation
 
 from edgeprune.network import Layer, Network
 from edgeprune.prune import (
@@ -14,7 +13,7 @@ from edgeprune.prune import (
     cascade_dead_units,
     check_importance_level,
     check_sparsity,
-    compact,
+    compact_network,
     format_support_set,
     is_fixed_point,
     lap_scores,
@@ -30,6 +29,7 @@ from edgeprune.prune import (
 )
 from edgeprune.prune.sparsity import candidate_levels
 from edgeprune.prune.support import rank_layers
+from edgeprune.runtime.activations import apply_activation
 
 ACTS = ["relu", "sigmoid", "tanh", "leaky_relu", "identity"]
 
@@ -236,7 +236,7 @@ def test_unused_inputs_and_constant_outputs():
 def test_compact_forward_equals_masked_forward(seed):
     acts = [ACTS[(seed + k) % len(ACTS)] for k in range(4)]
     net = make_net([7, 6, 3, 6, 7], acts, seed=seed, latent=2, p_mask=0.6)
-    cn = compact(net)
+    cn = compact_network(net)
     x = x_batch(7, seed=seed + 10)
     np.testing.assert_allclose(cn.forward(x), net.forward(x), atol=1e-6, rtol=1e-6)
     cascaded = cascade_dead_units(net).network
@@ -260,7 +260,7 @@ def test_compact_degenerate_network():
     res = cascade_dead_units(net)
     assert res.degenerate and res.network.n_active == 0
     assert res.unused_inputs == [0, 1, 2, 3] and set(res.constant_outputs) == {0, 1}
-    cn = compact(net)
+    cn = compact_network(net)
     assert cn.layers == [] and cn.input_index.size == 0 and cn.output_index.size == 0
     x = x_batch(4)
     y = net.forward(x)
@@ -341,7 +341,7 @@ def test_baselines_give_valid_masks(name):
         assert not np.any(new.mask & ~old.mask)
     assert is_fixed_point(res.network)
     x = x_batch(9)
-    np.testing.assert_allclose(compact(res.network).forward(x), res.network.forward(x), atol=1e-6)
+    np.testing.assert_allclose(compact_network(res.network).forward(x), res.network.forward(x), atol=1e-6)
 
 
 def test_random_scores_are_seeded():

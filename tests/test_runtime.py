@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from edgeprune.compacted import CompactNetwork
 from edgeprune.exporters.csr import save_bundle
 from edgeprune.runtime import (
     ACTIVATIONS,
@@ -20,33 +22,10 @@ from edgeprune.runtime import (
     load,
 )
 from edgeprune.runtime import kernels as kernels_module
-
-from edgeprune.compact_types import CompactLayer, CompactNetwork
+from tests.factories import compact_mlp, random_compact_layer
 
 TOL = 1e-5
 KERNEL_NAMES = ("dense", "csr", "auto")
-
-
-def _layer(
-    rng: np.random.Generator,
-    rows: int,
-    cols: int,
-    activation: str,
-    density: float = 0.4,
-    unit_index: np.ndarray | None = None,
-) -> CompactLayer:
-    """Random compact layer; every row keeps at least one non-zero (as after compaction)."""
-    weight = rng.normal(scale=1.0 / np.sqrt(cols), size=(rows, cols)).astype(np.float32)
-    mask = rng.random((rows, cols)) < density
-    mask[np.arange(rows), rng.integers(0, cols, size=rows)] = True
-    weight[~mask] = 0.0
-    return CompactLayer(
-        weight=weight,
-        bias=rng.normal(scale=0.1, size=rows).astype(np.float32),
-        activation=activation,
-        negative_slope=0.2,
-        unit_index=np.arange(rows, dtype=np.int64) if unit_index is None else unit_index,
-    )
 
 
 def make_mlp(seed: int = 0, density: float = 0.4) -> CompactNetwork:
@@ -57,19 +36,12 @@ def make_mlp(seed: int = 0, density: float = 0.4) -> CompactNetwork:
     layers = []
     cols = len(input_index)
     for rows, act in zip(widths, ACTIVATIONS, strict=True):
-        layers.append(_layer(rng, rows, cols, act, density))
+        layers.append(random_compact_layer(rng, rows, cols, act, density))
         cols = rows
     output_const = np.zeros(9, dtype=np.float32)
     output_const[[2, 5, 8]] = [0.5, -1.25, 3.0]
-    return CompactNetwork(
-        layers=layers,
-        input_dim=12,
-        output_dim=9,
-        input_index=input_index,
-        output_index=np.array([0, 1, 3, 4, 6, 7], dtype=np.int64),
-        output_const=output_const,
-        kind="mlp",
-    )
+    return compact_mlp(layers, 12, 9, input_index=input_index,
+                       output_index=[0, 1, 3, 4, 6, 7], output_const=output_const)
 
 
 def make_autoencoder(seed: int = 1, density: float = 0.35) -> CompactNetwork:
@@ -79,38 +51,24 @@ def make_autoencoder(seed: int = 1, density: float = 0.35) -> CompactNetwork:
     live_latent = np.array([0, 1, 3, 4, 5], dtype=np.int64)
     output_index = np.array([i for i in range(16) if i not in (4, 9)], dtype=np.int64)
     layers = [
-        _layer(rng, 10, 15, "leaky_relu", density),
-        _layer(rng, 5, 10, "identity", density, unit_index=live_latent),
-        _layer(rng, 10, 5, "tanh", density),
-        _layer(rng, 14, 10, "sigmoid", density, unit_index=output_index),
+        random_compact_layer(rng, 10, 15, "leaky_relu", density),
+        random_compact_layer(rng, 5, 10, "identity", density, unit_index=live_latent),
+        random_compact_layer(rng, 10, 5, "tanh", density),
+        random_compact_layer(rng, 14, 10, "sigmoid", density, unit_index=output_index),
     ]
     output_const = np.zeros(16, dtype=np.float32)
     output_const[[4, 9]] = [0.25, 0.75]
     latent_const = np.zeros(6, dtype=np.float32)
     latent_const[2] = -0.5
-    return CompactNetwork(
-        layers=layers,
-        input_dim=16,
-        output_dim=16,
-        input_index=input_index,
-        output_index=output_index,
-        output_const=output_const,
-        kind="autoencoder",
-        latent_layer=2,
-        latent_dim=6,
-        latent_const=latent_const,
-    )
+    return compact_mlp(layers, 16, 16, input_index=input_index, output_index=output_index,
+                       output_const=output_const, kind="autoencoder", latent_layer=2,
+                       latent_dim=6, latent_const=latent_const)
 
 
 def make_empty(autoencoder: bool = False) -> CompactNetwork:
     """Everything pruned: no layers, every output constant."""
-    return CompactNetwork(
-        layers=[],
-        input_dim=5,
-        output_dim=4,
-        input_index=np.zeros(0, dtype=np.int64),
-        output_index=np.zeros(0, dtype=np.int64),
-        output_const=np.array([1.0, -2.0, 0.5, 0.0], dtype=np.float32),
+    return compact_mlp(
+        [], 5, 4, input_index=[], output_const=[1.0, -2.0, 0.5, 0.0],
         kind="autoencoder" if autoencoder else "mlp",
         latent_layer=1 if autoencoder else None,
         latent_dim=3 if autoencoder else None,
@@ -174,17 +132,9 @@ def test_per_layer_kernels_and_auto_threshold(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rng = np.random.default_rng(0)
-    sparse = _layer(rng, 20, 30, "relu", density=0.05)
-    dense = _layer(rng, 4, 20, "identity", density=1.0)
-    net = CompactNetwork(
-        layers=[sparse, dense],
-        input_dim=30,
-        output_dim=4,
-        input_index=np.arange(30, dtype=np.int64),
-        output_index=np.arange(4, dtype=np.int64),
-        output_const=np.zeros(4, dtype=np.float32),
-        kind="mlp",
-    )
+    sparse = random_compact_layer(rng, 20, 30, "relu", density=0.05)
+    dense = random_compact_layer(rng, 4, 20, "identity", density=1.0)
+    net = compact_mlp([sparse, dense], 30, 4)
     path = save_bundle(net, tmp_path / "m.npz")
     model = load(path)
     assert model.kernels == ["csr", "dense"]
@@ -340,6 +290,10 @@ def test_describe(tmp_path: Path) -> None:
         describe(tmp_path / "missing.npz")
 
 
+#: edgeprune modules outside runtime/ that the runtime may import: stdlib only themselves.
+SHARED_STDLIB_MODULES = ("edgeprune.fileio",)
+
+
 def test_runtime_imports_no_torch_or_click(tmp_path: Path) -> None:
     path = save_bundle(make_autoencoder(), tmp_path / "ae.npz")
     code = (
@@ -349,10 +303,11 @@ def test_runtime_imports_no_torch_or_click(tmp_path: Path) -> None:
         f"m = r.load({str(path)!r})\n"
         "m(np.zeros((2, m.input_dim), dtype=np.float32)); m.encode(np.zeros(m.input_dim))\n"
         f"r.describe({str(path)!r})\n"
+        f"shared = {sorted(SHARED_STDLIB_MODULES)!r}\n"
         "bad = sorted(n for n in sys.modules if n.split('.')[0] in ('torch', 'click'))\n"
         "assert not bad, bad\n"
         "outside = sorted(n for n in sys.modules if n.startswith('edgeprune.')\n"
-        "                 and not n.startswith('edgeprune.runtime'))\n"
+        "                 and not n.startswith('edgeprune.runtime') and n not in shared)\n"
         "assert not outside, outside\n"
     )
     result = subprocess.run(
@@ -362,14 +317,17 @@ def test_runtime_imports_no_torch_or_click(tmp_path: Path) -> None:
 
 
 def test_runtime_sources_import_only_stdlib_numpy_scipy() -> None:
-    """Static guard: every import under runtime/ is stdlib, numpy, scipy or relative."""
+    """Static guard: every import under runtime/ is stdlib, numpy, scipy, relative or one of the
+    shared stdlib-only modules (atomic writer, message helpers), which import stdlib only."""
     import ast
+    import importlib
 
     import edgeprune.runtime as runtime
 
     allowed_roots = {"numpy", "scipy", "__future__"} | set(sys.stdlib_module_names)
     root = Path(runtime.__file__).parent
-    for source in sorted(root.glob("*.py")):
+    shared = [Path(importlib.import_module(m).__file__) for m in SHARED_STDLIB_MODULES]
+    for source in [*sorted(root.rglob("*.py")), *shared]:
         tree = ast.parse(source.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
@@ -380,5 +338,6 @@ def test_runtime_sources_import_only_stdlib_numpy_scipy() -> None:
                 continue
             for name in names:
                 top = name.split(".")[0]
-                ok = top in allowed_roots or name.startswith("edgeprune.runtime")
+                ok = (top in allowed_roots or name.startswith("edgeprune.runtime")
+                      or (name in SHARED_STDLIB_MODULES and source not in shared))
                 assert ok, f"{source.name} imports {name}"

@@ -12,7 +12,12 @@ from edgeprune.prune.baselines import (
     prune_global_magnitude,
     random_scores,
 )
-from edgeprune.prune.cascade import CascadeResult, cascade_dead_units, compact, is_fixed_point
+from edgeprune.prune.cascade import (
+    CascadeResult,
+    cascade_dead_units,
+    compact_network,
+    is_fixed_point,
+)
 from edgeprune.prune.sparsity import (
     LevelSolution,
     check_sparsity,
@@ -42,7 +47,7 @@ __all__ = [
     "cascade_dead_units",
     "check_importance_level",
     "check_sparsity",
-    "compact",
+    "compact_network",
     "format_support_set",
     "is_fixed_point",
     "lap_scores",

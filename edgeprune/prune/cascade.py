@@ -16,8 +16,8 @@ can change its bias any more. After the fixed point every hidden unit has both i
 outgoing links ("live") or neither ("removed"); if any layer is left without a live unit, every
 layer is (the cascade runs both ways), and every output is a constant.
 
-:func:`compact` then drops removed units physically and returns a
-:class:`~edgeprune.compact_types.CompactNetwork`. numpy only.
+:func:`compact_network` then drops removed units physically and returns a
+:class:`~edgeprune.compacted.CompactNetwork`. numpy only.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edgeprune.compact_types import CompactLayer, CompactNetwork
+from edgeprune.compacted import CompactLayer, CompactNetwork
 from edgeprune.network import Layer, Network
 from edgeprune.runtime.activations import apply_activation
 
@@ -145,7 +145,7 @@ def is_fixed_point(net: Network) -> bool:
     return True
 
 
-def compact(net: Network) -> CompactNetwork:
+def compact_network(net: Network) -> CompactNetwork:
     """Drop dead units physically: the deployable form of a masked network.
 
     The cascade is run first when ``net`` is not at its fixed point (rule 1 may then change the

@@ -310,9 +310,7 @@ def neuron_stage(net: Network, ds, opts) -> NeuronWalk:
         samples=opts.neuron_samples, silence=opts.silence,
         truncation=getattr(opts, "neuron_truncation", None), lr=opts.finetune_lr,
         seed=opts.seed, quiet=opts.quiet)
-    walk.network = walk.network.copy()
-    for layer in walk.network.layers:  # a zero weight is not a link (as compress does)
-        layer.mask &= layer.weight != 0
+    walk.network = walk.network.without_zero_links()  # as compress does
     return walk
 
 

@@ -10,9 +10,10 @@ importances ``UI_j = mean_i LI_ij``.
 Modules: :mod:`.game` (the game, chunking), :mod:`.exact` (linear closed form, enumeration),
 :mod:`.permutation` (antithetic permutation sampling), :mod:`.kernel` (KernelSHAP with one shared
 coalition design), :mod:`.analytic` (DASP's Gaussian approximation), :mod:`.auto` (the pilot
-behind ``auto``), :mod:`.compact` (each sample's live inputs), :mod:`.aggregate` (per-link reductions), :mod:`.layer` (the public API).
+behind ``auto``), :mod:`.live_inputs` (each sample's live inputs), :mod:`.aggregate` (per-link reductions), :mod:`.layer` (the public API).
 """
 
+from edgeprune.runtime.activations import ACTIVATIONS
 from edgeprune.shapley.aggregate import LinkSummary, summarize
 from edgeprune.shapley.analytic import DEFAULT_SIZES, analytic_phi, gaussian_marginal
 from edgeprune.shapley.auto import choose_estimator, pilot
@@ -24,7 +25,6 @@ from edgeprune.shapley.exact import (
     shapley_weight_matrix,
 )
 from edgeprune.shapley.game import (
-    ACTIVATIONS,
     BLOCK,
     Estimate,
     LinkGame,

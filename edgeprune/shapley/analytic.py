@@ -45,7 +45,6 @@ from collections.abc import Callable
 import torch
 
 from edgeprune.errors import EdgepruneError
-from edgeprune.shapley.compact import CompactInputs
 from edgeprune.shapley.game import (
     BLOCK,
     CACHE_VALUES,
@@ -55,6 +54,7 @@ from edgeprune.shapley.game import (
     iter_chunks,
     units_done,
 )
+from edgeprune.shapley.live_inputs import LiveInputs
 
 #: Interior coalition sizes evaluated per pair (enumerated when a pair has no more than this).
 DEFAULT_SIZES = 8
@@ -162,17 +162,17 @@ def analytic_phi(game: LinkGame, *, memory_budget: int, sizes: int = DEFAULT_SIZ
         raise ValueError(f"analytic sizes must be at least 1, got {sizes}")
     marginal = gaussian_marginal(game.activation, game.negative_slope)
     n = game.n_players
-    compact = CompactInputs.of(game)
+    live = LiveInputs.of(game)
     weight = torch.cat([game.weight, torch.zeros(game.n_units, 1, dtype=DTYPE)], dim=1)
     # About a dozen (rows, width) float64 temporaries per sub-batch, each kept near CACHE_VALUES
     # values so the elementwise passes run from cache (as in the permutation estimator).
-    k_mean = max(1, int(compact.counts.float().mean()))
+    k_mean = max(1, int(live.counts.float().mean()))
     sub_rows = max(64, min(CACHE_VALUES // k_mean,
-                           int(memory_budget) // (8 * 16 * compact.width)))
+                           int(memory_budget) // (8 * 16 * live.width)))
     pairs_per_chunk = -(-4 * sub_rows // BLOCK) * BLOCK
     out = torch.zeros(game.n_padded, n + 1, dtype=DTYPE)
     for start, stop in iter_chunks(game, pairs_per_chunk):
-        for batch in compact.row_batches(game, weight, start, stop, sub_rows):
+        for batch in live.row_batches(game, weight, start, stop, sub_rows):
             values = _pair_values(batch.contrib, game.base[batch.units], marginal, game.act,
                                   sizes)
             batch.scatter(out[start:stop], values, n)

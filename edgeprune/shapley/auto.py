@@ -20,6 +20,7 @@ import time
 
 import torch
 
+from edgeprune.runtime.activations import ACTIVATIONS
 from edgeprune.shapley.analytic import DEFAULT_SIZES, analytic_phi
 from edgeprune.shapley.game import LinkGame, subgame
 from edgeprune.shapley.permutation import permutation_phi
@@ -34,7 +35,7 @@ PILOT_UNITS = 4
 PILOT_SAMPLES = 32
 PILOT_PERMUTATIONS = 256
 #: Activations the analytic estimator has a closed form (or approximation) for.
-ANALYTIC_ACTIVATIONS = ("identity", "relu", "leaky_relu", "sigmoid", "tanh")
+ANALYTIC_ACTIVATIONS = ACTIVATIONS  # every one the IR has
 
 
 def pilot_game(game: LinkGame, seed: int) -> LinkGame:

@@ -30,9 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-ACTIVATIONS = ("identity", "relu", "leaky_relu", "sigmoid", "tanh")
+from edgeprune.torch_network import torch_activation
 
 #: Rows per matrix-product block; chunks are whole numbers of blocks.
 BLOCK = 256
@@ -45,35 +44,13 @@ Activation = Callable[[torch.Tensor], torch.Tensor]
 
 
 def get_activation(name: str, negative_slope: float = 0.01) -> Activation:
-    """The torch function for activation ``name`` (same names as the runtime's)."""
-    if name == "identity":
-        return lambda z: z
-    if name == "relu":
-        return torch.relu
-    if name == "leaky_relu":
-        slope = float(negative_slope)
-        return lambda z: F.leaky_relu(z, slope)
-    if name == "sigmoid":
-        return torch.sigmoid
-    if name == "tanh":
-        return torch.tanh
-    raise ValueError(f"unknown activation {name!r}; expected one of {', '.join(ACTIVATIONS)}")
+    """The torch function for activation ``name`` (:func:`edgeprune.torch_network.torch_activation`)."""
+    return torch_activation(name, negative_slope)
 
 
 def get_activation_(name: str, negative_slope: float = 0.01) -> Activation:
     """The in-place version of :func:`get_activation` (same values, bit for bit)."""
-    if name == "identity":
-        return lambda z: z
-    if name == "relu":
-        return torch.relu_
-    if name == "leaky_relu":
-        slope = float(negative_slope)
-        return lambda z: F.leaky_relu(z, slope, inplace=True)
-    if name == "sigmoid":
-        return torch.sigmoid_
-    if name == "tanh":
-        return torch.tanh_
-    raise ValueError(f"unknown activation {name!r}; expected one of {', '.join(ACTIVATIONS)}")
+    return torch_activation(name, negative_slope, inplace=True)
 
 
 @dataclass

@@ -38,7 +38,6 @@ import torch
 
 from edgeprune.errors import EdgepruneError
 from edgeprune.shapley.aggregate import summarize
-from edgeprune.shapley.compact import CompactInputs
 from edgeprune.shapley.game import (
     BLOCK,
     CACHE_VALUES,
@@ -49,6 +48,7 @@ from edgeprune.shapley.game import (
     iter_chunks,
     units_done,
 )
+from edgeprune.shapley.live_inputs import LiveInputs
 
 #: Permutations (64 antithetic pairs) in fixed mode.
 DEFAULT_PERMUTATIONS = 128
@@ -94,7 +94,7 @@ def _finish(s1: torch.Tensor, s2: torch.Tensor, pairs: int,
     return a1 / (2 * pairs), var.clamp_(min=0.0).div_(4 * pairs * (pairs - 1)).sqrt_()
 
 
-def _accumulate_chunk(game: LinkGame, compact: CompactInputs, weight: torch.Tensor, start: int,
+def _accumulate_chunk(game: LinkGame, live: LiveInputs, weight: torch.Tensor, start: int,
                       stop: int, orders: list[tuple[torch.Tensor, torch.Tensor]], sub_rows: int,
                       s1: torch.Tensor, s2: torch.Tensor) -> None:
     """Add one round of permutations to the running sums of pairs [start, stop).
@@ -103,7 +103,7 @@ def _accumulate_chunk(game: LinkGame, compact: CompactInputs, weight: torch.Tens
     last column absorbing the pads.
     """
     n = game.n_players
-    for batch in compact.row_batches(game, weight, start, stop, sub_rows):
+    for batch in live.row_batches(game, weight, start, stop, sub_rows):
         contrib, xs = batch.contrib, batch.samples
         rows, width = contrib.shape
         b = game.base[batch.units][:, None]
@@ -115,7 +115,7 @@ def _accumulate_chunk(game: LinkGame, compact: CompactInputs, weight: torch.Tens
         for order, inverse in orders:
             g = pair_sums(game.act_, contrib, b, a0, order.index_select(0, xs)[:, :width],
                           buffers)
-            # Back to compact positions through the inverse order (a gather beats scatter_add).
+            # Back to live positions through the inverse order (a gather beats scatter_add).
             torch.gather(g, 1, inverse.index_select(0, xs)[:, :width], out=back)
             acc1.add_(back)
             acc2.addcmul_(back, back)
@@ -143,7 +143,7 @@ def permutation_phi(game: LinkGame, *, seed: int, memory_budget: int,
     else:
         round_pairs = max_pairs = _even(n_permutations or DEFAULT_PERMUTATIONS) // 2
     gen = torch.Generator().manual_seed(int(seed))
-    compact = CompactInputs.of(game)
+    live = LiveInputs.of(game)
     weight = torch.cat([game.weight, torch.zeros(game.n_units, 1, dtype=DTYPE)], dim=1)
     # Running sums (an extra column absorbs the pads); they are outputs, not temporaries.
     s1 = torch.zeros(game.n_padded, n + 1, dtype=DTYPE)
@@ -151,9 +151,9 @@ def permutation_phi(game: LinkGame, *, seed: int, memory_budget: int,
     # Sub-batches: about CACHE_VALUES per work array (few, long-running parallel regions, data in
     # cache), at most the memory budget for their nine arrays (float64 and int64). A chunk holds
     # several sub-batches so that sorting by count has room; progress is reported per chunk.
-    k_mean = max(1, int(compact.counts.float().mean()))
+    k_mean = max(1, int(live.counts.float().mean()))
     sub_rows = min(max(64, CACHE_VALUES // k_mean),
-                   max(64, int(memory_budget) // (8 * 9 * compact.width)))
+                   max(64, int(memory_budget) // (8 * 9 * live.width)))
     pairs_per_chunk = -(-4 * sub_rows // BLOCK) * BLOCK
     pairs, rounds, batch = 0, 0, round_pairs
     while pairs < max_pairs:
@@ -163,10 +163,10 @@ def permutation_phi(game: LinkGame, *, seed: int, memory_budget: int,
         # Passes of at most PASS_PAIRS permutations bound the per-sample orders kept in memory
         # (a fixed size, so the grouping of the sums never depends on the memory budget).
         for p0 in range(0, batch, PASS_PAIRS):
-            orders = [compact.orders(p) for p in perms[p0:p0 + PASS_PAIRS]]
+            orders = [live.orders(p) for p in perms[p0:p0 + PASS_PAIRS]]
             last = not adaptive and p0 + PASS_PAIRS >= batch
             for start, stop in iter_chunks(game, pairs_per_chunk):
-                _accumulate_chunk(game, compact, weight, start, stop, orders, sub_rows, s1, s2)
+                _accumulate_chunk(game, live, weight, start, stop, orders, sub_rows, s1, s2)
                 if progress is not None and last:
                     progress(units_done(game, stop))
             del orders

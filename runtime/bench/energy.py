@@ -4,7 +4,7 @@
 
 with ``E_mem = E_DRAM`` when the model's bytes exceed the profile's cache size and ``E_SRAM``
 otherwise (every word at the same price: a deliberately coarse model). MACs and words read are
-defined in :mod:`edgeprune.runtime.costs`; the figure is computed twice, for the layers stored
+defined in :mod:`edgeprune.runtime.bench.costs`; the figure is computed twice, for the layers stored
 dense (``macs_dense``, ``words_read_dense``, ``bytes_dense_fp32``) and as CSR
 (``macs_effective``, ``words_read_csr``, ``bytes_csr``).
 
@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import EdgepruneError
+from ..errors import EdgepruneError
 
 __all__ = [
     "HOROWITZ_SOURCE",

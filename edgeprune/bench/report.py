@@ -1,9 +1,10 @@
-"""Benchmark results: their JSON layout, derived comparisons and the Markdown report (stdlib).
+"""Benchmark results: their JSON layout and the Markdown report (stdlib; the comparisons are
+derived by :func:`edgeprune.runtime.bench.harness.add_comparisons`).
 
-Results layout (``schema_version`` 1; every number is a JSON number, absent values ``null``)::
+Results layout (``schema_version`` 2; every number is a JSON number, absent values ``null``)::
 
     {
-      "schema_version": 1,
+      "schema_version": 2,
       "environment": {created, python, implementation, platform, machine, cpu_count,
                       cpu_model?, board?, soc?, libraries: {name: version|null},
                       timer: {function, resolution_s}, blas: {threads, libraries, note?}},
@@ -16,8 +17,9 @@ Results layout (``schema_version`` 1; every number is a JSON number, absent valu
                               file: {bytes_on_disk, gzip_bytes}},
                      energy: {profile, per_inference, dense: {...}, csr: {...},
                               csr_over_dense, note} | null}],
-      "latency": [{artifact, backend, batch, runs, p50_us, p90_us, p99_us, mean_us, std_us,
-                   throughput_sps, kernels?: [str], board_energy_uj_per_sample?}],
+      "latency": [{artifact, backend, batch, runs, p10_us, p50_us, p90_us, p99_us, mean_us,
+                   std_us, throughput_sps, cv, unstable, kernels?: [str],
+                   board_energy_uj_per_sample?}],
       "comparisons": {"vs_onnxruntime": [{artifact, backend, batch, reference_artifact,
                                           same_directory, p50_ratio}],
                       "auto_vs_forced": [{artifact, batch, auto_p50_us, best_forced,
@@ -25,34 +27,37 @@ Results layout (``schema_version`` 1; every number is a JSON number, absent valu
       "skipped": [{backend, reason, artifact?}]
     }
 
-Per-layer and total static figures are those of :mod:`edgeprune.runtime.costs`; the energy
-variants those of :mod:`edgeprune.runtime.energy`. ``p50_ratio`` < 1 means edgeprune is faster
-than ONNX Runtime on the reference artifact at the same batch size.
+Per-layer and total static figures are those of :mod:`edgeprune.runtime.bench.costs` (per-layer
+rows numbered by ``layer``, 1-based, as in ``edgeprune info``); the energy variants those of
+:mod:`edgeprune.runtime.bench.energy`. ``p50_ratio`` < 1 means edgeprune is faster than ONNX
+Runtime on the reference artifact at the same batch size. ``unstable`` flags a measurement whose
+``cv`` (std / mean) or p99 / p50 exceeds :data:`~edgeprune.runtime.bench.harness.UNSTABLE_CV` /
+:data:`~edgeprune.runtime.bench.harness.UNSTABLE_TAIL`. Version 2 added ``p10_us``, ``cv`` and
+``unstable`` and renamed the per-layer ``index`` to ``layer``.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from edgeprune.runtime.bench.harness import UNSTABLE_CV, UNSTABLE_TAIL
 
 __all__ = [
     "LATENCY_KEYS",
     "TOP_LEVEL_KEYS",
-    "add_comparisons",
     "artifact_labels",
     "to_json",
     "to_markdown",
-    "write_text",
+    "unstable_note",
 ]
 
 TOP_LEVEL_KEYS = ("schema_version", "environment", "settings", "energy_profile",
                   "kernel_profile", "artifacts", "latency", "comparisons", "skipped")
-LATENCY_KEYS = ("artifact", "backend", "batch", "runs", "p50_us", "p90_us", "p99_us",
-                "mean_us", "std_us", "throughput_sps")
+LATENCY_KEYS = ("artifact", "backend", "batch", "runs", "p10_us", "p50_us", "p90_us", "p99_us",
+                "mean_us", "std_us", "throughput_sps", "cv", "unstable")
 
 
 def artifact_labels(results: dict[str, Any]) -> dict[str, str]:
@@ -68,34 +73,10 @@ def artifact_labels(results: dict[str, Any]) -> dict[str, str]:
     return {p: "/".join(v[-depth:]) for p, v in parts.items()}
 
 
-def add_comparisons(results: dict[str, Any]) -> None:
-    """Fill ``results["comparisons"]`` from the latency rows (see the module docstring)."""
-    rows = results["latency"]
-    ours = [r for r in rows if r["backend"].startswith("edgeprune")]
-    ort = [r for r in rows if r["backend"] == "onnxruntime"]
-    vs_ort = [
-        {"artifact": r["artifact"], "backend": r["backend"], "batch": r["batch"],
-         "reference_artifact": ref["artifact"],
-         "same_directory": Path(ref["artifact"]).parent == Path(r["artifact"]).parent,
-         "p50_ratio": r["p50_us"] / ref["p50_us"]}
-        for r in ours for ref in ort if ref["batch"] == r["batch"] and ref["p50_us"] > 0
-    ]
-    by_key = {(r["artifact"], r["backend"], r["batch"]): r for r in ours}
-    auto_rows = []
-    for (artifact, backend, batch), row in by_key.items():
-        if backend != "edgeprune-auto":
-            continue
-        forced = [by_key.get((artifact, f"edgeprune-{k}", batch)) for k in ("csr", "dense")]
-        forced = [f for f in forced if f is not None]
-        if not forced:
-            continue
-        best = min(forced, key=lambda f: f["p50_us"])
-        ratio = row["p50_us"] / best["p50_us"] if best["p50_us"] > 0 else math.inf
-        auto_rows.append({"artifact": artifact, "batch": batch, "auto_p50_us": row["p50_us"],
-                          "best_forced": best["backend"].removeprefix("edgeprune-"),
-                          "best_forced_p50_us": best["p50_us"], "ratio": ratio,
-                          "within_10pct": ratio <= 1.10})
-    results["comparisons"] = {"vs_onnxruntime": vs_ort, "auto_vs_forced": auto_rows}
+def unstable_note() -> str:
+    """One line on what an ``unstable`` measurement means, with the thresholds."""
+    return (f"unstable = std/mean > {UNSTABLE_CV} or p99/p50 > {UNSTABLE_TAIL}: the machine "
+            "was busy or the run too short; re-run with more --runs / --min-time")
 
 
 def _fmt(value: Any, digits: int = 1) -> str:
@@ -132,7 +113,7 @@ def _static_section(artifact: dict[str, Any]) -> list[str]:
     lines += [""]
     header = ["layer", "shape", "act", "nnz / dense", "MACs dense", "MACs eff.",
               "bytes fp32", "bytes CSR", "words dense", "words CSR"]
-    rows = [[str(r["index"]), f"{r['shape'][0]}x{r['shape'][1]}", r["activation"],
+    rows = [[str(r["layer"]), f"{r['shape'][0]}x{r['shape'][1]}", r["activation"],
              f"{r['params_nnz']:,} / {r['params_dense']:,}", r["macs_dense"],
              r["macs_effective"], r["bytes_dense_fp32"], r["bytes_csr"],
              r["words_read_dense"], r["words_read_csr"]] for r in static["layers"]]
@@ -183,12 +164,15 @@ def to_markdown(results: dict[str, Any]) -> str:
         lines += _static_section(artifact)
     name = artifact_labels(results)
     lines += ["## Latency (µs per call)", ""]
-    header = ["artifact", "backend", "batch", "runs", "p50", "p90", "p99", "mean", "std",
-              "samples/s", "kernels"]
-    rows = [[name[r["artifact"]], r["backend"], r["batch"], r["runs"], r["p50_us"],
+    header = ["artifact", "backend", "batch", "runs", "p10", "p50", "p90", "p99", "mean", "std",
+              "samples/s", "kernels", "stable"]
+    rows = [[name[r["artifact"]], r["backend"], r["batch"], r["runs"], r["p10_us"], r["p50_us"],
              r["p90_us"], r["p99_us"], r["mean_us"], r["std_us"], r["throughput_sps"],
-             ",".join(r.get("kernels", [])) or "–"] for r in results["latency"]]
+             ",".join(r.get("kernels", [])) or "–", "**unstable**" if r["unstable"] else "yes"]
+            for r in results["latency"]]
     lines += _table(header, rows) if rows else ["(nothing measured)", ""]
+    if any(r["unstable"] for r in results["latency"]):
+        lines += [f"**Note:** {unstable_note()}.", ""]
     comp = results.get("comparisons", {})
     if comp.get("vs_onnxruntime"):
         lines += ["## edgeprune vs ONNX Runtime (p50 ratio, < 1: edgeprune faster)", ""]
@@ -210,21 +194,6 @@ def to_markdown(results: dict[str, Any]) -> str:
                   + f": {s['reason']}" for s in results["skipped"]]
         lines.append("")
     return "\n".join(lines)
-
-
-def write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` atomically (temp file in the same directory + ``os.replace``)."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
 
 
 def to_json(results: dict[str, Any]) -> str:

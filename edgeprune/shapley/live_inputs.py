@@ -18,7 +18,7 @@ from edgeprune.shapley.game import DTYPE, LinkGame
 
 
 @dataclass
-class CompactInputs:
+class LiveInputs:
     """Each sample's non-dummy inputs, ``players`` (N, k_max) padded with ``n``, their reference
     offsets ``delta`` (N, k_max, 0 at pads), and how many there are, ``counts`` (N,).
 
@@ -34,7 +34,7 @@ class CompactInputs:
     counts: torch.Tensor
 
     @classmethod
-    def of(cls, game: LinkGame) -> CompactInputs:
+    def of(cls, game: LinkGame) -> LiveInputs:
         n = game.n_players
         active = game.delta != 0
         counts = active.sum(dim=1)
@@ -52,7 +52,7 @@ class CompactInputs:
         return int(self.players.shape[1])
 
     def orders(self, perm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each sample's compact positions in the order of ``perm`` (pads last, in place) and the
+        """Each sample's live positions in the order of ``perm`` (pads last, in place) and the
         inverse permutation, both (N, k_max). Cut to a width ``w >= count``, a row of either is
         still a permutation of ``0..w-1``, and the two are still inverses."""
         n = perm.numel()

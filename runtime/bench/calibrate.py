@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from .bench import blas_threads, environment, percentiles, time_calls
-from .bundle import LayerArrays
-from .kernel_profile import KernelProfile, save_kernel_profile
-from .kernels import LayerOps
+from ..bundle import LayerArrays
+from ..kernel_profile import KernelProfile, save_kernel_profile
+from ..kernels import LayerOps
+from .harness import blas_threads, environment, percentiles, time_calls
 
 __all__ = [
     "DEFAULT_BATCHES",

@@ -1,9 +1,9 @@
-"""The exporters' error type and the checks every exporter shares (numpy only).
+"""The export contract: the error type and the checks every exporter follows (numpy only).
 
 Both :mod:`edgeprune.exporters.onnx` and :mod:`edgeprune.exporters.tflite` follow the same
 contract, implemented here once:
 
-* :func:`check_network` validates the :class:`~edgeprune.compact_types.CompactNetwork` and
+* :func:`check_network` validates the :class:`~edgeprune.compacted.CompactNetwork` and
   raises a one-line :class:`ExportError` naming the layer, the activation and the format for
   anything the format cannot express, *before* anything is written;
 * :func:`export_metadata` builds the provenance strings stored in the artifact;
@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeprune.compact_types import CompactNetwork
-from edgeprune.errors import EdgepruneError
+from edgeprune.compacted import CompactNetwork
+from edgeprune.errors import EdgepruneError, first_line
 from edgeprune.fileio import write_bytes_atomic
 
 PARITY_TOLERANCE = 1e-5
@@ -46,12 +46,6 @@ __all__ = [
 
 class ExportError(EdgepruneError):
     """A one-line, user-facing reason why a network cannot be exported (nothing was written)."""
-
-
-def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message (runtimes raise long multi-line messages)."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def check_network(net: CompactNetwork, fmt: str, activations: Collection[str]) -> None:

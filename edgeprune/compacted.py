@@ -1,6 +1,6 @@
 """The compacted network: what is left after pruning, with dead units physically removed.
 
-numpy-only; produced by :func:`edgeprune.prune.cascade.compact` and consumed by the exporters.
+numpy-only; produced by :func:`edgeprune.prune.compact_network` and consumed by the exporters.
 """
 
 from __future__ import annotations

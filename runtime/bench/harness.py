@@ -1,7 +1,8 @@
 """Latency benchmark library (numpy + stdlib): timing, statistics, environment, the bench loop.
 
 A board with only numpy/scipy benches a bundle with :func:`run_benchmark` and the
-:class:`RuntimeBackend` s; ``edgeprune.bench_backends`` adds ONNX Runtime, LiteRT and torch as
+:class:`RuntimeBackend` s; the host side, :mod:`edgeprune.bench.backends`, adds ONNX Runtime,
+LiteRT and torch as
 objects with the same interface (:class:`Backend`), and ``edgeprune bench`` is the CLI.
 
 Timing: ``warmup`` untimed calls, then timed calls (``time.perf_counter_ns`` around each call)
@@ -9,13 +10,14 @@ until *both* ``runs`` calls were timed and ``min_time`` seconds have passed (``m
 given, stops earlier). Statistics in microseconds: p50/p90/p99 by ``numpy.percentile`` with
 ``method="linear"``, mean, sample standard deviation (``ddof=1``; 0 for a single run) and
 throughput = batch / mean latency (samples per second). The results layout is documented in
-:mod:`edgeprune.runtime.bench_report`.
+:mod:`edgeprune.bench.report`.
 """
 
 from __future__ import annotations
 
 import ctypes
 import datetime as _dt
+import math
 import os
 import platform
 import re
@@ -30,10 +32,17 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from edgeprune.runtime.errors import first_line
+
 from .costs import LayerShape, bundle_layer_shapes, static_figures
 from .energy import PROXY_NOTE, EnergyProfile, energy_proxy, load_energy_profile
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: A measurement is flagged ``unstable`` when its coefficient of variation (std / mean) or its
+#: tail ratio (p99 / p50) exceeds these: the numbers then say more about the machine's load
+#: than about the model (re-run with more --runs / --min-time, or on a quieter machine).
+UNSTABLE_CV = 1.0
+UNSTABLE_TAIL = 5.0
 FORMATS = {".npz": "npz", ".onnx": "onnx", ".tflite": "tflite", ".pt": "pt", ".pth": "pt"}
 LIBRARIES = ("numpy", "scipy", "onnxruntime", "ai-edge-litert", "tflite-runtime", "torch",
              "edgeprune")
@@ -41,9 +50,12 @@ LIBRARIES = ("numpy", "scipy", "onnxruntime", "ai-edge-litert", "tflite-runtime"
 __all__ = [
     "FORMATS",
     "SCHEMA_VERSION",
+    "UNSTABLE_CV",
+    "UNSTABLE_TAIL",
     "Backend",
     "LoadedModel",
     "RuntimeBackend",
+    "add_comparisons",
     "artifact_format",
     "blas_threads",
     "discover_artifacts",
@@ -66,19 +78,27 @@ def percentiles(
     return [float(v) for v in np.percentile(arr, qs, method="linear")]
 
 
-def latency_stats(samples_ns: Sequence[int] | np.ndarray, batch: int) -> dict[str, float | int]:
-    """``runs``, ``p50_us``, ``p90_us``, ``p99_us``, ``mean_us``, ``std_us``, ``throughput_sps``."""
+def latency_stats(samples_ns: Sequence[int] | np.ndarray,
+                  batch: int) -> dict[str, float | int | bool]:
+    """``runs``, ``p10_us``, ``p50_us``, ``p90_us``, ``p99_us``, ``mean_us``, ``std_us``,
+    ``throughput_sps``, ``cv`` (std / mean) and ``unstable`` (``cv`` > :data:`UNSTABLE_CV` or
+    p99 / p50 > :data:`UNSTABLE_TAIL`)."""
     us = np.asarray(samples_ns, dtype=np.float64) / 1e3
-    p50, p90, p99 = percentiles(us)
+    p10, p50, p90, p99 = percentiles(us, (10, 50, 90, 99))
     mean = float(us.mean())
+    std = float(us.std(ddof=1)) if us.size > 1 else 0.0
+    cv = std / mean if mean > 0 else 0.0
     return {
         "runs": int(us.size),
+        "p10_us": p10,
         "p50_us": p50,
         "p90_us": p90,
         "p99_us": p99,
         "mean_us": mean,
-        "std_us": float(us.std(ddof=1)) if us.size > 1 else 0.0,
+        "std_us": std,
         "throughput_sps": batch / (mean * 1e-6) if mean > 0 else float("inf"),
+        "cv": cv,
+        "unstable": bool(cv > UNSTABLE_CV or (p50 > 0 and p99 / p50 > UNSTABLE_TAIL)),
     }
 
 
@@ -275,7 +295,7 @@ class RuntimeBackend:
         return True, ""
 
     def load(self, path: Path, threads: int) -> LoadedModel:
-        from .model import load
+        from ..model import load
 
         model = load(path, kernel=self.kernel, profile=self.kernel_profile)
         info = {"kernel_rule": model.kernel_rule}
@@ -284,10 +304,10 @@ class RuntimeBackend:
 
 # -- the bench loop ---------------------------------------------------------------------------
 def npz_layers(path: Path, fmt: str) -> tuple[list[LayerShape] | None, str]:
-    """Layer shapes of a bundle; other formats: ``(None, note)`` (see edgeprune.benchmark)."""
+    """Layer shapes of a bundle; other formats: ``(None, note)`` (see edgeprune.bench.runner)."""
     if fmt != "npz":
         return None, f"layer figures for .{fmt} need the full install (edgeprune bench)"
-    from .bundle import read_bundle
+    from ..bundle import read_bundle
 
     return bundle_layer_shapes(read_bundle(path)), ""
 
@@ -299,7 +319,7 @@ def _artifact_entry(path: Path, fmt: str, layer_source: Callable, profile: Energ
     except Exception as err:  # noqa: BLE001 - static figures are best effort for foreign formats
         if fmt == "npz":
             raise
-        layers, note = None, f"layer figures unavailable: {str(err).splitlines()[0]}"
+        layers, note = None, f"layer figures unavailable: {first_line(err)}"
     if note:
         notes.append(note)
     static = static_figures(layers, path)
@@ -328,10 +348,8 @@ def run_benchmark(
 
     Each backend runs the artifacts of its ``formats``; an unavailable backend, or one that
     cannot load or run an artifact, becomes a ``skipped`` entry with a one-line reason.
-    Returns the results dict (layout in :mod:`edgeprune.runtime.bench_report`).
+    Returns the results dict (layout in :mod:`edgeprune.bench.report`).
     """
-    from .bench_report import add_comparisons
-
     profile = load_energy_profile(energy_profile)
     say = progress or (lambda _msg: None)
     results: dict[str, Any] = {
@@ -370,9 +388,8 @@ def _bench_one(results: dict, backend: Backend, path: Path, batches: Sequence[in
     try:
         loaded = backend.load(path, threads)
     except Exception as err:  # noqa: BLE001 - a backend failing to load is reported, not fatal
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         results["skipped"].append({"backend": backend.name, "artifact": str(path),
-                                   "reason": f"cannot load: {reason}"})
+                                   "reason": f"cannot load: {first_line(err)}"})
         return
     try:
         _measure(results, backend.name, loaded, path, batches, rng, profile, say, timing)
@@ -390,9 +407,8 @@ def _measure(results: dict, name: str, loaded: LoadedModel, path: Path, batches:
         try:
             samples = time_calls(loaded.run, x, **timing)
         except Exception as err:  # noqa: BLE001
-            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             results["skipped"].append({"backend": name, "artifact": str(path),
-                                       "reason": f"failed at batch {batch}: {reason}"})
+                                       "reason": f"failed at batch {batch}: {first_line(err)}"})
             continue
         row: dict[str, Any] = {"artifact": str(path), "backend": name, "batch": batch,
                                **latency_stats(samples, batch)}
@@ -401,3 +417,33 @@ def _measure(results: dict, name: str, loaded: LoadedModel, path: Path, batches:
         if profile.load_w is not None:
             row["board_energy_uj_per_sample"] = profile.load_w * row["p50_us"] / batch
         results["latency"].append(row)
+
+
+def add_comparisons(results: dict[str, Any]) -> None:
+    """Fill ``results["comparisons"]`` from the latency rows (see the module docstring)."""
+    rows = results["latency"]
+    ours = [r for r in rows if r["backend"].startswith("edgeprune")]
+    ort = [r for r in rows if r["backend"] == "onnxruntime"]
+    vs_ort = [
+        {"artifact": r["artifact"], "backend": r["backend"], "batch": r["batch"],
+         "reference_artifact": ref["artifact"],
+         "same_directory": Path(ref["artifact"]).parent == Path(r["artifact"]).parent,
+         "p50_ratio": r["p50_us"] / ref["p50_us"]}
+        for r in ours for ref in ort if ref["batch"] == r["batch"] and ref["p50_us"] > 0
+    ]
+    by_key = {(r["artifact"], r["backend"], r["batch"]): r for r in ours}
+    auto_rows = []
+    for (artifact, backend, batch), row in by_key.items():
+        if backend != "edgeprune-auto":
+            continue
+        forced = [by_key.get((artifact, f"edgeprune-{k}", batch)) for k in ("csr", "dense")]
+        forced = [f for f in forced if f is not None]
+        if not forced:
+            continue
+        best = min(forced, key=lambda f: f["p50_us"])
+        ratio = row["p50_us"] / best["p50_us"] if best["p50_us"] > 0 else math.inf
+        auto_rows.append({"artifact": artifact, "batch": batch, "auto_p50_us": row["p50_us"],
+                          "best_forced": best["backend"].removeprefix("edgeprune-"),
+                          "best_forced_p50_us": best["p50_us"], "ratio": ratio,
+                          "within_10pct": ratio <= 1.10})
+    results["comparisons"] = {"vs_onnxruntime": vs_ort, "auto_vs_forced": auto_rows}

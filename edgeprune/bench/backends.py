@@ -6,24 +6,26 @@ install) and ``load(path, threads) -> LoadedModel`` (``run(x)`` on a ``(batch, i
 float32 array). Threads: ONNX Runtime intra/inter-op threads, LiteRT ``num_threads`` and
 ``torch.set_num_threads`` are set for that backend only (torch's previous value is restored
 when its measurements end). The numpy/scipy runtime backends (``edgeprune-auto|csr|dense``)
-live in :mod:`edgeprune.runtime.bench`, so a board with the base install can bench bundles.
+live in :mod:`edgeprune.runtime.bench.harness`, so a board with the base install can bench bundles.
 
-This module also reads the layer figures of ``.onnx``, ``.tflite`` and ``.pt`` artifacts for
-the static table (:func:`layer_source`), with the same optional packages.
+The layer figures of ``.onnx``, ``.tflite`` and ``.pt`` artifacts for the static table come
+from :func:`edgeprune.inspector.layer_source`.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
-from collections.abc import Sequence
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgeprune.runtime.bench import LoadedModel, RuntimeBackend, npz_layers
-from edgeprune.runtime.costs import LayerShape, shapes_from_weights
+from edgeprune.runtime.bench.harness import LoadedModel, RuntimeBackend
 
 BACKEND_NAMES = ("edgeprune", "onnxruntime", "litert", "torch")
 EDGEPRUNE_KERNELS = ("auto", "csr", "dense")
@@ -33,14 +35,8 @@ __all__ = [
     "LiteRTBackend",
     "OnnxRuntimeBackend",
     "TorchBackend",
-    "layer_source",
     "resolve_backends",
 ]
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _importable(module: str) -> bool:
@@ -83,6 +79,28 @@ class OnnxRuntimeBackend:
         return LoadedModel(run, width, info={"providers": session.get_providers()})
 
 
+@contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """Silence file descriptor 2 for a block: LiteRT's C++ side prints "INFO: Created
+    TensorFlow Lite XNNPACK delegate for CPU." when the default delegate is applied (at the
+    first ``allocate_tensors``). TF_CPP_MIN_LOG_LEVEL does not reach that logger (measured with
+    ai-edge-litert), so the descriptor itself is redirected to /dev/null around the call."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real stderr (embedded interpreters): nothing to silence
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def _litert_interpreter() -> tuple[Any, str] | None:
     for module, label in (("ai_edge_litert.interpreter", "ai-edge-litert"),
                           ("tflite_runtime.interpreter", "tflite-runtime")):
@@ -107,7 +125,9 @@ class LiteRTBackend:
     def load(self, path: Path, threads: int) -> LoadedModel:
         found = _litert_interpreter()
         assert found is not None
-        interpreter = found[0](model_path=str(path), num_threads=threads)
+        with _quiet_native_stderr():
+            interpreter = found[0](model_path=str(path), num_threads=threads)
+            interpreter.allocate_tensors()
         inp = interpreter.get_input_details()[0]
         out_index = interpreter.get_output_details()[0]["index"]
         in_index = inp["index"]
@@ -116,7 +136,8 @@ class LiteRTBackend:
         def run(x: np.ndarray) -> Any:
             if current[0] != x.shape:  # once per batch size, during warm-up
                 interpreter.resize_tensor_input(in_index, list(x.shape), strict=False)
-                interpreter.allocate_tensors()
+                with _quiet_native_stderr():
+                    interpreter.allocate_tensors()
                 current[0] = x.shape
             interpreter.set_tensor(in_index, x)
             interpreter.invoke()
@@ -196,64 +217,3 @@ def resolve_backends(spec: str | Sequence[str], kernel_profile: Any = None) -> l
     for backend in out:
         seen.setdefault(backend.name, backend)
     return list(seen.values())
-
-
-# -- layer figures of foreign formats ---------------------------------------------------------
-def _onnx_layers(path: Path) -> list[LayerShape]:
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load(str(path))
-    graph = model.graph
-    consts: dict[str, Any] = {init.name: init for init in graph.initializer}
-    for node in graph.node:
-        if node.op_type == "Constant" and node.output:
-            for attr in node.attribute:
-                if attr.name in ("value", "sparse_value"):
-                    consts[node.output[0]] = attr.t if attr.name == "value" else attr.sparse_tensor
-    shapes = []
-    for node in graph.node:
-        if node.op_type not in ("Gemm", "MatMul") or len(node.input) < 2:
-            continue
-        tensor = consts.get(node.input[1])
-        if tensor is None:
-            continue
-        trans_b = any(a.name == "transB" and a.i for a in node.attribute)
-        if hasattr(tensor, "values"):  # SparseTensorProto: dims + stored non-zeros
-            dims = list(tensor.dims)
-            nnz = int(np.count_nonzero(numpy_helper.to_array(tensor.values)))
-            if len(dims) != 2:
-                continue
-            rows, cols = (dims[0], dims[1]) if trans_b else (dims[1], dims[0])
-            shapes.append(LayerShape(rows, cols, nnz, "unknown"))
-            continue
-        weight = numpy_helper.to_array(tensor)
-        if weight.ndim != 2:
-            continue
-        shapes += shapes_from_weights([weight if trans_b else weight.T])
-    if not shapes:
-        raise ValueError("no Gemm/MatMul with a constant 2-D weight found")
-    return shapes
-
-
-def _pt_layers(path: Path) -> list[LayerShape]:
-    from edgeprune.checkpoint import load_network
-
-    net = load_network(path)
-    return shapes_from_weights([layer.masked_weight for layer in net.layers],
-                               [layer.activation for layer in net.layers])
-
-
-def layer_source(path: Path, fmt: str) -> tuple[list[LayerShape] | None, str]:
-    """Layer shapes of any artifact for the static table, or ``(None, note)``."""
-    if fmt == "npz":
-        return npz_layers(path, fmt)
-    if fmt == "onnx":
-        if importlib.util.find_spec("onnx") is None:
-            return None, "layer figures of .onnx need the onnx package (pip install onnx)"
-        return _onnx_layers(path), ""
-    if fmt == "pt":
-        if importlib.util.find_spec("torch") is None:
-            return None, "layer figures of .pt need torch (pip install 'edgeprune[torch]')"
-        return _pt_layers(path), ""
-    return None, f"layer figures are not read from .{fmt} files (file sizes only)"

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeprune import __version__
-from edgeprune.compact_types import CompactNetwork
+from edgeprune.compacted import CompactNetwork
 from edgeprune.errors import first_line
 from edgeprune.network import ModelError, Network
 from edgeprune.output_dir import check_output_dir, staged_output_dir
@@ -165,7 +165,7 @@ def export_pruned(source: str | os.PathLike, outdir: str | os.PathLike, *,
     Verification inputs come from ``data_spec``, else from the data recorded by ``compress``."""
     from edgeprune.checkpoint import load_network
     from edgeprune.data import load_dataset
-    from edgeprune.prune import compact
+    from edgeprune.prune import compact_network
 
     chosen, notes = parse_formats(formats)
     check_output_dir(outdir, "export", inputs=[source])  # before any work
@@ -180,7 +180,7 @@ def export_pruned(source: str | os.PathLike, outdir: str | os.PathLike, *,
         raise ModelError(f"data {spec!r} has {ds.dim} features but the model reads "
                          f"{net.in_dim}; pass --data with {net.in_dim}-feature samples")
     with staged_output_dir(outdir, "export", inputs=[source]) as staging:
-        written = write_artifacts(net, compact(net), ds.x_test, staging, chosen, options)
+        written = write_artifacts(net, compact_network(net), ds.x_test, staging, chosen, options)
     for art in written.values():  # where each file lives now that the directory is published
         art["path"] = str(Path(outdir) / Path(art["path"]).name)
     return {"written": written, "notes": notes, "data": spec}

@@ -112,7 +112,7 @@ def static_figures(
     if layers is not None:
         rows = [layer_figures(layer) for layer in layers]
         for k, row in enumerate(rows, start=1):
-            row["index"] = k
+            row["layer"] = k
         total = {key: sum(int(row[key]) for row in rows) for key in _SUMMED}
         dense = total["params_dense"]
         total["layers"] = len(rows)

@@ -13,10 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeprune.bench_backends import layer_source, resolve_backends
-from edgeprune.runtime.bench import discover_artifacts, run_benchmark
-from edgeprune.runtime.bench_report import artifact_labels, to_json, to_markdown, write_text
-from edgeprune.runtime.energy import load_energy_profile
+from edgeprune.bench.backends import resolve_backends
+from edgeprune.bench.plot import write_plot
+from edgeprune.bench.report import artifact_labels, to_json, to_markdown, unstable_note
+from edgeprune.fileio import write_text_atomic
+from edgeprune.inspector import layer_source
+from edgeprune.runtime.bench.energy import load_energy_profile
+from edgeprune.runtime.bench.harness import discover_artifacts, run_benchmark
 from edgeprune.runtime.kernel_profile import default_profile_path, load_kernel_profile
 
 __all__ = [
@@ -121,9 +124,9 @@ def write_outputs(results: dict[str, Any], json_path: str | None = None,
     """Write the requested files; returns (paths written, one-line notes such as no matplotlib)."""
     written, notes = [], []
     if json_path:
-        written.append(str(write_text(json_path, to_json(results))))
+        written.append(str(write_text_atomic(json_path, to_json(results))))
     if md_path:
-        written.append(str(write_text(md_path, to_markdown(results))))
+        written.append(str(write_text_atomic(md_path, to_markdown(results))))
     if plot_path:
         note = write_plot(results, plot_path)
         if note:
@@ -133,15 +136,36 @@ def write_outputs(results: dict[str, Any], json_path: str | None = None,
     return written, notes
 
 
+def _static_lines(results: dict[str, Any], name: dict[str, str], width: int) -> list[str]:
+    """Per artifact: MACs per sample, weight bytes (CSR), file bytes and the energy proxy."""
+    lines = [f"{'artifact':<{width}} {'format':<6} {'MACs/sample':>12} {'bytes CSR':>12} "
+             f"{'bytes file':>12} {'energy nJ':>10}"]
+    for a in results["artifacts"]:
+        total, energy = a["static"].get("total"), a.get("energy")
+        macs = f"{total['macs_effective']:,}" if total else "–"
+        csr = f"{total['bytes_csr']:,}" if total else "–"
+        nj = f"{energy['csr']['total_pj'] / 1e3:,.1f}" if energy else "–"
+        on_disk = a["static"]["file"]["bytes_on_disk"]
+        lines.append(f"{name[a['path']]:<{width}} {a['format']:<6} {macs:>12} {csr:>12} "
+                     f"{on_disk:>12,} {nj:>10}")
+    return lines
+
+
 def summary_lines(results: dict[str, Any]) -> str:
-    """A short plain-text latency table plus the skipped backends, for the terminal."""
+    """For the terminal: per artifact its MACs, bytes and energy proxy; per (artifact, backend,
+    batch) p50/p99 and throughput, unstable measurements marked; the skipped backends."""
     name = artifact_labels(results)
     width = max([24, *(len(v) for v in name.values())])
-    lines = [f"{'artifact':<{width}} {'backend':<16} {'batch':>5} {'p50 µs':>10} {'p99 µs':>10} "
-             f"{'samples/s':>12}"]
+    lines = _static_lines(results, name, width)
+    lines.append("")
+    lines.append(f"{'artifact':<{width}} {'backend':<16} {'batch':>5} {'p50 µs':>10} "
+                 f"{'p99 µs':>10} {'samples/s':>12}")
     for r in results["latency"]:
         lines.append(f"{name[r['artifact']]:<{width}} {r['backend']:<16} {r['batch']:>5} "
-                     f"{r['p50_us']:>10.1f} {r['p99_us']:>10.1f} {r['throughput_sps']:>12.0f}")
+                     f"{r['p50_us']:>10.1f} {r['p99_us']:>10.1f} {r['throughput_sps']:>12.0f}"
+                     + ("  UNSTABLE" if r["unstable"] else ""))
+    if any(r["unstable"] for r in results["latency"]):
+        lines.append(unstable_note())
     # edgeprune-auto against ONNX Runtime on the same directory's model (the pruned one) and on
     # ONNX files that stand alone (e.g. the unpruned model given for reference)
     with_npz = {Path(a["path"]).parent for a in results["artifacts"] if a["format"] == "npz"}
@@ -154,7 +178,8 @@ def summary_lines(results: dict[str, Any]) -> str:
     for s in results["skipped"]:
         where = f" ({name.get(s['artifact'], s['artifact'])})" if s.get("artifact") else ""
         lines.append(f"skipped {s['backend']}{where}: {s['reason']}")
-    lines.append("energy figures are a proxy, not a measurement (see --md/--json for details)")
+    lines.append("energy nJ: the proxy per inference for the CSR layers, not a measurement "
+                 "(dense variant, coefficients and words read in --md/--json)")
     return "\n".join(lines)
 
 
@@ -169,8 +194,8 @@ def calibrate_device(
     Uses the layer shapes of the ``.npz`` bundles among ``artifacts`` (else the standard grid)
     and the batch sizes of the calibration grid plus ``options.batches``.
     """
+    from edgeprune.runtime.bench.calibrate import DEFAULT_BATCHES, calibrate_and_save
     from edgeprune.runtime.bundle import read_bundle
-    from edgeprune.runtime.calibrate import DEFAULT_BATCHES, calibrate_and_save
 
     shapes = []
     if artifacts:
@@ -181,41 +206,3 @@ def calibrate_device(
     _, target = calibrate_and_save(profile_out, shapes=shapes or None, batches=batches,
                                    threads=options.threads, progress=progress)
     return target
-
-
-def write_plot(results: dict[str, Any], path: str | os.PathLike[str]) -> str | None:
-    """p50 latency vs batch size per (artifact, backend), log-log PNG. None, or a note why not."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return "no plot: matplotlib is not installed (pip install 'edgeprune[bench]')"
-    name = artifact_labels(results)
-    series: dict[tuple[str, str], list[tuple[int, float]]] = {}
-    for row in results["latency"]:
-        series.setdefault((name[row["artifact"]], row["backend"]), []).append(
-            (row["batch"], row["p50_us"]))
-    if not series:
-        return "no plot: nothing was measured"
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for (artifact, backend), points in sorted(series.items()):
-        points.sort()
-        ax.plot([b for b, _ in points], [t for _, t in points], marker="o",
-                label=f"{artifact} · {backend}")
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("batch size")
-    ax.set_ylabel("p50 latency per call (µs)")
-    env = results["environment"]
-    ax.set_title(f"edgeprune bench — {env.get('cpu_model') or env.get('machine')}, "
-                 f"{results['settings']['threads']} thread(s)", fontsize=9)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(target, dpi=120)
-    plt.close(fig)
-    return None
