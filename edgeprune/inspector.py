@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeprune.errors import EdgepruneError
 from edgeprune.exporters.onnx import ONNX_ACTIVATIONS
 from edgeprune.exporters.tflite import TFLITE_ACTIVATIONS
 from edgeprune.network import ModelError
@@ -224,7 +225,7 @@ def layer_source(path: Path, fmt: str) -> tuple[list[LayerShape] | None, str]:
     shapes = [LayerShape(row["shape"][0], row["shape"][1], row["nnz"], row["activation"])
               for row in desc["layers"] if row.get("storage") != "computed"]
     if not shapes:
-        raise ValueError("no layer with a constant 2-D weight found")
+        raise EdgepruneError("no layer with a constant 2-D weight found")
     return shapes, ""
 
 

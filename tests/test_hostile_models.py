@@ -97,6 +97,8 @@ COMMANDS = {
     "compress": lambda m, d, o: ["compress", m, "--data", d, "-m", "0.8", "-q", "-o", o],
     "explain": lambda m, d, o: ["explain", m, "--data", d, "-q", "-o", o],
     "export": lambda m, d, o: ["export", m, "--data", d, "-o", o],
+    "bench": lambda m, d, o: ["bench", m, "--runs", "1", "--warmup", "0", "--min-time", "0",
+                              "-q", "--json", o + ".json"],
 }
 
 

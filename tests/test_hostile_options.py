@@ -110,3 +110,14 @@ def test_an_internal_bug_is_reported_as_one_not_as_a_user_error():
     text = result.output.strip()
     assert result.exit_code == 1 and len(text.splitlines()) == 1
     assert text.startswith("Error: unexpected ValueError: index mix-up") and "report" in text
+
+
+def test_bench_refuses_a_batch_beyond_the_memory_bound_before_allocating(tmp_path, small_model,
+                                                                         npy_data):
+    out = tmp_path / "c"
+    assert CliRunner().invoke(main, ["compress", str(small_model), "--data", npy_data, "-m",
+                                     "0.8", "--method", "magnitude", "--export", "npz", "-q",
+                                     "-o", str(out)]).exit_code == 0
+    _refused(CliRunner().invoke(main, ["bench", str(out / "model.npz"), "--batch",
+                                       str(10**12), "--backends", "edgeprune", "-q"]),
+             "--batch 1000000000000", "or less")

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeprune.errors import EdgepruneError
 from edgeprune.runtime.bench.harness import LoadedModel, RuntimeBackend
 
 BACKEND_NAMES = ("edgeprune", "onnxruntime", "litert", "torch")
@@ -70,7 +71,7 @@ class OnnxRuntimeBackend:
         inp = session.get_inputs()[0]
         width = inp.shape[-1] if inp.shape else None
         if not isinstance(width, int):
-            raise ValueError(f"input {inp.name!r} has no fixed feature width ({inp.shape})")
+            raise EdgepruneError(f"input {inp.name!r} has no fixed feature width ({inp.shape})")
         feeds_name, outputs = inp.name, [session.get_outputs()[0].name]
 
         def run(x: np.ndarray) -> Any:
@@ -196,10 +197,10 @@ def resolve_backends(spec: str | Sequence[str], kernel_profile: Any = None) -> l
     names = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec)]
     names = [n for n in names if n]
     if not names:
-        raise ValueError("--backends is empty; use auto or a list like edgeprune,onnxruntime")
+        raise EdgepruneError("--backends is empty; use auto or a list like edgeprune,onnxruntime")
     if "auto" in names:
         if len(names) > 1:
-            raise ValueError("--backends auto cannot be combined with other names")
+            raise EdgepruneError("--backends auto cannot be combined with other names")
         names = list(BACKEND_NAMES)
     out: list[Any] = []
     others = {"onnxruntime": OnnxRuntimeBackend, "litert": LiteRTBackend, "torch": TorchBackend}
@@ -212,7 +213,7 @@ def resolve_backends(spec: str | Sequence[str], kernel_profile: Any = None) -> l
             out.append(others[name]())
         else:
             valid = ", ".join([*BACKEND_NAMES, *(f"edgeprune-{k}" for k in EDGEPRUNE_KERNELS)])
-            raise ValueError(f"unknown backend {name!r}; use auto or some of: {valid}")
+            raise EdgepruneError(f"unknown backend {name!r}; use auto or some of: {valid}")
     seen: dict[str, Any] = {}
     for backend in out:
         seen.setdefault(backend.name, backend)

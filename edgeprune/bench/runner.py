@@ -16,6 +16,7 @@ from typing import Any
 from edgeprune.bench.backends import resolve_backends
 from edgeprune.bench.plot import write_plot
 from edgeprune.bench.report import artifact_labels, to_json, to_markdown, unstable_note
+from edgeprune.errors import EdgepruneError
 from edgeprune.fileio import write_text_atomic
 from edgeprune.inspector import layer_source
 from edgeprune.runtime.bench.energy import load_energy_profile
@@ -42,15 +43,15 @@ def parse_batches(text: str | Sequence[int]) -> list[int]:
         try:
             value = int(str(item).strip())
         except ValueError:
-            raise ValueError(
+            raise EdgepruneError(
                 f"--batch {text!r}: {str(item).strip()!r} is not an integer; "
                 "give sizes like 1,32,256"
             ) from None
         if value < 1:
-            raise ValueError(f"--batch {text!r}: batch sizes must be >= 1, got {value}")
+            raise EdgepruneError(f"--batch {text!r}: batch sizes must be >= 1, got {value}")
         out.append(value)
     if not out:
-        raise ValueError("--batch is empty; give sizes like 1,32,256")
+        raise EdgepruneError("--batch is empty; give sizes like 1,32,256")
     return list(dict.fromkeys(out))
 
 
@@ -89,7 +90,7 @@ class BenchOptions:
 
     def validate(self) -> None:
         if self.warmup < 0 or self.runs < 1 or self.min_time < 0 or self.threads < 1:
-            raise ValueError("need --warmup >= 0, --runs >= 1, --min-time >= 0, --threads >= 1")
+            raise EdgepruneError("need --warmup >= 0, --runs >= 1, --min-time >= 0, --threads >= 1")
         parse_batches(self.batches)
 
 

@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 import torch
 
+from edgeprune.errors import EdgepruneError
 from edgeprune.shapley.game import (
     DTYPE,
     Estimate,
@@ -37,7 +38,7 @@ MAX_EXACT_PLAYERS = 16
 def linear_phi(game: LinkGame, progress: Callable[[int], None] | None = None) -> Estimate:
     """Closed form ``phi_ij(x) = W_ij (a_j(x) - r_j)``, valid only for the identity activation."""
     if game.activation != "identity":
-        raise ValueError(f"the linear estimator is exact only for the identity activation, "
+        raise EdgepruneError(f"the linear estimator is exact only for the identity activation, "
                          f"not {game.activation!r}; use exact, permutation or kernel")
     phi = (game.weight[:, None, :] * game.delta[None, :, :]).reshape(game.n_pairs, -1)
     zero_dummies(phi, phi)  # turns a -0.0 into 0.0
@@ -74,7 +75,7 @@ def exact_phi(game: LinkGame, *, memory_budget: int,
     """Shapley values by enumerating all 2^n coalitions (n <= :data:`MAX_EXACT_PLAYERS`)."""
     n = game.n_players
     if n > MAX_EXACT_PLAYERS:
-        raise ValueError(f"exact enumeration needs fan-in <= {MAX_EXACT_PLAYERS}, this layer has "
+        raise EdgepruneError(f"exact enumeration needs fan-in <= {MAX_EXACT_PLAYERS}, this layer has "
                          f"{n}; use permutation or kernel")
     q = shapley_weight_matrix(n)
     # Temporaries per pair: the coalition values (2^n, activated in place), C and phi.

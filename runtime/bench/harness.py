@@ -32,7 +32,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from edgeprune.runtime.errors import first_line
+from edgeprune.runtime.errors import EdgepruneError, first_line
+from edgeprune.runtime.limits import check_batch_sizes
 
 from .costs import LayerShape, bundle_layer_shapes, static_figures
 from .energy import PROXY_NOTE, EnergyProfile, energy_proxy, load_energy_profile
@@ -317,7 +318,7 @@ def _artifact_entry(path: Path, fmt: str, layer_source: Callable, profile: Energ
     try:
         layers, note = layer_source(path, fmt)
     except Exception as err:  # noqa: BLE001 - static figures are best effort for foreign formats
-        if fmt == "npz":
+        if fmt == "npz" or isinstance(err, EdgepruneError):  # a bad or refused file: say so
             raise
         layers, note = None, f"layer figures unavailable: {first_line(err)}"
     if note:
@@ -387,6 +388,8 @@ def _bench_one(results: dict, backend: Backend, path: Path, batches: Sequence[in
                say: Callable[[str], None], timing: dict[str, Any]) -> None:
     try:
         loaded = backend.load(path, threads)
+    except EdgepruneError:  # the user's file is bad or refused (e.g. code without consent)
+        raise
     except Exception as err:  # noqa: BLE001 - a backend failing to load is reported, not fatal
         results["skipped"].append({"backend": backend.name, "artifact": str(path),
                                    "reason": f"cannot load: {first_line(err)}"})
@@ -402,6 +405,7 @@ def _measure(results: dict, name: str, loaded: LoadedModel, path: Path, batches:
              rng: np.random.Generator, profile: EnergyProfile, say: Callable[[str], None],
              timing: dict[str, Any]) -> None:
     for batch in batches:
+        check_batch_sizes([batch], loaded.input_dim)  # before allocating the inputs
         x = rng.random((batch, loaded.input_dim), dtype=np.float32)
         say(f"{path.name} {name} batch {batch}")
         try:
