@@ -13,15 +13,15 @@ import warnings
 
 import click
 
-from edgeprune import __version__
+from edgeprune import __version__, choices
 from edgeprune.errors import EdgepruneError, first_line
 
 SEED = click.IntRange(0, 2**32 - 1)  # what numpy and torch generators accept
 seed_option = click.option("--seed", type=SEED, default=0, show_default=True,
                            help="Random seed (0 to 2**32-1).")
-ESTIMATORS = click.Choice(["auto", "linear", "exact", "permutation", "kernel", "analytic"])
+ESTIMATORS = click.Choice(choices.ESTIMATORS)
 memory_budget_option = click.option(
-    "--memory-budget", type=float, default=2.0, show_default=True, metavar="GB",
+    "--memory-budget", type=float, default=choices.DEFAULT_MEMORY_BUDGET_GB, show_default=True, metavar="GB",
     help="Memory scoring may hold at once, in GB (finite, > 0).")
 data_option = click.option(
     "--data", "data_spec", default="digits", show_default=True, metavar="SPEC",
@@ -126,7 +126,7 @@ scoring_options = [
                       "per layer)."),
     click.option("--samples", type=click.IntRange(1), default=256, show_default=True,
                  help="Size of the explanation set, drawn seeded from the training split."),
-    click.option("--reference", type=click.Choice(["zero", "mean"]), default="zero",
+    click.option("--reference", type=click.Choice(choices.REFERENCES), default="zero",
                  show_default=True, help="Value an absent link is replaced by."),
     seed_option,
     memory_budget_option,
@@ -249,20 +249,13 @@ def score(model, data_spec, estimator, samples, reference, seed, memory_budget, 
               help="Target sparsity eta in [0, 1): the fraction of links to remove.  "
                    "[one of -m/--sparsity required]")
 @click.option("--method", default="shap-sae", show_default=True,
-              type=click.Choice(["shap-sae", "magnitude", "random", "lap"]),
+              type=click.Choice(choices.METHODS),
               help="Link scores: Shapley values (SHAP-SAE) or a baseline.")
-@click.option("--estimator", default="auto", show_default=True, type=ESTIMATORS,
-              help="Shapley estimator of --method shap-sae (auto: measured per layer).")
-@click.option("--reference", type=click.Choice(["zero", "mean"]), default="zero",
-              show_default=True, help="Value an absent link is replaced by.")
-@click.option("--samples", type=click.IntRange(1), default=256, show_default=True,
-              help="Size of the explanation set, drawn seeded from the training split.")
+@with_scoring_options
 @click.option("--scores", "scores_path", default=None, type=click.Path(dir_okay=False),
               help="Reuse link scores written by `edgeprune score`.")
 @click.option("--finetune-epochs", type=click.IntRange(0), default=0, show_default=True,
               help="Epochs of masked fine-tuning after pruning (pruned links stay zero).")
-@seed_option
-@memory_budget_option
 @click.option("--export", "export_formats", default="auto", show_default=True,
               help="Artifacts besides model.npz: onnx,tflite (auto: every installed format).")
 @click.option("--onnx-sparse-initializers", is_flag=True,
@@ -280,11 +273,11 @@ def score(model, data_spec, estimator, samples, reference, seed, memory_budget, 
 @click.option("--retrain-epochs", type=click.IntRange(0), default=2, show_default=True,
               help="Retraining epochs after each neuron-pruning step.")
 @click.option("--neuron-estimator", default="auto", show_default=True,
-              type=click.Choice(["auto", "exact", "permutation", "subset"]),
+              type=click.Choice(choices.NEURON_ESTIMATORS),
               help="Shapley estimator of the neuron game (auto: exact up to 12 units).")
 @click.option("--neuron-samples", type=click.IntRange(2), default=None,
               help="Permutations (default 100) or subsets (default 500) of the neuron game.")
-@click.option("--silence", type=click.Choice(["zero", "mean"]), default="zero",
+@click.option("--silence", type=click.Choice(choices.SILENCE), default="zero",
               show_default=True, help="What a unit outside a coalition emits.")
 @click.option("--neuron-layers", default=None, metavar="all|L1,L2",
               help="Hidden layers whose units are pruned, in turn (default: all).")

@@ -17,6 +17,7 @@ import numpy as np
 from edgeprune import __version__
 from edgeprune.artifacts import ExportOptions, parse_formats, write_artifacts
 from edgeprune.checkpoint import save_checkpoint
+from edgeprune.choices import DEFAULT_MEMORY_BUDGET, METHODS
 from edgeprune.data import Dataset, explanation_set
 from edgeprune.fileio import write_text_atomic
 from edgeprune.network import ModelError, Network
@@ -26,7 +27,6 @@ from edgeprune.report import format_markdown, record_data_spec, record_path, wri
 from edgeprune.scoring import load_link_scores, score_network
 from edgeprune.train import evaluate, train_network
 
-METHODS = ("shap-sae", "magnitude", "random", "lap")
 SUPPORT_SET_PRINT_LIMIT = 512  # networks with at most this many links get their support sets
 
 
@@ -43,7 +43,7 @@ class CompressOptions:
     seed: int = 0
     finetune_epochs: int = 0
     finetune_lr: float = 1e-3
-    memory_budget: int = 2 * 1024**3
+    memory_budget: int = DEFAULT_MEMORY_BUDGET
     scores_path: str | None = None
     # neuron pruning (edgeprune.prune.neuron_walk): units first, then links
     granularity: str = "link"  # "link", "neuron" or "neuron,link"

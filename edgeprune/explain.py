@@ -34,6 +34,7 @@ import numpy as np
 
 from edgeprune import __version__
 from edgeprune import explain_plots as plots
+from edgeprune.choices import DEFAULT_MEMORY_BUDGET
 from edgeprune.data import Dataset
 from edgeprune.fileio import write_text_atomic
 from edgeprune.network import ModelError, Network
@@ -52,7 +53,7 @@ class ExplainOptions:
     reference: str = "zero"
     samples: int = 256
     seed: int = 0
-    memory_budget: int = 2 * 1024**3
+    memory_budget: int = DEFAULT_MEMORY_BUDGET
     scores_path: str | None = None
     top: int = 10
     quiet: bool = False

@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from edgeprune.choices import DEFAULT_MEMORY_BUDGET, ESTIMATORS, REFERENCES
 from edgeprune.fileio import atomic_path
 from edgeprune.network import ModelError, Network
 from edgeprune.peak_memory import PeakMemory, current_rss
 from edgeprune.runtime.limits import MAX_MEMORY_BUDGET_GB
-from edgeprune.shapley import ESTIMATORS, LayerScores, score_layer
+from edgeprune.shapley import LayerScores, score_layer
 
-REFERENCES = ("zero", "mean")
 _GB = 1024**3
 
 
@@ -101,7 +101,7 @@ def _json_safe(d: dict) -> dict:
 
 
 def score_network(net: Network, x_explain: np.ndarray, *, estimator: str = "auto",
-                  reference: str = "zero", seed: int = 0, memory_budget: int = 2 * 1024**3,
+                  reference: str = "zero", seed: int = 0, memory_budget: int = DEFAULT_MEMORY_BUDGET,
                   n_permutations: int | None = None, target_rel_error: float | None = None,
                   quiet: bool = False) -> NetworkScores:
     """Score every link of every layer (encoder and decoder) of ``net``.

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from tqdm.auto import tqdm
 
+from edgeprune.choices import GRANULARITIES
 from edgeprune.network import Layer, ModelError, Network
 from edgeprune.prune.neuron_strategies import Strategy, incoming_norms, parse_strategy, select_units
 from edgeprune.shapley.neuron_game import NeuronGame, game_metric, hidden_layers
@@ -314,7 +315,6 @@ def neuron_stage(net: Network, ds, opts) -> NeuronWalk:
     return walk
 
 
-GRANULARITIES = ("neuron", "link")  # in the order they are applied
 
 
 def parse_granularity(spec: str | None) -> tuple[str, ...]:

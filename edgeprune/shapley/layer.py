@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from edgeprune.choices import ESTIMATORS
 from edgeprune.errors import EdgepruneError
 from edgeprune.shapley.aggregate import LinkSummary, summarize
 from edgeprune.shapley.analytic import DEFAULT_SIZES, analytic_phi
@@ -50,7 +51,6 @@ from edgeprune.shapley.game import DTYPE, Estimate, LinkGame, make_game, subgame
 from edgeprune.shapley.kernel import kernel_phi
 from edgeprune.shapley.permutation import permutation_phi
 
-ESTIMATORS = ("auto", "linear", "exact", "permutation", "kernel", "analytic")
 __all__ = ["AUTO_EXACT_MAX_FAN_IN", "AUTO_TARGET_REL_ERROR", "DEFAULT_MEMORY_BUDGET",
            "ESTIMATORS", "LayerScores", "resolve_estimator", "score_layer", "shapley_values"]
 

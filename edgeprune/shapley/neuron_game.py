@@ -41,13 +41,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from edgeprune.choices import NEURON_ESTIMATORS, SILENCE
 from edgeprune.network import ModelError, Network
 from edgeprune.shapley.exact import shapley_weight_matrix
 from edgeprune.torch_network import torch_activation
 
 METRICS = ("accuracy", "mse")
-SILENCE = ("zero", "mean")
-NEURON_ESTIMATORS = ("auto", "exact", "permutation", "subset")
 MAX_EXACT_UNITS = 12
 DEFAULT_PERMUTATIONS = 100
 DEFAULT_SUBSETS = 500

@@ -1,0 +1,25 @@
+"""The names a user chooses from, and the shared defaults — defined once, torch-free.
+
+The CLI builds its options from these without importing torch (``edgeprune run`` and ``info``
+work on a board that has only numpy, scipy and click), and the library validates against the
+same tuples, so a name added here is accepted everywhere at once.
+"""
+
+from __future__ import annotations
+
+#: Shapley estimators of the link game (``edgeprune.shapley``).
+ESTIMATORS = ("auto", "linear", "exact", "permutation", "kernel", "analytic")
+#: What an absent link is replaced by.
+REFERENCES = ("zero", "mean")
+#: How links are scored for pruning: Shapley values or a baseline.
+METHODS = ("shap-sae", "magnitude", "random", "lap")
+#: What is pruned, in the order the stages run.
+GRANULARITIES = ("neuron", "link")
+#: Estimators of the neuron game (``edgeprune.shapley.neuron_game``).
+NEURON_ESTIMATORS = ("auto", "exact", "permutation", "subset")
+#: What a unit outside a coalition emits in the neuron game.
+SILENCE = ("zero", "mean")
+
+#: Memory scoring may hold at once (``--memory-budget``), in GB and in bytes.
+DEFAULT_MEMORY_BUDGET_GB = 2.0
+DEFAULT_MEMORY_BUDGET = int(DEFAULT_MEMORY_BUDGET_GB * 1024**3)
