@@ -1,4 +1,9 @@
-"""Per-layer tables and the JSON / Markdown reports written by ``edgeprune compress``."""
+"""Per-layer tables and the JSON / Markdown reports written by ``edgeprune compress``.
+
+Numbering (the same in every report, explanation, plot and note): text for people numbers
+layers, units and inputs from 1, as the paper does (x1..xn, support sets (i, j)); JSON fields
+that hold positions (``unused_inputs``, ``constant_outputs``, ``*_index``) are 0-based array
+indices, as numpy uses them."""
 
 from __future__ import annotations
 
@@ -144,13 +149,13 @@ def format_markdown(report: dict) -> str:
         lines.append(f"| {name} | {b} | {a} |")
     lines += [
         "",
-        f"Unused inputs ({len(report['unused_inputs'])}): "
-        + (", ".join(map(str, report["unused_inputs"][:64])) or "none")
+        f"Unused inputs ({len(report['unused_inputs'])}, numbered from 1): "
+        + (", ".join(f"x{j + 1}" for j in report["unused_inputs"][:64]) or "none")
         + (" …" if len(report["unused_inputs"]) > 64 else ""),
         "",
-        f"Constant outputs ({len(report['constant_outputs'])}): "
-        + (", ".join(f"{k}={v:.4g}" for k, v in list(report["constant_outputs"].items())[:32])
-           or "none"),
+        f"Constant outputs ({len(report['constant_outputs'])}, numbered from 1): "
+        + (", ".join(f"output {int(k) + 1} = {v:.4g}"
+                     for k, v in list(report["constant_outputs"].items())[:32]) or "none"),
     ]
     if report.get("support_sets"):
         lines += ["", "## Support sets (1-based (i, j): unit i of layer l, unit j of layer l-1)", ""]

@@ -200,3 +200,19 @@ def test_every_option_of_every_command_says_what_it_does():
     missing = [(name, p.opts[0]) for name, cmd in main.commands.items() for p in cmd.params
                if isinstance(p, click.Option) and not (p.help or "").strip()]
     assert missing == []
+
+
+def test_text_numbers_from_one_json_indexes_from_zero(runner, tmp_path, small_model, npy_data):
+    """One numbering convention: report.md / explain.md / notes say x1..xn; JSON keeps 0-based
+    positions (the README says so)."""
+    out = tmp_path / "c"
+    _ok(runner.invoke(main, ["compress", str(small_model), "--data", npy_data, "--sparsity",
+                             "0.6", "--method", "magnitude", "--export", "npz", "-q",
+                             "-o", str(out)]))
+    rep = json.loads((out / "report.json").read_text())
+    assert 0 in rep["unused_inputs"] and 5 in rep["unused_inputs"]  # the weak inputs, 0-based
+    md = (out / "report.md").read_text()
+    assert "x1, " in md and "x6" in md and "numbered from 1" in md
+    _ok(runner.invoke(main, ["explain", str(out), "-q", "-o", str(tmp_path / "e")]))
+    never = json.loads((tmp_path / "e" / "explain.json").read_text())["never_read"]
+    assert {e["index"] for e in never} >= {0, 5} and {e["name"] for e in never} >= {"x1", "x6"}

@@ -160,7 +160,7 @@ def test_paper_example_support_sets():
         {0: float(apply_activation(net.layers[1].bias[:1].astype(np.float64), "sigmoid")[0])}
     )
     assert res.unused_inputs == [0, 2]  # x_1 and x_3 fed only z_2
-    assert any("latent units [1]" in n for n in res.notes)
+    assert any("latent units 2 (of" in n for n in res.notes)  # unit index 1, numbered from 1
 
 
 def test_rule1_unit_without_outgoing_links_loses_incoming():

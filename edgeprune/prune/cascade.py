@@ -118,9 +118,10 @@ def cascade_dead_units(net: Network) -> CascadeResult:
     if net.latent is not None:
         lat_removed = removed[net.latent - 1]
         if lat_removed:
-            notes.append(
-                f"latent units {lat_removed} of layer {net.latent} are constant after pruning"
-            )
+            numbered = ", ".join(str(u + 1) for u in lat_removed)  # text numbers from 1
+            notes.append(f"latent units {numbered} (of {net.layers[net.latent - 1].out_dim}, "
+                         f"numbered from 1) of layer {net.latent} are constant after pruning; "
+                         "encode() emits a constant there")
     return CascadeResult(
         network=out,
         units_kept=units_kept,
