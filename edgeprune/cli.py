@@ -324,7 +324,8 @@ def compress(model, data_spec, importance_level, sparsity, method, estimator, re
 
             click.echo(walk_summary(result.report["neuron_walk"]))
         names = ", ".join(f"model.{f}" for f in result.report.get("artifacts", {"npz": 0}))
-        click.echo(f"wrote {outdir}/: pruned.pt, {names}, report.json, report.md")
+        click.echo(f"wrote {os.path.join(outdir, '')}: pruned.pt, {names}, report.json, "
+                   "report.md, manifest.json")
 
 
 @main.command(context_settings=CONTEXT)
@@ -366,7 +367,7 @@ def explain(model_or_outdir, data_spec, importance_level, scores_path, estimator
                + ", ".join(e["name"] for e in summary["most_important"][:5]))
     click.echo(f"never read by the pruned model: {len(summary['never_read'])} of "
                f"{summary['input_dim']} inputs")
-    click.echo(f"wrote {outdir}/: " + ", ".join(result.files))
+    click.echo(f"wrote {os.path.join(outdir, '')}: " + ", ".join(result.files))
 
 
 @main.command(context_settings=CONTEXT)

@@ -67,8 +67,11 @@ def size_line(report: dict) -> str | None:
     npz = (report.get("artifacts") or {}).get("npz", {}).get("bytes")
     if not dense or not npz:
         return None
+    ratio = (f"{dense / npz:.1f}x smaller" if npz <= dense else
+             f"{npz / dense:.2f}x larger: on a model this small the bundle's index arrays and "
+             "metadata outweigh the removed links")
     return (f"size: model.npz {npz:,} bytes vs {dense:,} bytes of dense fp32 weights in the "
-            f"original model ({dense / npz:.1f}x smaller)")
+            f"original model ({ratio})")
 
 
 def degradation_hints(report: dict) -> list[str]:
