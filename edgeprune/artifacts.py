@@ -158,11 +158,11 @@ def resolve_pruned(source: str | os.PathLike) -> tuple[Path, dict]:
 
 def export_pruned(source: str | os.PathLike, outdir: str | os.PathLike, *,
                   formats: str | None = None, data_spec: str | None = None, seed: int = 0,
-                  options: ExportOptions | None = None, activations: str | None = None,
-                  latent: int | None = None, trust_code: bool = False) -> dict:
+                  options: ExportOptions | None = None, **model_opts) -> dict:
     """``edgeprune export``: write the artifacts of a pruned model into ``outdir``.
 
-    Verification inputs come from ``data_spec``, else from the data recorded by ``compress``."""
+    Verification inputs come from ``data_spec``, else from the data recorded by ``compress``.
+    ``model_opts`` are :func:`edgeprune.checkpoint.load_network`'s keyword options."""
     from edgeprune.checkpoint import load_network
     from edgeprune.data import load_dataset
     from edgeprune.prune import compact_network
@@ -170,7 +170,7 @@ def export_pruned(source: str | os.PathLike, outdir: str | os.PathLike, *,
     chosen, notes = parse_formats(formats)
     check_output_dir(outdir, "export", inputs=[source])  # before any work
     ckpt, report = resolve_pruned(source)
-    net = load_network(ckpt, activations=activations, latent=latent, trust_code=trust_code)
+    net = load_network(ckpt, **model_opts)
     spec = data_spec or (report.get("source") or {}).get("data") or net.meta.get("trained_on")
     if not spec:
         raise ModelError(f"{ckpt}: no record of the data it was pruned on; pass --data SPEC so "

@@ -9,7 +9,12 @@ Formats, safest first (DESIGN section 3):
 3. TorchScript (``torch.jit.save``) — a program: loading runs its ``__setstate__`` and reading
    its layers needs a forward pass, so only with ``trust_code=True`` (``--trust-code``);
 4. a fully pickled ``nn.Module`` — only with ``trust_code=True`` (``--trust-code``, old name
-   ``--trust-pickle``), because unpickling runs arbitrary code.
+   ``--trust-pickle``), because unpickling runs arbitrary code;
+5. an ONNX MLP graph (``.onnx``, :mod:`edgeprune.onnx_import`).
+
+BatchNorm1d layers are folded into the adjacent Linear (:mod:`edgeprune.layer_chain`); Dropout,
+Identity and Flatten are dropped; every conversion of a module or graph is checked against the
+original's own output.
 
 The kind of file is decided from its bytes (:func:`sniff_model_file`) before anything is loaded.
 """
@@ -24,10 +29,13 @@ import numpy as np
 
 from edgeprune.errors import first_line
 from edgeprune.fileio import atomic_path
+from edgeprune.layer_chain import Op, build_network, fold_chain
 from edgeprune.network import Layer, ModelError, Network, parse_activations
 
 CHECKPOINT_FORMAT = "edgeprune-checkpoint"
 CHECKPOINT_VERSION = 1
+#: A converted model must match the original (eval mode) to this, relative to its output scale.
+FOLD_TOLERANCE = 1e-5
 
 
 def _torch():
@@ -104,6 +112,7 @@ def load_network(
     latent: int | None = None,
     trust_code: bool = False,
     trust_pickle: bool = False,
+    batchnorm: str = "before-activation",
 ) -> Network:
     """Read ``path`` as a Network; see the module docstring for the accepted formats.
 
@@ -115,6 +124,13 @@ def load_network(
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"{path}: no such model file; check the path")
+    if path.suffix.lower() == ".onnx":  # a protobuf: data, read without running anything
+        if path.stat().st_size > MAX_MODEL_BYTES:
+            raise ModelError(f"{path}: is larger than the {MAX_MODEL_BYTES} bytes a model file "
+                             "may hold; check the file")
+        from edgeprune.onnx_import import network_from_onnx
+
+        return _checked(network_from_onnx(path, activations=activations, latent=latent), path)
     kind = sniff_model_file(path)
     if kind == "torchscript":
         if not trust_code:
@@ -132,7 +148,7 @@ def load_network(
                              f"({type(exc).__name__}: {first_line(exc)[:120]}); "
                              "check the file") from None
     else:
-        return _checked(_from_plain_object(obj, path, activations, latent), path)
+        return _checked(_from_plain_object(obj, path, activations, latent, batchnorm), path)
     # weights_only refused it: a well-formed pickle naming Python objects (loading it runs
     # their code), or damaged bytes; only the first deserves the trust hint.
     if not _pickle_parses(path, kind):
@@ -147,7 +163,7 @@ def load_network(
         return _checked(network_from_module(module, activations=activations, latent=latent,
                                             source=path), path)
     if isinstance(module, dict):
-        return _checked(_from_state_dict(module, path, activations, latent), path)
+        return _checked(_from_state_dict(module, path, activations, latent, batchnorm), path)
     raise ModelError(f"{path}: unpickled a {type(module).__name__}, not an nn.Module or state_dict")
 
 
@@ -222,15 +238,16 @@ def _run_untrusted_loader(load, path: Path):
                          f"{first_line(exc)[:120]}); check the file") from None
 
 
-def _from_plain_object(obj, path: Path, activations: str | None, latent: int | None) -> Network:
+def _from_plain_object(obj, path: Path, activations: str | None, latent: int | None,
+                       batchnorm: str) -> Network:
     """A weights-only object: an edgeprune checkpoint, a state_dict, or a dict holding one."""
     torch = _torch()
     if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
         return _from_checkpoint(obj, path)
     if isinstance(obj, dict) and obj and all(torch.is_tensor(v) for v in obj.values()):
-        return _from_state_dict(obj, path, activations, latent)
+        return _from_state_dict(obj, path, activations, latent, batchnorm)
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        return _from_state_dict(obj["state_dict"], path, activations, latent)
+        return _from_state_dict(obj["state_dict"], path, activations, latent, batchnorm)
     raise ModelError(
         f"{path}: holds a {type(obj).__name__}, not a model; expected an edgeprune "
         "checkpoint, a state_dict, TorchScript, or a pickled nn.Module with --trust-code"
@@ -322,54 +339,77 @@ def _kind_name(kind) -> str:
     return {dict: "dict", list: "list", str: "string", int: "integer"}.get(kind, kind.__name__)
 
 
-def _from_state_dict(state: dict, path: Path, activations: str | None, latent: int | None
-                     ) -> Network:
+BATCHNORM_PLACEMENTS = ("before-activation", "after-activation")
+
+
+def _from_state_dict(state: dict, path: Path, activations: str | None, latent: int | None,
+                     batchnorm: str = "before-activation") -> Network:
+    """A plain state_dict: Linear weights (2-D) and BatchNorm1d statistics, in the order of
+    its keys (module registration order). It names no activations, so ``activations`` gives one
+    per Linear; ``batchnorm`` says where each BatchNorm sits relative to the activation."""
     torch = _torch()
-    weights = [(k, v) for k, v in state.items() if k.endswith("weight") and torch.is_tensor(v)]
-    if not weights:
-        raise ModelError(f"{path}: state_dict has no '*.weight' tensors; is it a model?")
-    layers_wb = []
-    for key, w in weights:
-        if w.ndim != 2:
+    if batchnorm not in BATCHNORM_PLACEMENTS:
+        raise ModelError(f"--batchnorm {batchnorm!r}: use one of "
+                         f"{', '.join(BATCHNORM_PLACEMENTS)}")
+    groups: dict[str, dict] = {}
+    for key, value in state.items():
+        if not torch.is_tensor(value):
+            continue
+        prefix, _, leaf = str(key).rpartition(".")
+        groups.setdefault(prefix, {})[leaf] = value.detach().to(torch.float64).numpy()
+    entries: list[Op] = []
+    for prefix, params in groups.items():
+        w = params.get("weight")
+        if "running_mean" in params and "running_var" in params:
+            n = params["running_mean"].shape[0]
+            entries.append(Op("batchnorm", prefix, "BatchNorm1d", bn={
+                "gamma": w if w is not None else np.ones(n),
+                "beta": params.get("bias", np.zeros(n)), "mean": params["running_mean"],
+                "var": params["running_var"], "eps": 1e-5}))
+        elif w is not None and w.ndim == 2:
+            b = params.get("bias")
+            entries.append(Op("linear", prefix, "Linear", w,
+                              np.zeros(w.shape[0]) if b is None else b))
+        elif w is not None:
             raise ModelError(
-                f"{path}: parameter {key!r} has shape {tuple(w.shape)}; only chains of Linear "
-                "layers are supported (first unsupported part)"
-            )
-        bkey = key[: -len("weight")] + "bias"
-        b = state.get(bkey)
-        b = torch.zeros(w.shape[0]) if b is None else b
-        layers_wb.append((w.detach().float().numpy(), b.detach().float().numpy()))
+                f"{path}: parameter '{prefix}.weight' has shape {tuple(w.shape)} and no running "
+                "statistics, so it is neither a Linear nor a BatchNorm1d; edgeprune reads chains "
+                "of Linear (+ BatchNorm1d) layers and their activations")
+    n_linear = sum(op.kind == "linear" for op in entries)
+    if not n_linear:
+        raise ModelError(f"{path}: state_dict has no 2-D '*.weight' tensors; is it a model?")
     if activations is None:
         raise ModelError(
             f"{path}: is a plain state_dict, which does not name its activations; pass "
-            f"--activations with one name per Linear layer ({len(layers_wb)}), e.g. "
-            f"{','.join(['relu'] * (len(layers_wb) - 1) + ['sigmoid'])}, and --latent L"
+            f"--activations with one name per Linear layer ({n_linear}), e.g. "
+            f"{','.join(['relu'] * (n_linear - 1) + ['sigmoid'])}, and --latent L"
         )
-    names = parse_activations(activations, len(layers_wb))
-    try:
-        layers = [Layer(w, b, a) for (w, b), a in zip(layers_wb, names)]
-        return Network(layers, latent=_default_latent(layers, latent), kind="autoencoder")
-    except ModelError as exc:
-        raise ModelError(f"{path}: {exc}") from None
-
-
-def _default_latent(layers: list[Layer], latent: int | None) -> int | None:
-    """The given latent index, or n/2 for a symmetric-looking autoencoder, else None (MLP)."""
-    if latent is not None:
-        return int(latent)
-    n = len(layers)
-    if n >= 2 and n % 2 == 0 and layers[0].in_dim == layers[-1].out_dim:
-        return n // 2
-    return None
+    names = iter(parse_activations(activations, n_linear))
+    ops: list[Op] = []
+    act_due = None  # the activation of the last Linear, not yet placed
+    for op in entries:
+        if op.kind == "linear":
+            if act_due is not None:
+                ops.append(act_due)
+            ops.append(op)
+            act_due = Op("act", f"{op.name} activation", "activation", activation=next(names))
+        elif act_due is not None and batchnorm == "after-activation":
+            ops += [act_due, op]
+            act_due = None
+        else:  # before the activation of the last Linear, or ahead of the first Linear
+            ops.append(op)
+    if act_due is not None:
+        ops.append(act_due)
+    return build_network(fold_chain(ops, path), latent, path)
 
 
 # ---------------------------------------------------------------------------------------------
 # nn.Module / TorchScript walking
 # ---------------------------------------------------------------------------------------------
-_ACT_BY_TYPE = {
-    "ReLU": "relu", "LeakyReLU": "leaky_relu", "Sigmoid": "sigmoid", "Tanh": "tanh",
-    "Identity": "identity", "Dropout": None, "Flatten": None,
-}
+_ACT_BY_TYPE = {"ReLU": "relu", "LeakyReLU": "leaky_relu", "Sigmoid": "sigmoid", "Tanh": "tanh"}
+#: The identity at inference on (N, features) inputs: dropped.
+_SKIPPED_TYPES = ("Dropout", "AlphaDropout", "Identity", "Flatten")
+_BN_TYPES = ("BatchNorm1d",)
 
 
 def _type_name(module) -> str:
@@ -388,65 +428,101 @@ def _flatten(module, prefix: str = "") -> list[tuple[str, object]]:
     return out
 
 
+def _numpy(tensor) -> np.ndarray:
+    return tensor.detach().to(_torch().float64).cpu().numpy()
+
+
+def _bn_eps(leaf) -> float:
+    """A BatchNorm's eps: an attribute of an nn.Module; in TorchScript a constant inlined into
+    the code as the last float argument of the batch_norm call (after the momentum). A wrong
+    guess cannot pass unnoticed: the converted network is checked against the module."""
+    eps = getattr(leaf, "eps", None)
+    if isinstance(eps, (int, float)):
+        return float(eps)
+    import re
+
+    call = re.search(r"batch_norm\((.*?)\)", getattr(leaf, "code", "") or "", re.S)
+    floats = re.findall(r"(?<![\w.])(\d+\.\d*(?:e[-+]?\d+)?|\d+e[-+]?\d+)", call.group(1)) \
+        if call else []
+    return float(floats[-1]) if floats else 1e-5
+
+
+def _module_op(name: str, leaf, source) -> Op | None:
+    """The operation of one leaf module (None for the identity at inference)."""
+    tname = _type_name(leaf)
+    if tname == "Linear":
+        w = _numpy(leaf.weight)
+        b = _numpy(leaf.bias) if leaf.bias is not None else np.zeros(w.shape[0])
+        return Op("linear", name, tname, w, b)
+    if tname in _BN_TYPES:
+        if getattr(leaf, "running_mean", None) is None:
+            raise ModelError(f"{source}: {name!r} ({tname}) keeps no running statistics "
+                             "(track_running_stats=False), so in eval mode it normalises with "
+                             "each batch's own statistics and cannot be folded; retrain with "
+                             "running statistics")
+        n = leaf.running_mean.shape[0]
+        weight = getattr(leaf, "weight", None)
+        bias = getattr(leaf, "bias", None)
+        return Op("batchnorm", name, tname, bn={
+            "gamma": _numpy(weight) if weight is not None else np.ones(n),
+            "beta": _numpy(bias) if bias is not None else np.zeros(n),
+            "mean": _numpy(leaf.running_mean), "var": _numpy(leaf.running_var),
+            "eps": _bn_eps(leaf)})
+    if tname in _ACT_BY_TYPE:
+        return Op("act", name, tname, activation=_ACT_BY_TYPE[tname],
+                  negative_slope=float(getattr(leaf, "negative_slope", 0.01)))
+    if tname in _SKIPPED_TYPES:
+        return None
+    raise ModelError(
+        f"{source}: unsupported module {name!r} ({tname}); edgeprune reads chains of Linear, "
+        "BatchNorm1d, ReLU/LeakyReLU/Sigmoid/Tanh, Dropout, Identity and Flatten; export the "
+        "model without it")
+
+
 def network_from_module(module, *, activations: str | None = None, latent: int | None = None,
                         source: Path | str = "model") -> Network:
-    """Convert a chain of Linear + elementwise activations (nn.Module or TorchScript)."""
-    torch = _torch()
-    leaves = _flatten(module)
-    layers: list[Layer] = []
-    for name, leaf in leaves:
-        tname = _type_name(leaf)
-        if tname == "Linear":
-            w = leaf.weight.detach().float().cpu().numpy()
-            b = leaf.bias.detach().float().cpu().numpy() if leaf.bias is not None else \
-                np.zeros(w.shape[0], np.float32)
-            layers.append(Layer(w, b, "identity"))
-        elif tname in _ACT_BY_TYPE:
-            act = _ACT_BY_TYPE[tname]
-            if act is None:
-                continue  # Dropout (inactive at inference) / Flatten (inputs are flat already)
-            if not layers:
-                raise ModelError(f"{source}: activation {name} ({tname}) comes before any Linear")
-            if layers[-1].activation != "identity":
-                raise ModelError(f"{source}: two activations in a row at {name} ({tname}); "
-                                 "only Linear + one elementwise activation per layer is supported")
-            layers[-1].activation = act
-            if act == "leaky_relu":
-                layers[-1].negative_slope = float(getattr(leaf, "negative_slope", 0.01))
-        else:
-            raise ModelError(
-                f"{source}: unsupported module {name!r} ({tname}); edgeprune handles chains of "
-                "Linear + ReLU/LeakyReLU/Sigmoid/Tanh/Identity"
-            )
-    if not layers:
-        raise ModelError(f"{source}: no Linear layer found")
+    """Convert a chain of Linear (+ BatchNorm1d) + elementwise activations (nn.Module or
+    TorchScript); BatchNorms are folded (:mod:`edgeprune.layer_chain`) and the result is
+    checked against the module's own forward in eval mode."""
+    ops = [op for name, leaf in _flatten(module)
+           if (op := _module_op(name, leaf, source)) is not None]
+    chain = fold_chain(ops, source)
     if activations is not None:
-        for layer, act in zip(layers, parse_activations(activations, len(layers))):
+        for layer, act in zip(chain.layers, parse_activations(activations, len(chain.layers))):
             layer.activation = act
     enc = getattr(module, "encoder", None)
     if latent is None and enc is not None and hasattr(enc, "named_children"):
         latent = sum(1 for _, m in _flatten(enc) if _type_name(m) == "Linear")
-    net = Network(layers, latent=_default_latent(layers, latent), kind="autoencoder")
-    _check_same_function(module, net, source, torch)
+    net = build_network(chain, latent, source)
+    _check_same_function(module, net, source)
     return net
 
 
-def _check_same_function(module, net: Network, source, torch) -> None:
-    """Registration order is not always forward order: prove the conversion on random inputs."""
-    x = np.random.default_rng(0).random((8, net.in_dim), dtype=np.float32)
+def _check_same_function(module, net: Network, source) -> None:
+    """Registration order is not always forward order, and folding must be exact: compare the
+    module (eval mode) with the converted network on random inputs; record the difference."""
+    torch = _torch()
+    x = np.random.default_rng(0).random((16, net.in_dim), dtype=np.float32)
     try:
         module.eval()
         with torch.no_grad():
             ref = module(torch.from_numpy(x))
     except Exception as exc:  # noqa: BLE001
-        raise ModelError(f"{source}: running the module failed ({type(exc).__name__}); "
-                         "is its forward a plain chain of its layers?") from None
+        raise ModelError(f"{source}: running the module failed ({type(exc).__name__}: "
+                         f"{first_line(exc)[:120]}); is its forward a plain chain of its "
+                         "layers?") from None
     if isinstance(ref, (tuple, list)):
         ref = ref[0]
-    ref = ref.detach().float().numpy().reshape(len(x), -1)
+    ref = ref.detach().double().numpy().reshape(len(x), -1)
     got = net.forward(x)
-    if ref.shape != got.shape or not np.allclose(ref, got, atol=1e-4, rtol=1e-4):
+    if ref.shape != got.shape:
+        raise ModelError(f"{source}: the module's forward is not the chain of its layers in "
+                         "registration order (output shapes differ); export it as "
+                         "nn.Sequential or pass a state_dict")
+    diff = float(np.max(np.abs(ref - got)))
+    if not diff <= FOLD_TOLERANCE * max(1.0, float(np.max(np.abs(ref)))):
         raise ModelError(
-            f"{source}: the module's forward is not the chain of its layers in registration "
-            "order (outputs differ); export it as nn.Sequential or pass a state_dict"
+            f"{source}: the module's forward differs from the chain of its layers in "
+            f"registration order by {diff:.3g}; export it as nn.Sequential or pass a state_dict"
         )
+    net.meta.setdefault("import", {})["max_abs_diff_vs_original"] = diff

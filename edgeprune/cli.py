@@ -102,10 +102,10 @@ def _sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
-def _load_model(path, activations, latent, trust_code):
+def _load_model(path, model_opts):
     from edgeprune.checkpoint import load_network
 
-    return load_network(path, activations=activations, latent=latent, trust_code=trust_code)
+    return load_network(path, **model_opts)
 
 
 model_options = [
@@ -114,6 +114,10 @@ model_options = [
                       "(identity, relu, leaky_relu, sigmoid, tanh)."),
     click.option("--latent", type=int, default=None, metavar="L",
                  help="Index of the latent (bottleneck) layer, 1-based, for a plain state_dict."),
+    click.option("--batchnorm", type=click.Choice(["before-activation", "after-activation"]),
+                 default="before-activation", show_default=True,
+                 help="Where each BatchNorm1d of a plain state_dict sits: between its Linear "
+                      "and the activation, or after the activation (folded into the next Linear)."),
     click.option("--trust-code", "--trust-pickle", "trust_code", is_flag=True,
                  help="Allow model files that are programs: a pickled nn.Module or TorchScript "
                       "(loading runs code from the file). --trust-pickle is the old name."),
@@ -142,7 +146,19 @@ def _with_options(options):
     return decorate
 
 
-with_model_options = _with_options(model_options)
+MODEL_OPTION_NAMES = ("activations", "latent", "batchnorm", "trust_code")
+
+
+def with_model_options(fn):
+    """The model options, handed to the command as one ``model_opts`` dict (the keyword
+    options of :func:`edgeprune.checkpoint.load_network`)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        model_opts = {name: kwargs.pop(name) for name in MODEL_OPTION_NAMES}
+        return fn(*args, model_opts=model_opts, **kwargs)
+
+    return _with_options(model_options)(wrapper)
 with_scoring_options = _with_options(scoring_options)
 
 
@@ -210,13 +226,13 @@ def train(data_spec, hidden, activation, latent_activation, output_activation, e
 @with_model_options
 @_user_errors
 def score(model, data_spec, estimator, samples, reference, seed, memory_budget, target_rel_error,
-          output, as_json, quiet, activations, latent, trust_code):
+          output, as_json, quiet, model_opts):
     """Score every link of MODEL with Shapley values (SHAP-SAE eq. 3-4)."""
     from edgeprune.compress import check_data_matches
     from edgeprune.data import explanation_set, load_dataset
     from edgeprune.scoring import memory_budget_bytes, save_scores, score_network
 
-    net = _load_model(model, activations, latent, trust_code)
+    net = _load_model(model, model_opts)
     ds = load_dataset(data_spec, seed=seed)
     check_data_matches(net, ds)
     scores = score_network(net, explanation_set(ds, samples, seed), estimator=estimator,
@@ -292,7 +308,7 @@ def score(model, data_spec, estimator, samples, reference, seed, memory_budget, 
 def compress(model, data_spec, importance_level, sparsity, method, estimator, reference, samples,
              scores_path, finetune_epochs, seed, memory_budget, export_formats,
              onnx_sparse_initializers, tflite_sparse, outdir, as_json, quiet,
-             activations, latent, trust_code, **neuron):
+             model_opts, **neuron):
     """Prune MODEL (SHAP-SAE or a baseline) and write pruned.pt, model.npz and reports."""
     from edgeprune.artifacts import ExportOptions
     from edgeprune.compress import CompressOptions
@@ -312,7 +328,7 @@ def compress(model, data_spec, importance_level, sparsity, method, estimator, re
     from edgeprune.output_dir import check_output_dir
 
     check_output_dir(outdir, "compress", inputs=[model, *([scores_path] if scores_path else [])])
-    net = _load_model(model, activations, latent, trust_code)
+    net = _load_model(model, model_opts)
     ds = load_dataset(data_spec, seed=seed)
     result = run_compress(net, ds, outdir, opts)
     if as_json:
@@ -346,8 +362,7 @@ def compress(model, data_spec, importance_level, sparsity, method, estimator, re
 @with_model_options
 @_user_errors
 def explain(model_or_outdir, data_spec, importance_level, scores_path, estimator, samples,
-            reference, seed, memory_budget, top, outdir, quiet, activations, latent,
-            trust_code):
+            reference, seed, memory_budget, top, outdir, quiet, model_opts):
     """Explain MODEL_OR_OUTDIR (a model file or a compress output directory): input unit
     importance, per-layer LI heatmaps, the inputs the pruned model never reads (PNG, 640x480),
     explain.json and explain.md in OUTPUT."""
@@ -360,7 +375,7 @@ def explain(model_or_outdir, data_spec, importance_level, scores_path, estimator
                           memory_budget=memory_budget_bytes(memory_budget), scores_path=scores_path,
                           top=top, quiet=quiet)
     result = run_explain(model_or_outdir, outdir, opts, data_spec=data_spec,
-                         activations=activations, latent=latent, trust_code=trust_code,
+                         **model_opts,
                          progress=None if quiet else lambda msg: click.echo(msg, err=True))
     summary = result.explanation.to_dict()
     click.echo("most important inputs: "
@@ -385,14 +400,14 @@ def explain(model_or_outdir, data_spec, importance_level, scores_path, estimator
 @with_model_options
 @_user_errors
 def export(pruned, formats, data_spec, onnx_sparse_initializers, tflite_sparse, seed, outdir,
-           activations, latent, trust_code):
+           model_opts):
     """Export PRUNED (a compress output directory or a pruned checkpoint) to npz/ONNX/TFLite,
     each checked against PyTorch on real inputs."""
     from edgeprune.artifacts import ExportOptions, export_pruned
 
     result = export_pruned(pruned, outdir, formats=formats, data_spec=data_spec, seed=seed,
                            options=ExportOptions(onnx_sparse_initializers, tflite_sparse),
-                           activations=activations, latent=latent, trust_code=trust_code)
+                           **model_opts)
     for note in result["notes"]:
         click.echo(f"note: {note}")
     for art in result["written"].values():
@@ -423,13 +438,12 @@ def run(bundle, inputs, output, kernel, mode):
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 @with_model_options
 @_user_errors
-def info(artifact, as_json, activations, latent, trust_code):
+def info(artifact, as_json, model_opts):
     """Describe an artifact: format, layers, shapes, non-zeros, bytes on disk and gzip bytes."""
     from edgeprune.inspector import describe as describe_artifact
     from edgeprune.inspector import format_info
 
-    desc = describe_artifact(artifact, activations=activations, latent=latent,
-                             trust_code=trust_code)
+    desc = describe_artifact(artifact, **model_opts)
     click.echo(json.dumps(desc, indent=2) if as_json else format_info(desc))
 
 

@@ -247,10 +247,10 @@ def _scores_fit(path: str, net: Network) -> bool:
 
 
 def explain(source: str | os.PathLike, outdir: str | os.PathLike, opts: ExplainOptions, *,
-            data_spec: str | None = None, activations: str | None = None,
-            latent: int | None = None, trust_code: bool = False,
-            progress: Callable[[str], None] | None = None) -> ExplainResult:
-    """``edgeprune explain SOURCE -o OUTDIR``: load, score, prune (plain models), draw, write."""
+            data_spec: str | None = None, progress: Callable[[str], None] | None = None,
+            **model_opts) -> ExplainResult:
+    """``edgeprune explain SOURCE -o OUTDIR``: load, score, prune (plain models), draw, write
+    (``model_opts``: :func:`edgeprune.checkpoint.load_network`'s keyword options)."""
     from edgeprune.artifacts import resolve_pruned
     from edgeprune.checkpoint import load_network
     from edgeprune.compress import check_data_matches
@@ -264,7 +264,6 @@ def explain(source: str | os.PathLike, outdir: str | os.PathLike, opts: ExplainO
                          "check the path")
     inputs = [p for p in (source, opts.scores_path) if p]
     check_output_dir(outdir, "explain", inputs=inputs)  # before any scoring
-    model_opts = {"activations": activations, "latent": latent, "trust_code": trust_code}
     pruned, report = None, {}
     if source.is_dir():
         if opts.importance_level is not None:

@@ -163,12 +163,13 @@ def describe_tflite(path: Path) -> dict:
             "operators": sorted({name for name, _ in ops}), **file_figures(path)}
 
 
-def describe_checkpoint(path: Path, *, activations: str | None = None, latent: int | None = None,
-                        trust_code: bool = False) -> dict:
-    """Layers of a ``.pt`` checkpoint (masks applied), loaded as a network."""
+def describe_checkpoint(path: Path, **model_opts) -> dict:
+    """Layers of a ``.pt`` checkpoint (masks applied), loaded as a network
+    (``model_opts``: :func:`edgeprune.checkpoint.load_network`'s keyword options)."""
     from edgeprune.checkpoint import load_network
+    from edgeprune.layer_chain import import_notes
 
-    net = load_network(path, activations=activations, latent=latent, trust_code=trust_code)
+    net = load_network(path, **model_opts)
     layers = [{"layer": k, "shape": [layer.out_dim, layer.in_dim], "activation": layer.activation,
                "nnz": int(np.count_nonzero(layer.masked_weight))}
               for k, layer in enumerate(net.layers, start=1)]
@@ -177,11 +178,10 @@ def describe_checkpoint(path: Path, *, activations: str | None = None, latent: i
             "network": net.describe(), "layers": layers, "nnz": nnz,
             "parameters_dense": net.n_links, "sparsity": 1 - nnz / net.n_links,
             "dense_fp32_bytes": 4 * sum(layer.n_links + layer.out_dim for layer in net.layers),
-            **file_figures(path)}
+            "import_notes": import_notes(net), **file_figures(path)}
 
 
-def describe(path: str | os.PathLike, *, activations: str | None = None,
-             latent: int | None = None, trust_code: bool = False) -> dict:
+def describe(path: str | os.PathLike, **model_opts) -> dict:
     """Format, layers, shapes, non-zeros and byte counts of a bundle, graph file, checkpoint or
     ``compress`` output directory (its ``model.npz``)."""
     path = Path(path)
@@ -200,8 +200,7 @@ def describe(path: str | os.PathLike, *, activations: str | None = None,
         return describe_onnx(path)
     if path.suffix == ".tflite":
         return describe_tflite(path)
-    return describe_checkpoint(path, activations=activations, latent=latent,
-                               trust_code=trust_code)
+    return describe_checkpoint(path, **model_opts)
 
 
 #: What reading each foreign format's layers needs (module, install hint).
@@ -232,6 +231,7 @@ def layer_source(path: Path, fmt: str) -> tuple[list[LayerShape] | None, str]:
 def format_info(desc: dict) -> str:
     """Human-readable ``edgeprune info`` output."""
     lines = [f"{desc['path']}: {desc['format']} ({desc.get('kind', '?')})"]
+    lines += [f"  model: {note}" for note in desc.get("import_notes", [])]
     for row in desc.get("layers", []):
         extra = f" kernel={row['kernel']}" if "kernel" in row else ""
         extra += f" storage={row['storage']}" if "storage" in row else ""

@@ -96,7 +96,8 @@ def degradation_hints(report: dict) -> list[str]:
 
 def format_summary(report: dict) -> str:
     """The text the CLI prints after compress: the table plus metrics before/after."""
-    lines = [format_text_table(layer_table(report["layers"])), ""]
+    lines = [f"model: {n}" for n in (report.get("import") or {}).get("notes", [])]
+    lines += [format_text_table(layer_table(report["layers"])), ""]
     lines.append(f"achieved sparsity eta = {report['sparsity']:.4f}"
                  + importance_level_line(report)
                  + f" ({report['links_kept']}/{report['links_total']} links kept)")
@@ -137,6 +138,7 @@ def format_markdown(report: dict) -> str:
         f"- achieved sparsity η = {report['sparsity']:.4f}"
         + importance_level_line(report).replace(" at importance", " at SHAP-SAE importance"),
         f"- links kept: {report['links_kept']} of {report['links_total']}",
+        *[f"- model import: {n}" for n in (report.get("import") or {}).get("notes", [])],
         f"- fine-tuning epochs: {report.get('finetune_epochs', 0)}",
         "",
         "## Layers",
