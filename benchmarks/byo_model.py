@@ -187,7 +187,8 @@ def _plot(s: dict, path: Path) -> None:
     ax.set_yscale("log")
     ax.set_ylabel("p50 latency, µs (log)")
     ax.set_title("MLPerf Tiny AD AE, measured on this host (x86, 1 thread)", fontsize=10)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=4)
+    fig.subplots_adjust(bottom=0.2)
     fig.savefig(path)
 
 
