@@ -27,7 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgeprune.bench import BenchOptions, run as run_bench
+from edgeprune.bench import BenchOptions
+from edgeprune.bench import run as run_bench
 from edgeprune.checkpoint import load_network
 from edgeprune.compress import CompressOptions, compress
 from edgeprune.data import load_dataset

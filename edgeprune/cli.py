@@ -314,7 +314,6 @@ def compress(model, data_spec, importance_level, sparsity, method, estimator, re
     from edgeprune.compress import CompressOptions
     from edgeprune.compress import compress as run_compress
     from edgeprune.data import load_dataset
-    from edgeprune.report import format_summary
     from edgeprune.scoring import memory_budget_bytes
 
     opts = CompressOptions(importance_level=importance_level, sparsity=sparsity, method=method,
@@ -332,14 +331,14 @@ def compress(model, data_spec, importance_level, sparsity, method, estimator, re
     ds = load_dataset(data_spec, seed=seed)
     result = run_compress(net, ds, outdir, opts)
     if as_json:
-        click.echo(json.dumps(result.report, indent=2))
+        click.echo(json.dumps(result.report.to_dict(), indent=2))
     else:
-        click.echo(format_summary(result.report))
-        if "neuron_walk" in result.report:
+        click.echo(str(result.report))
+        if result.report.neuron_walk is not None:
             from edgeprune.prune.neuron_walk import walk_summary
 
-            click.echo(walk_summary(result.report["neuron_walk"]))
-        names = ", ".join(f"model.{f}" for f in result.report.get("artifacts", {"npz": 0}))
+            click.echo(walk_summary(result.report.neuron_walk))
+        names = ", ".join(f"model.{f}" for f in result.report.artifacts)
         click.echo(f"wrote {os.path.join(outdir, '')}: pruned.pt, {names}, report.json, "
                    "report.md, manifest.json")
 

@@ -23,7 +23,7 @@ from edgeprune.fileio import write_text_atomic
 from edgeprune.network import ModelError, Network
 from edgeprune.output_dir import staged_output_dir
 from edgeprune.prune import baseline_scores, compact_network, format_support_set, prune_network
-from edgeprune.report import format_markdown, record_data_spec, record_path, write_json
+from edgeprune.report import CompressReport, record_data_spec, record_path, write_json
 from edgeprune.scoring import load_link_scores, score_network
 from edgeprune.train import evaluate, train_network
 
@@ -95,7 +95,7 @@ class CompressOptions:
 @dataclass
 class CompressResult:
     network: Network  # pruned (masked, cascaded, fine-tuned) network
-    report: dict
+    report: CompressReport
     outdir: Path
 
 
@@ -173,48 +173,44 @@ def _finetune(pruned: Network, ds: Dataset, opts: CompressOptions) -> tuple[Netw
 
 
 def _report(net, pruned, compact_net, ds, opts, result, scoring, walk, metrics,
-            history, outdir) -> dict:
-    report = {
-        "edgeprune_version": __version__,
-        "network": net.describe(),
-        "source": _recorded_source(ds.name, opts, outdir),
-        "method": opts.method,
-        "scoring": scoring,
-        "importance_level": result.importance_level,
-        "sparsity": pruned.sparsity,
-        "links_total": pruned.n_links,
-        "links_kept": pruned.n_active,
-        "original_dense_fp32_bytes": 4 * sum(layer.n_links + layer.out_dim
-                                             for layer in net.layers),
-        "input_dim": net.in_dim,
-        "output_dim": net.out_dim,
-        "layers": result.per_layer,
-        "unused_inputs": [int(i) for i in np.setdiff1d(np.arange(net.in_dim),
-                                                         compact_net.input_index)],
-        "constant_outputs": {int(i): float(compact_net.output_const[i])
-                             for i in np.setdiff1d(np.arange(net.out_dim),
-                                                   compact_net.output_index)},
-        "target_sparsity": result.target_sparsity,
-        "import": (net.meta or {}).get("import") or {},
-        "notes": list(result.notes),
-        "finetune_epochs": opts.finetune_epochs,
-        "finetune_history": history,
-        "metrics": metrics,
-    }
-    # eta of the written network above; against the original model's links (units removed
-    # physically by the neuron walk shrink links_total) here
-    report["granularity"] = ",".join(opts.granularities())
-    report["links_original"] = net.n_links
-    report["sparsity_vs_original"] = 1.0 - pruned.n_active / net.n_links
-    if walk is not None:
-        report["method"] = f"neuron:{walk.strategy}" + (
-            f"+{opts.method}" if "link" in opts.granularities() else "")
-        report["network_pruned"] = pruned.describe()
-        report["neuron_walk"] = walk.to_dict()
-    if pruned.n_links <= SUPPORT_SET_PRINT_LIMIT:  # small enough to read, as in paper §3.1
-        report["support_sets"] = [format_support_set(pairs, k)
-                                  for k, pairs in enumerate(result.support_sets, start=1)]
-    return report
+            history, outdir) -> CompressReport:
+    links_link_stage = "link" in opts.granularities()
+    return CompressReport(
+        edgeprune_version=__version__,
+        network=net.describe(),
+        source=_recorded_source(ds.name, opts, outdir),
+        method=opts.method if walk is None else f"neuron:{walk.strategy}" + (
+            f"+{opts.method}" if links_link_stage else ""),
+        scoring=scoring,
+        importance_level=result.importance_level,
+        sparsity=pruned.sparsity,  # eta of the written network
+        links_total=pruned.n_links,
+        links_kept=pruned.n_active,
+        original_dense_fp32_bytes=4 * sum(layer.n_links + layer.out_dim for layer in net.layers),
+        input_dim=net.in_dim,
+        output_dim=net.out_dim,
+        layers=result.per_layer,
+        unused_inputs=[int(i) for i in np.setdiff1d(np.arange(net.in_dim),
+                                                      compact_net.input_index)],
+        constant_outputs={int(i): float(compact_net.output_const[i])
+                          for i in np.setdiff1d(np.arange(net.out_dim),
+                                                compact_net.output_index)},
+        target_sparsity=result.target_sparsity,
+        import_=(net.meta or {}).get("import") or {},
+        notes=list(result.notes),
+        finetune_epochs=opts.finetune_epochs,
+        finetune_history=history,
+        metrics=metrics,
+        granularity=",".join(opts.granularities()),
+        # against the original model's links (the neuron walk removes units physically)
+        links_original=net.n_links,
+        sparsity_vs_original=1.0 - pruned.n_active / net.n_links,
+        network_pruned=pruned.describe() if walk is not None else None,
+        neuron_walk=walk.to_dict() if walk is not None else None,
+        support_sets=[format_support_set(pairs, k)  # small enough to read, as in paper §3.1
+                      for k, pairs in enumerate(result.support_sets, start=1)]
+        if pruned.n_links <= SUPPORT_SET_PRINT_LIMIT else None,
+    )
 
 
 def _recorded_source(data: str, opts: CompressOptions, outdir) -> dict:
@@ -225,24 +221,27 @@ def _recorded_source(data: str, opts: CompressOptions, outdir) -> dict:
     return source
 
 
-def _write_outputs(staging: Path, net, pruned, compact_net, ds, opts, report, walk, t0) -> None:
+def _write_outputs(staging: Path, net, pruned, compact_net, ds, opts, report: CompressReport,
+                   walk, t0) -> None:
     """pruned.pt, every artifact (each verified against PyTorch), report.json and report.md."""
-    pruned.meta = {**pruned.meta, "pruning": {k: report[k] for k in
-                                              ("method", "importance_level", "sparsity")}}
+    pruned.meta = {**pruned.meta, "pruning": {"method": report.method,
+                                              "importance_level": report.importance_level,
+                                              "sparsity": report.sparsity}}
     save_checkpoint(pruned, staging / "pruned.pt")
     formats, notes = parse_formats(opts.export)
     formats = ["npz"] + [f for f in formats if f != "npz"]  # the bundle is always written
     artifacts = write_artifacts(
         pruned, compact_net, ds.x_test, staging, formats, opts.export_options,
-        metadata={**report["source"], "source_model_fingerprint": net.fingerprint(),
-                  "report": {k: report[k] for k in ("method", "importance_level")}})
-    report["artifacts"] = {fmt: {k: v for k, v in a.items() if k != "path"}
-                           for fmt, a in artifacts.items()}
-    report["export_notes"] = notes
-    report["runtime_max_abs_diff"] = artifacts["npz"]["max_abs_diff_vs_pytorch"]
-    report["seconds"] = round(time.perf_counter() - t0, 3)
-    write_json(staging / "report.json", report)
-    md = format_markdown(report)
+        metadata={**report.source, "source_model_fingerprint": net.fingerprint(),
+                  "report": {"method": report.method,
+                             "importance_level": report.importance_level}})
+    report.artifacts = {fmt: {k: v for k, v in a.items() if k != "path"}
+                        for fmt, a in artifacts.items()}
+    report.export_notes = notes
+    report.runtime_max_abs_diff = artifacts["npz"]["max_abs_diff_vs_pytorch"]
+    report.seconds = round(time.perf_counter() - t0, 3)
+    write_json(staging / "report.json", report.to_dict())
+    md = report.markdown()
     if walk is not None:
         from edgeprune.prune.neuron_walk import walk_markdown
 

@@ -17,7 +17,6 @@ def main(argv: list[str] | None = None) -> int:
     from edgeprune import runtime
     from edgeprune.compress import CompressOptions, compress
     from edgeprune.data import load_dataset
-    from edgeprune.report import format_summary
     from edgeprune.torch_network import torch_forward
     from edgeprune.workflows import train_autoencoder
 
@@ -38,8 +37,8 @@ def main(argv: list[str] | None = None) -> int:
                       CompressOptions(importance_level=0.8, samples=256, seed=0, quiet=True,
                                       finetune_epochs=10,
                                       provenance={"model": str(out / "model.pt")}))
-    print(format_summary(result.report))
-    scoring = result.report["scoring"]
+    print(result.report)
+    scoring = result.report.scoring
     print("scoring: " + ", ".join(f"layer {r['layer']} {r['estimator']} {r['seconds']:.2f}s"
                                   for r in scoring["layers"]))
     print("\n== 3. run model.npz in the NumPy/SciPy runtime (no torch) and compare with PyTorch")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from edgeprune.fileio import write_text_atomic
@@ -176,6 +177,74 @@ def format_markdown(report: dict) -> str:
                   f"{report['runtime_max_abs_diff']:.2e}"]
     return "\n".join(lines) + "\n"
 
+
+@dataclass
+class CompressReport:
+    """What ``compress`` did and what it cost, as typed fields (the statistics object; compare
+    NNCF's ``SparsifiedModelStatistics``). ``to_dict()`` is report.json, ``str()`` the console
+    summary and ``markdown()`` report.md; ``report["key"]`` reads the JSON view, so code that
+    treated the report as a dict keeps working."""
+
+    network: str  # the model as loaded, e.g. "autoencoder 64-32-8-32-64 [...]"
+    source: dict  # model / data paths (relative to the report) and provenance
+    method: str  # shap-sae, magnitude, random, lap, or neuron:...
+    scoring: dict | None  # the scoring summary (estimators, seconds, memory) or {"from": ...}
+    importance_level: float | None  # m (meaningful for SHAP-SAE)
+    sparsity: float  # eta of the written network
+    links_total: int
+    links_kept: int
+    original_dense_fp32_bytes: int  # the original model's weights + biases as dense fp32
+    input_dim: int
+    output_dim: int
+    layers: list[dict]  # per layer: shape, links, links_kept, units_kept, sparsity
+    unused_inputs: list[int]  # 0-based input positions the pruned model never reads
+    constant_outputs: dict[int, float]  # 0-based output position -> its constant value
+    target_sparsity: float | None
+    import_: dict  # what loading did to a user's model (folded BatchNorms, latent chosen)
+    notes: list[str]  # warnings about the pruned network
+    finetune_epochs: int
+    finetune_history: list[dict]
+    metrics: dict  # {"before": {...}, "after": {...}} on the test split
+    granularity: str  # "link", "neuron" or "neuron,link"
+    links_original: int
+    sparsity_vs_original: float
+    edgeprune_version: str = ""
+    network_pruned: str | None = None  # neuron pruning changes the shapes
+    neuron_walk: dict | None = None
+    support_sets: list[str] | None = None  # small networks only
+    artifacts: dict = field(default_factory=dict)  # per format: bytes, max |diff| vs PyTorch
+    export_notes: list[str] = field(default_factory=list)
+    runtime_max_abs_diff: float | None = None
+    seconds: float | None = None
+
+    def to_dict(self) -> dict:
+        """report.json's content (optional parts only when present)."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in _OPTIONAL_KEYS and value is None:
+                continue
+            out["import" if f.name == "import_" else f.name] = value
+        return out
+
+    def __getitem__(self, key: str):
+        return self.to_dict()[key]
+
+    def get(self, key: str, default=None):
+        return self.to_dict().get(key, default)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.to_dict()
+
+    def __str__(self) -> str:
+        return format_summary(self.to_dict())
+
+    def markdown(self) -> str:
+        return format_markdown(self.to_dict())
+
+
+_OPTIONAL_KEYS = {"network_pruned", "neuron_walk", "support_sets", "runtime_max_abs_diff",
+                  "seconds"}
 
 PATH_SPECS = ("idx:", "npy:", "csv:")  # data specs that name a file
 

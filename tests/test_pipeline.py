@@ -88,3 +88,20 @@ def test_make_demo_runs_end_to_end(tmp_path, capsys):
     written = {p.name for p in (tmp_path / "compressed").iterdir()}
     assert {"model.npz", "pruned.pt", "report.json", "report.md"} <= written
     assert f"artifacts in {tmp_path}/compressed: " + " ".join(sorted(written)) in out
+
+
+def test_compress_report_is_typed_and_renders_itself(tmp_path, small_model, npy_data):
+    from edgeprune.checkpoint import load_network
+    from edgeprune.compress import CompressOptions, compress
+    from edgeprune.data import load_dataset
+    from edgeprune.report import CompressReport
+
+    res = compress(load_network(small_model), load_dataset(npy_data), tmp_path / "o",
+                   CompressOptions(sparsity=0.5, method="magnitude", export="npz", quiet=True))
+    rep = res.report
+    assert isinstance(rep, CompressReport) and isinstance(rep.links_kept, int)
+    assert rep.to_dict() == json.loads((tmp_path / "o" / "report.json").read_text()) | {
+        "constant_outputs": rep.constant_outputs}  # JSON turns int keys into strings
+    assert rep["sparsity"] == rep.sparsity and "neuron_walk" not in rep
+    assert str(rep).startswith("layer") and "links kept" in str(rep)
+    assert rep.markdown() == (tmp_path / "o" / "report.md").read_text()
