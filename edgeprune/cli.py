@@ -195,8 +195,10 @@ def train(data_spec, hidden, activation, latent_activation, output_activation, e
           batch_size, seed, output, quiet, task="autoencode"):
     """Train a symmetric autoencoder (or, with --task classify, an MLP classifier) and write an
     edgeprune checkpoint."""
+    from edgeprune.output_dir import check_output_file
     from edgeprune.workflows import train_autoencoder
 
+    check_output_file(output, {"data file": data_spec})
     if task == "classify":  # --latent-activation/--output-activation do not apply
         from edgeprune.train import train_classifier_file
 
@@ -230,8 +232,10 @@ def score(model, data_spec, estimator, samples, reference, seed, memory_budget, 
     """Score every link of MODEL with Shapley values (SHAP-SAE eq. 3-4)."""
     from edgeprune.compress import check_data_matches
     from edgeprune.data import explanation_set, load_dataset
+    from edgeprune.output_dir import check_output_file
     from edgeprune.scoring import memory_budget_bytes, save_scores, score_network
 
+    check_output_file(output, {"model file": model, "data file": data_spec})
     net = _load_model(model, model_opts)
     ds = load_dataset(data_spec, seed=seed)
     check_data_matches(net, ds)

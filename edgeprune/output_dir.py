@@ -52,7 +52,8 @@ COMMAND_FILES: dict[str, tuple[str, ...]] = {
                 "li_layer*.png"),
 }
 
-__all__ = ["MANIFEST", "check_output_dir", "clean_stale", "read_manifest", "staged_output_dir"]
+__all__ = ["MANIFEST", "check_output_dir", "check_output_file", "clean_stale", "read_manifest",
+           "staged_output_dir"]
 
 
 def _fail(outdir: Path, problem: str, fix: str) -> EdgepruneError:
@@ -209,6 +210,24 @@ def clean_stale(outdir: str | os.PathLike) -> list[Path]:
             shutil.rmtree(entry, ignore_errors=True)
             removed.append(entry)
     return removed
+
+
+def check_output_file(output: str | os.PathLike, inputs: dict[str, object],
+                      option: str = "-o") -> None:
+    """Refuse a single-file output (``train``/``score``/``run -o``) that is one of the files
+    the command reads — it would be replaced by the result. ``inputs`` maps a description
+    ("model file") to a path; a data spec such as ``npy:PATH`` counts by its path."""
+    output = Path(output)
+    for what, source in inputs.items():
+        if source is None:
+            continue
+        source = str(source)
+        for prefix in ("idx:", "npy:", "csv:"):
+            source = source.removeprefix(prefix)
+        if output.exists() and Path(source).exists() and _same(output, Path(source)) or \
+                output.resolve() == Path(source).resolve():
+            raise EdgepruneError(f"{option} {output}: is the {what} this command reads; write "
+                                 "the result to another file")
 
 
 def _alive(pid: int) -> bool:

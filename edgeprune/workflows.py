@@ -10,6 +10,7 @@ import numpy as np
 
 from edgeprune.fileio import atomic_path
 from edgeprune.network import ModelError
+from edgeprune.output_dir import check_output_file
 
 
 def train_autoencoder(data_spec: str, *, hidden: str = "32,8", activation: str = "relu",
@@ -42,14 +43,6 @@ def train_autoencoder(data_spec: str, *, hidden: str = "32,8", activation: str =
 def _save_npy_atomic(path: Path, arr: np.ndarray) -> None:
     with atomic_path(path, suffix=".npy") as tmp:
         np.save(tmp, arr)
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    """Whether ``a`` and ``b`` name the same file (links included), or resolve to one path."""
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return a.resolve() == b.resolve()
 
 
 def _read_inputs(path: Path, width: int, what: str, widths: list[int]) -> np.ndarray:
@@ -114,10 +107,7 @@ def run_bundle(bundle: str | os.PathLike, inputs: str | os.PathLike, output: str
     from edgeprune import runtime
 
     bundle, inputs, output = Path(bundle), Path(inputs), Path(output)
-    for what, source in (("model bundle", bundle), ("input file", inputs)):
-        if _same_file(output, source):
-            raise ModelError(f"-o {output}: is the {what} this command reads; write the result "
-                             "to another file")
+    check_output_file(output, {"model bundle": bundle, "input file": inputs})
     model = runtime.load(bundle, kernel=kernel)
     if mode != "forward" and not model.is_autoencoder:
         raise ModelError(f"{bundle}: --{mode} needs an autoencoder bundle with a latent layer; "

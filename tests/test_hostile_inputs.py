@@ -23,6 +23,7 @@ from click.testing import CliRunner
 
 from edgeprune.cli import main
 from edgeprune.data import DataError, load_dataset
+from edgeprune.errors import EdgepruneError
 from edgeprune.network import ModelError
 from edgeprune.runtime import BundleError, limits, load, read_bundle
 from edgeprune.scoring import memory_budget_bytes, score_network
@@ -360,7 +361,7 @@ def test_run_does_not_replace_what_it_reads(tmp_path, inputs, target):
     link.symlink_to(bundle)
     out = {"bundle": bundle, "inputs": inputs, "link": link}[target]
     before = bundle.read_bytes(), inputs.read_bytes()
-    with pytest.raises(ModelError, match="this command reads"):
+    with pytest.raises(EdgepruneError, match="this command reads"):
         run_bundle(bundle, inputs, out)
     _cli_fails(["run", bundle, inputs, "-o", out], f"-o {out}", "this command reads")
     assert (bundle.read_bytes(), inputs.read_bytes()) == before

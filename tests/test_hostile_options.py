@@ -121,3 +121,15 @@ def test_bench_refuses_a_batch_beyond_the_memory_bound_before_allocating(tmp_pat
     _refused(CliRunner().invoke(main, ["bench", str(out / "model.npz"), "--batch",
                                        str(10**12), "--backends", "edgeprune", "-q"]),
              "--batch 1000000000000", "or less")
+
+
+@pytest.mark.parametrize("command", ["score", "train"])
+def test_single_file_outputs_never_replace_an_input(tmp_path, small_model, npy_data, command):
+    data_file = npy_data.removeprefix("npy:")
+    before = {p: p.read_bytes() for p in tmp_path.iterdir()}
+    if command == "score":
+        args = ["score", str(small_model), "--data", npy_data, "-o", str(small_model)]
+    else:
+        args = ["train", "--data", npy_data, "--epochs", "1", "-o", data_file]
+    _refused(CliRunner().invoke(main, args), "-o ", "this command reads")
+    assert {p: p.read_bytes() for p in tmp_path.iterdir()} == before
