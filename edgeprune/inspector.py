@@ -82,6 +82,8 @@ def describe_onnx(path: Path) -> dict:
     except Exception as exc:  # noqa: BLE001 - protobuf raises several types
         raise ModelError(f"{path}: not a readable ONNX file ({type(exc).__name__})") from None
     graph = model.graph
+    if not graph.node:  # an empty file parses as an empty model
+        raise ModelError(f"{path}: holds no ONNX graph (empty or not a model); check the file")
     dense, sparse = _onnx_constants(graph)
     consumers: dict[str, list[str]] = {}
     for node in graph.node:
@@ -224,7 +226,8 @@ def layer_source(path: Path, fmt: str) -> tuple[list[LayerShape] | None, str]:
     shapes = [LayerShape(row["shape"][0], row["shape"][1], row["nnz"], row["activation"])
               for row in desc["layers"] if row.get("storage") != "computed"]
     if not shapes:
-        raise EdgepruneError("no layer with a constant 2-D weight found")
+        raise EdgepruneError(f"{path}: no layer with a constant 2-D weight found; give a model "
+                             "edgeprune exported (or any chain of Gemm/MatMul layers)")
     return shapes, ""
 
 

@@ -137,3 +137,16 @@ def test_info_on_a_trusted_torchscript_names_its_layers(tmp_path):
     ts = write_torchscript_payloads(tmp_path, marker)
     result = CliRunner().invoke(main, ["info", str(ts["ts_forward.pt"]), "--trust-code"])
     assert result.exit_code == 0 and "layer 1: 12 x 12" in result.output, result.output
+
+
+@pytest.mark.parametrize("suffix", [".onnx", ".tflite", ".npz"])
+@pytest.mark.parametrize("content", [b"", b"\x00garbage" * 50])
+def test_info_and_bench_refuse_empty_and_garbage_artifacts(tmp_path, suffix, content):
+    path = tmp_path / f"bad{suffix}"
+    path.write_bytes(content)
+    for args in (["info", str(path)], ["bench", str(path), "--runs", "1", "--warmup", "0",
+                                       "--min-time", "0", "-q"]):
+        result = CliRunner().invoke(main, args)
+        text = result.output.strip()
+        assert result.exit_code == 1 and text.startswith("Error: ") and path.name in text, text
+        assert len(text.splitlines()) == 1 and "unexpected" not in text, text
