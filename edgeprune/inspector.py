@@ -193,7 +193,7 @@ def describe(path: str | os.PathLike, **model_opts) -> dict:
         else:
             raise ModelError(f"{path}: directory has no model.npz; give an artifact file")
     if not path.is_file():
-        raise ModelError(f"{path}: no such file")
+        raise ModelError(f"{path}: no such file, or not a regular file; give an artifact file")
     if path.suffix == ".npz":
         from edgeprune.runtime.info import describe as describe_bundle
 
