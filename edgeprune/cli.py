@@ -493,5 +493,86 @@ def bench(artifacts, batches, backends, warmup, runs, min_time, threads, json_pa
         click.echo("wrote " + ", ".join(written))
 
 
+ssh_options = [
+    click.option("--identity", type=click.Path(dir_okay=False), default=None,
+                 help="Private key file for SSH (default: ssh-agent and ~/.ssh/config)."),
+    click.option("--ssh-config", type=click.Path(dir_okay=False), default=None,
+                 help="An ssh_config file to use instead of ~/.ssh/config (ssh -F)."),
+    click.option("--accept-new-host-key", is_flag=True,
+                 help="Trust a board's host key on first connection (StrictHostKeyChecking="
+                      "accept-new); a changed key is still refused."),
+    click.option("--connect-timeout", type=click.IntRange(1, 600), default=10,
+                 show_default=True, help="Seconds to wait for each SSH connection."),
+    click.option("--remote-dir", default=None, metavar="DIR",
+                 help="Deployment directory on the board  [default: ~/edgeprune/<name>]"),
+    click.option("--python", "remote_python", default="python3", show_default=True,
+                 help="The board's Python (its distribution numpy/scipy are used)."),
+]
+with_ssh_options = _with_options(ssh_options)
+
+
+def _deploy_options(identity, ssh_config, accept_new_host_key, connect_timeout, remote_dir,
+                    remote_python, dry_run=False):
+    from edgeprune.deploy.deploy import DeployOptions
+    from edgeprune.deploy.ssh import SshOptions
+
+    ssh = SshOptions(identity=identity, ssh_config=ssh_config,
+                     accept_new_host_key=accept_new_host_key, connect_timeout=connect_timeout)
+    return DeployOptions(remote_dir=remote_dir, python=remote_python, dry_run=dry_run, ssh=ssh)
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("artifact_or_outdir", type=click.Path())
+@click.option("--host", "hosts", multiple=True, metavar="[USER@]HOST[:PORT]",
+              help="A board to deploy to (an alias of ~/.ssh/config works); repeat for several.")
+@click.option("--hosts-file", default=None, type=click.Path(dir_okay=False),
+              help="A file with one [user@]host[:port] per line (# comments).")
+@click.option("--formats", default="npz", show_default=True,
+              help="Comma-separated subset of npz,onnx,tflite to ship and verify.")
+@click.option("--wheel", default=None, type=click.Path(dir_okay=False),
+              help="Ship this edgeprune wheel instead of building one from the source tree.")
+@click.option("--wheelhouse", default=None, type=click.Path(file_okay=False),
+              help="Also install every .whl in this directory on the board (offline; e.g. "
+                   "onnxruntime / ai-edge-litert wheels for aarch64).")
+@click.option("--dry-run", is_flag=True, help="Probe the boards and say what would be done.")
+@with_ssh_options
+@_user_errors
+def deploy(artifact_or_outdir, hosts, hosts_file, formats, wheel, wheelhouse, dry_run, identity,
+           ssh_config, accept_new_host_key, connect_timeout, remote_dir, remote_python):
+    """Deploy ARTIFACT_OR_OUTDIR (model.npz or a compress/export directory) with the numpy/scipy
+    runtime to boards over SSH, and verify it there against this host's outputs."""
+    from edgeprune.deploy import deploy as dep
+    from edgeprune.deploy.package import FORMATS, build_package
+
+    chosen = tuple(dict.fromkeys(f.strip() for f in formats.split(",") if f.strip()))
+    bad = [f for f in chosen if f not in FORMATS]
+    if bad or not chosen:
+        raise click.UsageError(f"--formats {formats!r}: choose from {', '.join(FORMATS)}")
+    all_hosts = [*hosts, *(dep.read_hosts_file(hosts_file) if hosts_file else [])]
+    if not all_hosts:
+        raise click.UsageError("give at least one --host (or --hosts-file)")
+    for h in all_hosts:
+        from edgeprune.deploy.ssh import parse_target
+
+        parse_target(h)
+    opts = _deploy_options(identity, ssh_config, accept_new_host_key, connect_timeout,
+                           remote_dir, remote_python, dry_run)
+    package = build_package(artifact_or_outdir, chosen, wheel=wheel, wheelhouse=wheelhouse,
+                            name=(remote_dir.rstrip("/").rsplit("/", 1)[-1] if remote_dir
+                                  else None))
+    click.echo(f"{package.name}: {len(package.files)} files, {package.bytes / 1024:.0f} KiB "
+               f"({', '.join(package.manifest['artifacts'].values())}, "
+               f"{package.manifest['verify']['rows']} verification rows)", err=True)
+    results = dep.deploy(all_hosts, package, opts,
+                         say=lambda msg: click.echo(msg, err=True))
+    failed = [r for r in results if not r.ok]
+    if len(results) == 1 and failed:
+        raise EdgepruneError(failed[0].error or "deploy failed")
+    click.echo(dep.result_table(results))
+    if failed:
+        raise EdgepruneError(f"{len(failed)} of {len(results)} boards failed: "
+                             + ", ".join(r.host for r in failed))
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
