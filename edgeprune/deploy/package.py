@@ -70,6 +70,14 @@ class Package:
                 tar.addfile(info, io.BytesIO(data))
         return buf.getvalue()
 
+    def write_to(self, directory: str | os.PathLike) -> Path:
+        """The deployment's files in a local directory (the host side of ``bench --remote``)."""
+        directory = Path(directory)
+        for rel, data in [*self.files.items(), ("manifest.json", self.manifest_bytes)]:
+            (directory / rel).parent.mkdir(parents=True, exist_ok=True)
+            (directory / rel).write_bytes(data)
+        return directory
+
     @property
     def manifest_bytes(self) -> bytes:
         return (json.dumps(self.manifest, indent=2, sort_keys=True) + "\n").encode()
