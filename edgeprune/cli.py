@@ -432,6 +432,34 @@ def info(artifact, as_json, activations, latent, trust_code):
     click.echo(json.dumps(desc, indent=2) if as_json else format_info(desc))
 
 
+ssh_options = [
+    click.option("--identity", type=click.Path(dir_okay=False), default=None,
+                 help="Private key file for SSH (default: ssh-agent and ~/.ssh/config)."),
+    click.option("--ssh-config", type=click.Path(dir_okay=False), default=None,
+                 help="An ssh_config file to use instead of ~/.ssh/config (ssh -F)."),
+    click.option("--accept-new-host-key", is_flag=True,
+                 help="Trust a board's host key on first connection (StrictHostKeyChecking="
+                      "accept-new); a changed key is still refused."),
+    click.option("--connect-timeout", type=click.IntRange(1, 600), default=10,
+                 show_default=True, help="Seconds to wait for each SSH connection."),
+    click.option("--remote-dir", default=None, metavar="DIR",
+                 help="Deployment directory on the board  [default: ~/edgeprune/<name>]"),
+    click.option("--python", "remote_python", default="python3", show_default=True,
+                 help="The board's Python (its distribution numpy/scipy are used)."),
+]
+with_ssh_options = _with_options(ssh_options)
+
+
+def _deploy_options(identity, ssh_config, accept_new_host_key, connect_timeout, remote_dir,
+                    remote_python, dry_run=False):
+    from edgeprune.deploy.deploy import DeployOptions
+    from edgeprune.deploy.ssh import SshOptions
+
+    ssh = SshOptions(identity=identity, ssh_config=ssh_config,
+                     accept_new_host_key=accept_new_host_key, connect_timeout=connect_timeout)
+    return DeployOptions(remote_dir=remote_dir, python=remote_python, dry_run=dry_run, ssh=ssh)
+
+
 @main.command(context_settings=CONTEXT)
 @click.argument("artifacts", nargs=-1, type=click.Path())
 @click.option("--batch", "batches", default="1,32,256", show_default=True,
@@ -462,15 +490,28 @@ def info(artifact, as_json, activations, latent, trust_code):
 @click.option("--kernel-profile", type=click.Path(dir_okay=False), default=None,
               help="Kernel profile for edgeprune-auto (default: the calibrated one, if any).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
+@click.option("--remote", default=None, metavar="[USER@]HOST[:PORT]",
+              help="Also run on this board over SSH (deploying ARTIFACTS first, a no-op when "
+                   "already there) and report host vs board side by side; --calibrate then "
+                   "calibrates the board.")
+@with_ssh_options
 @_user_errors
 def bench(artifacts, batches, backends, warmup, runs, min_time, threads, json_path, md_path,
-          plot_path, energy_profile, calibrate, profile_out, kernel_profile, quiet):
+          plot_path, energy_profile, calibrate, profile_out, kernel_profile, quiet, remote,
+          identity, ssh_config, accept_new_host_key, connect_timeout, remote_dir, remote_python):
     """Benchmark ARTIFACTS (model.npz, .onnx, .tflite, pruned.pt or compress output dirs)."""
     from edgeprune import bench as benchmark
 
     def say(msg: str) -> None:
         if not quiet:
             click.echo(msg, err=True)
+
+    if remote:
+        _bench_remote(remote, artifacts, batches, warmup, runs, min_time, threads, json_path,
+                      md_path, energy_profile, calibrate, say,
+                      _deploy_options(identity, ssh_config, accept_new_host_key,
+                                      connect_timeout, remote_dir, remote_python))
+        return
 
     opts = benchmark.BenchOptions(batches=benchmark.parse_batches(batches), backends=backends,
                                   warmup=warmup, runs=runs, min_time=min_time, threads=threads,
@@ -491,34 +532,6 @@ def bench(artifacts, batches, backends, warmup, runs, min_time, threads, json_pa
     click.echo(benchmark.summary_lines(results))
     if written:
         click.echo("wrote " + ", ".join(written))
-
-
-ssh_options = [
-    click.option("--identity", type=click.Path(dir_okay=False), default=None,
-                 help="Private key file for SSH (default: ssh-agent and ~/.ssh/config)."),
-    click.option("--ssh-config", type=click.Path(dir_okay=False), default=None,
-                 help="An ssh_config file to use instead of ~/.ssh/config (ssh -F)."),
-    click.option("--accept-new-host-key", is_flag=True,
-                 help="Trust a board's host key on first connection (StrictHostKeyChecking="
-                      "accept-new); a changed key is still refused."),
-    click.option("--connect-timeout", type=click.IntRange(1, 600), default=10,
-                 show_default=True, help="Seconds to wait for each SSH connection."),
-    click.option("--remote-dir", default=None, metavar="DIR",
-                 help="Deployment directory on the board  [default: ~/edgeprune/<name>]"),
-    click.option("--python", "remote_python", default="python3", show_default=True,
-                 help="The board's Python (its distribution numpy/scipy are used)."),
-]
-with_ssh_options = _with_options(ssh_options)
-
-
-def _deploy_options(identity, ssh_config, accept_new_host_key, connect_timeout, remote_dir,
-                    remote_python, dry_run=False):
-    from edgeprune.deploy.deploy import DeployOptions
-    from edgeprune.deploy.ssh import SshOptions
-
-    ssh = SshOptions(identity=identity, ssh_config=ssh_config,
-                     accept_new_host_key=accept_new_host_key, connect_timeout=connect_timeout)
-    return DeployOptions(remote_dir=remote_dir, python=remote_python, dry_run=dry_run, ssh=ssh)
 
 
 @main.command(context_settings=CONTEXT)
@@ -572,6 +585,28 @@ def deploy(artifact_or_outdir, hosts, hosts_file, formats, wheel, wheelhouse, dr
     if failed:
         raise EdgepruneError(f"{len(failed)} of {len(results)} boards failed: "
                              + ", ".join(r.host for r in failed))
+
+
+def _bench_remote(remote, artifacts, batches, warmup, runs, min_time, threads, json_path,
+                  md_path, energy_profile, calibrate, say, opts):
+    """``bench --remote``: deploy, run the harness on the board and here, report side by side."""
+    from edgeprune import bench as benchmark
+    from edgeprune.deploy.remote import bench_remote, remote_markdown, remote_summary
+    from edgeprune.fileio import write_text_atomic
+
+    if not artifacts:
+        raise click.UsageError("give at least one ARTIFACT to benchmark on the board")
+    results = bench_remote(remote, artifacts, opts, batches=benchmark.parse_batches(batches),
+                           warmup=warmup, runs=runs, min_time=min_time, threads=threads,
+                           energy_profile=energy_profile, calibrate=calibrate, say=say)
+    written = []
+    if json_path:
+        written.append(str(write_text_atomic(json_path, json.dumps(results, indent=2))))
+    if md_path:
+        written.append(str(write_text_atomic(md_path, remote_markdown(results))))
+    click.echo(remote_summary(results))
+    if written:
+        click.echo("wrote " + ", ".join(written))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -212,3 +212,21 @@ def test_remote_steps_stay_stdlib_only():
         else:
             continue
         assert all(n.split(".")[0] in sys.stdlib_module_names for n in names), names
+
+
+def test_bench_remote_side_by_side(sshd, bundle, tmp_path):
+    cfg = sshd.client_config()
+    out = tmp_path / "remote.json"
+    result = CliRunner().invoke(main, [
+        "bench", str(bundle), "--remote", "board", "--ssh-config", str(cfg),
+        "--remote-dir", str(tmp_path / "r" / "ae"), "--batch", "1,4", "--warmup", "1",
+        "--runs", "3", "--min-time", "0", "--json", str(out), "--md", str(tmp_path / "r.md")])
+    assert result.exit_code == 0, result.output
+    results = json.loads(out.read_text())
+    assert results["schema"] == "edgeprune-bench-remote" and results["emulated"] is False
+    assert results["labels"]["board"] == "board"  # an x86 sshd on loopback: a real machine
+    entry = results["artifacts"][0]
+    assert {r["batch"] for r in entry["board"]["latency"]} == {1, 4}
+    assert entry["board"]["startup"] and entry["host"]["peak_rss_bytes"] > 0
+    assert "host p50" in (tmp_path / "r.md").read_text()
+    assert "energy: proxy only" in result.output
