@@ -7,7 +7,7 @@ PIP     = $(BIN)/python -m pip
 FIND_LINKS = $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 STAMP   = $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint clean
+.PHONY: install demo test test-fast lint clean board-sim board-sim-stop
 
 install: $(STAMP)
 
@@ -25,6 +25,15 @@ test: install
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# The emulated Raspberry Pi (Debian 12 arm64 under qemu-user, sshd on 127.0.0.1; root needed).
+# First run builds and caches the userland in $(EDGEPRUNE_BOARD_SIM_CACHE) (default
+# /var/cache/edgeprune/board-sim), about 15 min; it prints the --host/--ssh-config to use.
+board-sim:
+	tools/board_sim.sh start
+
+board-sim-stop:
+	tools/board_sim.sh stop
 
 lint: install
 	$(BIN)/ruff check edgeprune exporters runtime tests benchmarks
