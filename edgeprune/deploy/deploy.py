@@ -158,7 +158,11 @@ def upload(target: Target, opts: DeployOptions, package: Package, staging: str) 
     """One tar stream into ``staging`` (created fresh); a failure removes it."""
     q = shlex.quote(staging)
     command = f"mkdir -p -- {q} && tar -xf - -C {q}"
-    proc = run_ssh(target, opts.ssh, command, stdin=package.tar(), timeout=opts.timeout)
+    try:
+        proc = run_ssh(target, opts.ssh, command, stdin=package.tar(), timeout=opts.timeout)
+    except (KeyboardInterrupt, EdgepruneError):  # Ctrl-C or a dropped connection mid-upload
+        _cleanup(target, opts, staging)
+        raise
     if proc.returncode != 0:
         err = proc.stderr.decode("utf-8", "replace").strip()
         _cleanup(target, opts, staging)
