@@ -230,3 +230,17 @@ def test_bench_remote_side_by_side(sshd, bundle, tmp_path):
     assert entry["board"]["startup"] and entry["host"]["peak_rss_bytes"] > 0
     assert "host p50" in (tmp_path / "r.md").read_text()
     assert "energy: proxy only" in result.output
+
+
+def test_verification_catches_outputs_that_differ(bundle, wheel, tmp_path):
+    """The board-side check compares for real: tampered host outputs fail with the diff named."""
+    import numpy as np
+
+    from edgeprune.deploy import on_board
+
+    deployed = build_package(bundle, wheel=wheel).write_to(tmp_path / "d")
+    assert on_board.verify(deployed, 1e-5)["ok"]
+    out = deployed / "verify" / "model.npz.out.npy"
+    np.save(out, np.load(out) + 1e-3)
+    result = on_board.verify(deployed, 1e-5)
+    assert not result["ok"] and "max |diff| 1.00e-03 > 1e-05" in result["error"]
