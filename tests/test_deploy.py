@@ -244,3 +244,30 @@ def test_verification_catches_outputs_that_differ(bundle, wheel, tmp_path):
     np.save(out, np.load(out) + 1e-3)
     result = on_board.verify(deployed, 1e-5)
     assert not result["ok"] and "max |diff| 1.00e-03 > 1e-05" in result["error"]
+
+
+@pytest.mark.slow
+def test_bench_remote_calibrate_is_kept_across_redeploys(sshd, bundle, wheel, tmp_path):
+    cfg = sshd.client_config()
+    remote = tmp_path / "r" / "ae"
+    out = tmp_path / "remote.json"
+    result = CliRunner().invoke(main, [
+        "bench", str(bundle), "--remote", "board", "--ssh-config", str(cfg), "--calibrate",
+        "--remote-dir", str(remote), "--batch", "1", "--warmup", "0", "--runs", "2",
+        "--min-time", "0", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    calibration = json.loads(out.read_text())["artifacts"][0]["board"]["calibration"]
+    assert calibration["crossover"] and (remote / "kernel_profile.json").is_file()
+    profile = (remote / "kernel_profile.json").read_text()
+    opts = dep.DeployOptions(remote_dir=str(remote), ssh=SshOptions(ssh_config=str(cfg)))
+    changed = dep.deploy_one("board", build_package(bundle, wheel=wheel, seed=3), opts)
+    assert changed.status == "deployed", changed.error
+    assert (remote / "kernel_profile.json").read_text() == profile
+
+
+def test_hosts_file(tmp_path):
+    path = tmp_path / "boards.txt"
+    path.write_text("# lab\npi@a.local\n\n  b:2222  # spare\n")
+    assert dep.read_hosts_file(str(path)) == ["pi@a.local", "b:2222"]
+    with pytest.raises(dep.EdgepruneError, match="--hosts-file"):
+        dep.read_hosts_file(str(tmp_path / "missing.txt"))
