@@ -564,10 +564,8 @@ def deploy(artifact_or_outdir, hosts, hosts_file, formats, wheel, wheelhouse, dr
     all_hosts = [*hosts, *(dep.read_hosts_file(hosts_file) if hosts_file else [])]
     if not all_hosts:
         raise click.UsageError("give at least one --host (or --hosts-file)")
-    for h in all_hosts:
-        from edgeprune.deploy.ssh import parse_target
-
-        parse_target(h)
+    for h in all_hosts:  # a bad --host fails before the wheel is built
+        dep.parse_target(h)
     opts = _deploy_options(identity, ssh_config, accept_new_host_key, connect_timeout,
                            remote_dir, remote_python, dry_run)
     package = build_package(artifact_or_outdir, chosen, wheel=wheel, wheelhouse=wheelhouse,

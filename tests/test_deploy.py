@@ -271,3 +271,19 @@ def test_hosts_file(tmp_path):
     assert dep.read_hosts_file(str(path)) == ["pi@a.local", "b:2222"]
     with pytest.raises(dep.EdgepruneError, match="--hosts-file"):
         dep.read_hosts_file(str(tmp_path / "missing.txt"))
+
+
+def test_remote_report_survives_a_hostile_board_reply():
+    """What the board sends back is data: wrong types are dropped, never formatted or run."""
+    from edgeprune.deploy.remote import remote_markdown, remote_summary
+
+    host_row = {"artifact": "/h/model.npz", "backend": "edgeprune-auto", "batch": 1,
+                "p50_us": 10.0, "p90_us": 11.0, "p99_us": 12.0}
+    board = {"latency": [{**host_row, "p50_us": "__import__('os')"}, "junk", None],
+             "startup": {"x": {"load_s": "1"}}, "peak_rss_bytes": "big",
+             "measured_energy": [{"load_w": "9"}], "calibration": {"crossover": [{"batch": "x"}]}}
+    results = {"host": "pi@b", "board": {"machine": "aarch64"}, "emulated": False,
+               "labels": {"board": "board"},
+               "artifacts": [{"name": "ae", "host": {"latency": [host_row]}, "board": board}]}
+    text = remote_summary(results) + remote_markdown(results)
+    assert "__import__" not in text and "energy: proxy only" in text

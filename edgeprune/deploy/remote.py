@@ -109,12 +109,35 @@ def bench_remote(host: str, artifacts: Sequence[str], opts: DeployOptions, *,
     return combined
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _valid(row: Any) -> bool:
+    """A latency row as the harness writes it; the board's rows are untrusted data."""
+    return (isinstance(row, dict) and isinstance(row.get("artifact"), str)
+            and isinstance(row.get("backend"), str) and _number(row.get("batch"))
+            and all(_number(row.get(k)) for k in ("p50_us", "p90_us", "p99_us")))
+
+
+def _startup(side: dict[str, Any]) -> list[tuple[str, float, float]]:
+    items = side.get("startup") if isinstance(side.get("startup"), dict) else {}
+    return [(Path(str(p)).name, s["load_s"], s["first_inference_s"]) for p, s in items.items()
+            if isinstance(s, dict) and _number(s.get("load_s"))
+            and _number(s.get("first_inference_s"))]
+
+
+def _rss_mib(side: dict[str, Any]) -> float:
+    value = side.get("peak_rss_bytes")
+    return value / 1024**2 if _number(value) else float("nan")
+
+
 def _rows(entry: dict[str, Any]) -> list[dict[str, Any]]:
     """Host and board latency rows matched by (backend, batch, artifact file name)."""
     def key(r: dict[str, Any]) -> tuple[str, str, int]:
         return Path(r["artifact"]).name, r["backend"], r["batch"]
 
-    board = {key(r): r for r in entry["board"].get("latency", [])}
+    board = {key(r): r for r in entry["board"].get("latency", []) if _valid(r)}
     out = []
     for r in entry["host"].get("latency", []):
         b = board.get(key(r))
@@ -122,6 +145,13 @@ def _rows(entry: dict[str, Any]) -> list[dict[str, Any]]:
             out.append({"artifact": Path(r["artifact"]).name, "backend": r["backend"],
                         "batch": r["batch"], "host": r, "board": b})
     return out
+
+
+def _measured(entry: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = entry["board"].get("measured_energy") or []
+    keys = ("load_w", "uj_per_inference", "uj_per_inference_above_idle", "batch")
+    return [m for m in rows if isinstance(m, dict) and isinstance(m.get("artifact"), str)
+            and isinstance(m.get("source"), str) and all(_number(m.get(k)) for k in keys)]
 
 
 def remote_summary(results: dict[str, Any]) -> str:
@@ -139,11 +169,10 @@ def remote_summary(results: dict[str, Any]) -> str:
                          f"{h:>12.1f} {b:>16.1f} {b / h if h else float('inf'):>8.1f}")
         for side in ("host", "board"):
             label = "host" if side == "host" else where
-            for path, s in entry[side].get("startup", {}).items():
-                lines.append(f"  {label}: {Path(path).name} load {s['load_s'] * 1e3:.1f} ms, "
-                             f"first inference {s['first_inference_s'] * 1e3:.2f} ms, peak RSS "
-                             f"{entry[side].get('peak_rss_bytes', 0) / 1024**2:.0f} MiB")
-        measured = entry["board"].get("measured_energy")
+            for name, load_s, first_s in _startup(entry[side]):
+                lines.append(f"  {label}: {name} load {load_s * 1e3:.1f} ms, first inference "
+                             f"{first_s * 1e3:.2f} ms, peak RSS {_rss_mib(entry[side]):.0f} MiB")
+        measured = _measured(entry)
         if measured:
             m = measured[0]
             lines.append(f"  {where} energy, measured ({m['source']}): {m['load_w']:.2f} W, "
@@ -172,15 +201,12 @@ def remote_markdown(results: dict[str, Any]) -> str:
                  f"{r['board']['p50_us'] / r['host']['p50_us']:.1f}x" if r["host"]["p50_us"]
                  else "–"] for r in _rows(entry)]
         lines += ["Latency, µs per call:", ""] + _table(header, rows)
-        start = []
-        for side in ("host", "board"):
-            for path, s in entry[side].get("startup", {}).items():
-                start.append([side if side == "host" else where, Path(path).name,
-                              s["load_s"] * 1e3, s["first_inference_s"] * 1e3,
-                              entry[side].get("peak_rss_bytes", 0) / 1024**2])
+        start = [[side if side == "host" else where, name, load_s * 1e3, first_s * 1e3,
+                  _rss_mib(entry[side])]
+                 for side in ("host", "board") for name, load_s, first_s in _startup(entry[side])]
         lines += _table(["where", "artifact", "load ms", "first inference ms", "peak RSS MiB"],
                         start)
-        measured = entry["board"].get("measured_energy")
+        measured = _measured(entry)
         if measured:
             lines += _table(["artifact", "batch", "W (measured)", "µJ/inference (measured)",
                              "µJ above idle"],
@@ -188,12 +214,14 @@ def remote_markdown(results: dict[str, Any]) -> str:
                               m["uj_per_inference"], m["uj_per_inference_above_idle"]]
                              for m in measured])
             lines += [f"Measured: {measured[0]['source']}.", ""]
-        energy = [a.get("energy") for a in entry["board"].get("artifacts", []) if a.get("energy")]
+        energy = [a.get("energy") for a in entry["host"].get("artifacts", []) if a.get("energy")]
         if energy:
             lines += [f"Energy proxy (not a measurement): {_fmt(energy[0]['csr']['total_pj'] / 1e3)}"
                       f" nJ per inference (CSR, profile {energy[0]['profile']}).", ""]
         cal = entry["board"].get("calibration")
-        if cal:
+        if isinstance(cal, dict) and isinstance(cal.get("crossover"), list) and all(
+                isinstance(c, dict) and _number(c.get("batch")) and _number(c.get("density"))
+                for c in cal["crossover"]):
             lines += ["Calibrated on the board: dense/CSR crossover "
                       + ", ".join(f"batch {c['batch']}: {c['density']:.3f}"
                                   for c in cal["crossover"])
