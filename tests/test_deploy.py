@@ -287,3 +287,18 @@ def test_remote_report_survives_a_hostile_board_reply():
                "artifacts": [{"name": "ae", "host": {"latency": [host_row]}, "board": board}]}
     text = remote_summary(results) + remote_markdown(results)
     assert "__import__" not in text and "energy: proxy only" in text
+
+
+def test_silent_host_times_out_cleanly(bundle, wheel, tmp_path):
+    """A port that accepts TCP but never speaks SSH: ConnectTimeout ends it with one line."""
+    import socket
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        port = silent.getsockname()[1]
+        result = CliRunner().invoke(main, ["deploy", str(bundle), "--wheel", str(wheel),
+                                           "--host", f"127.0.0.1:{port}",
+                                           "--connect-timeout", "1"])
+    line = _one_error_line(result)
+    assert "timed out after 1 s" in line
