@@ -302,3 +302,23 @@ def test_silent_host_times_out_cleanly(bundle, wheel, tmp_path):
                                            "--connect-timeout", "1"])
     line = _one_error_line(result)
     assert "timed out after 1 s" in line
+
+
+def test_deploy_onnx_verified_with_the_boards_onnxruntime(sshd, wheel, tmp_path):
+    """--formats npz,onnx: the ONNX file is verified on the board by its ONNX Runtime (here the
+    loopback "board" sees this run's onnxruntime)."""
+    pytest.importorskip("onnxruntime")
+    from edgeprune.exporters.onnx import export_onnx
+
+    out = tmp_path / "ae"
+    out.mkdir()
+    net = make_autoencoder()
+    save_bundle(net, out / "model.npz")
+    export_onnx(net, out / "model.onnx")
+    remote = tmp_path / "remote" / "ae"
+    result = _deploy([str(out), "--wheel", str(wheel), "--formats", "npz,onnx",
+                      "--remote-dir", str(remote)], sshd)
+    assert result.exit_code == 0, result.output
+    verify = json.loads((remote / "verify.json").read_text())
+    assert {r["runtime"] for r in verify["artifacts"]} == {"edgeprune.runtime", "onnxruntime"}
+    assert all(r["max_abs_diff"] <= 1e-5 for r in verify["artifacts"])
