@@ -322,3 +322,13 @@ def test_deploy_onnx_verified_with_the_boards_onnxruntime(sshd, wheel, tmp_path)
     verify = json.loads((remote / "verify.json").read_text())
     assert {r["runtime"] for r in verify["artifacts"]} == {"edgeprune.runtime", "onnxruntime"}
     assert all(r["max_abs_diff"] <= 1e-5 for r in verify["artifacts"])
+
+
+def test_identity_option(sshd, bundle, wheel, tmp_path):
+    result = _deploy([str(bundle), "--wheel", str(wheel), "--dry-run", "--remote-dir",
+                      str(tmp_path / "r" / "ae"), "--identity", str(sshd.client_key)], sshd,
+                     key=sshd.root / "other_key")
+    assert result.exit_code == 0 and "would deploy" in result.output
+    missing = _deploy([str(bundle), "--wheel", str(wheel), "--identity",
+                       str(tmp_path / "nokey")], sshd)
+    assert "no such key file" in _one_error_line(missing)
