@@ -143,8 +143,8 @@ EOF
 stop() {
     if [ -e "$RUN/sshd.pid" ]; then
         kill "$(cat "$RUN/sshd.pid")" 2>/dev/null || true
-        rm -f "$RUN/sshd.pid"
     fi
+    rm -rf "$RUN"
     # unmount only when no other simulated sshd still runs from this userland
     local other
     other=$(ls "$CACHE"/run-*/sshd.pid 2>/dev/null | head -n1 || true)
