@@ -450,6 +450,34 @@ def info(artifact, as_json, model_opts):
     click.echo(json.dumps(desc, indent=2) if as_json else format_info(desc))
 
 
+ssh_options = [
+    click.option("--identity", type=click.Path(dir_okay=False), default=None,
+                 help="Private key file for SSH (default: ssh-agent and ~/.ssh/config)."),
+    click.option("--ssh-config", type=click.Path(dir_okay=False), default=None,
+                 help="An ssh_config file to use instead of ~/.ssh/config (ssh -F)."),
+    click.option("--accept-new-host-key", is_flag=True,
+                 help="Trust a board's host key on first connection (StrictHostKeyChecking="
+                      "accept-new); a changed key is still refused."),
+    click.option("--connect-timeout", type=click.IntRange(1, 600), default=10,
+                 show_default=True, help="Seconds to wait for each SSH connection."),
+    click.option("--remote-dir", default=None, metavar="DIR",
+                 help="Deployment directory on the board  [default: ~/edgeprune/<name>]"),
+    click.option("--python", "remote_python", default="python3", show_default=True,
+                 help="The board's Python (its distribution numpy/scipy are used)."),
+]
+with_ssh_options = _with_options(ssh_options)
+
+
+def _deploy_options(identity, ssh_config, accept_new_host_key, connect_timeout, remote_dir,
+                    remote_python, dry_run=False):
+    from edgeprune.deploy.deploy import DeployOptions
+    from edgeprune.deploy.ssh import SshOptions
+
+    ssh = SshOptions(identity=identity, ssh_config=ssh_config,
+                     accept_new_host_key=accept_new_host_key, connect_timeout=connect_timeout)
+    return DeployOptions(remote_dir=remote_dir, python=remote_python, dry_run=dry_run, ssh=ssh)
+
+
 @main.command(context_settings=CONTEXT)
 @click.argument("artifacts", nargs=-1, type=click.Path())
 @click.option("--batch", "batches", default="1,32,256", show_default=True,
@@ -480,15 +508,28 @@ def info(artifact, as_json, model_opts):
 @click.option("--kernel-profile", type=click.Path(dir_okay=False), default=None,
               help="Kernel profile for edgeprune-auto (default: the calibrated one, if any).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
+@click.option("--remote", default=None, metavar="[USER@]HOST[:PORT]",
+              help="Also run on this board over SSH (deploying ARTIFACTS first, a no-op when "
+                   "already there) and report host vs board side by side; --calibrate then "
+                   "calibrates the board.")
+@with_ssh_options
 @_user_errors
 def bench(artifacts, batches, backends, warmup, runs, min_time, threads, json_path, md_path,
-          plot_path, energy_profile, calibrate, profile_out, kernel_profile, quiet):
+          plot_path, energy_profile, calibrate, profile_out, kernel_profile, quiet, remote,
+          identity, ssh_config, accept_new_host_key, connect_timeout, remote_dir, remote_python):
     """Benchmark ARTIFACTS (model.npz, .onnx, .tflite, pruned.pt or compress output dirs)."""
     from edgeprune import bench as benchmark
 
     def say(msg: str) -> None:
         if not quiet:
             click.echo(msg, err=True)
+
+    if remote:
+        _bench_remote(remote, artifacts, batches, warmup, runs, min_time, threads, json_path,
+                      md_path, energy_profile, calibrate, say,
+                      _deploy_options(identity, ssh_config, accept_new_host_key,
+                                      connect_timeout, remote_dir, remote_python))
+        return
 
     opts = benchmark.BenchOptions(batches=benchmark.parse_batches(batches), backends=backends,
                                   warmup=warmup, runs=runs, min_time=min_time, threads=threads,
@@ -507,6 +548,79 @@ def bench(artifacts, batches, backends, warmup, runs, min_time, threads, json_pa
     for note in notes:
         click.echo(note, err=True)
     click.echo(benchmark.summary_lines(results))
+    if written:
+        click.echo("wrote " + ", ".join(written))
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("artifact_or_outdir", type=click.Path())
+@click.option("--host", "hosts", multiple=True, metavar="[USER@]HOST[:PORT]",
+              help="A board to deploy to (an alias of ~/.ssh/config works); repeat for several.")
+@click.option("--hosts-file", default=None, type=click.Path(dir_okay=False),
+              help="A file with one [user@]host[:port] per line (# comments).")
+@click.option("--formats", default="npz", show_default=True,
+              help="Comma-separated subset of npz,onnx,tflite to ship and verify.")
+@click.option("--wheel", default=None, type=click.Path(dir_okay=False),
+              help="Ship this edgeprune wheel instead of building one from the source tree.")
+@click.option("--wheelhouse", default=None, type=click.Path(file_okay=False),
+              help="Also install every .whl in this directory on the board (offline; e.g. "
+                   "onnxruntime / ai-edge-litert wheels for aarch64).")
+@click.option("--dry-run", is_flag=True, help="Probe the boards and say what would be done.")
+@with_ssh_options
+@_user_errors
+def deploy(artifact_or_outdir, hosts, hosts_file, formats, wheel, wheelhouse, dry_run, identity,
+           ssh_config, accept_new_host_key, connect_timeout, remote_dir, remote_python):
+    """Deploy ARTIFACT_OR_OUTDIR (model.npz or a compress/export directory) with the numpy/scipy
+    runtime to boards over SSH, and verify it there against this host's outputs."""
+    from edgeprune.deploy import deploy as dep
+    from edgeprune.deploy.package import FORMATS, build_package
+
+    chosen = tuple(dict.fromkeys(f.strip() for f in formats.split(",") if f.strip()))
+    bad = [f for f in chosen if f not in FORMATS]
+    if bad or not chosen:
+        raise click.UsageError(f"--formats {formats!r}: choose from {', '.join(FORMATS)}")
+    all_hosts = [*hosts, *(dep.read_hosts_file(hosts_file) if hosts_file else [])]
+    if not all_hosts:
+        raise click.UsageError("give at least one --host (or --hosts-file)")
+    for h in all_hosts:  # a bad --host fails before the wheel is built
+        dep.parse_target(h)
+    opts = _deploy_options(identity, ssh_config, accept_new_host_key, connect_timeout,
+                           remote_dir, remote_python, dry_run)
+    package = build_package(artifact_or_outdir, chosen, wheel=wheel, wheelhouse=wheelhouse,
+                            name=(remote_dir.rstrip("/").rsplit("/", 1)[-1] if remote_dir
+                                  else None))
+    click.echo(f"{package.name}: {len(package.files)} files, {package.bytes / 1024:.0f} KiB "
+               f"({', '.join(package.manifest['artifacts'].values())}, "
+               f"{package.manifest['verify']['rows']} verification rows)", err=True)
+    results = dep.deploy(all_hosts, package, opts,
+                         say=lambda msg: click.echo(msg, err=True))
+    failed = [r for r in results if not r.ok]
+    if len(results) == 1 and failed:
+        raise EdgepruneError(failed[0].error or "deploy failed")
+    click.echo(dep.result_table(results))
+    if failed:
+        raise EdgepruneError(f"{len(failed)} of {len(results)} boards failed: "
+                             + ", ".join(r.host for r in failed))
+
+
+def _bench_remote(remote, artifacts, batches, warmup, runs, min_time, threads, json_path,
+                  md_path, energy_profile, calibrate, say, opts):
+    """``bench --remote``: deploy, run the harness on the board and here, report side by side."""
+    from edgeprune import bench as benchmark
+    from edgeprune.deploy.remote import bench_remote, remote_markdown, remote_summary
+    from edgeprune.fileio import write_text_atomic
+
+    if not artifacts:
+        raise click.UsageError("give at least one ARTIFACT to benchmark on the board")
+    results = bench_remote(remote, artifacts, opts, batches=benchmark.parse_batches(batches),
+                           warmup=warmup, runs=runs, min_time=min_time, threads=threads,
+                           energy_profile=energy_profile, calibrate=calibrate, say=say)
+    written = []
+    if json_path:
+        written.append(str(write_text_atomic(json_path, json.dumps(results, indent=2))))
+    if md_path:
+        written.append(str(write_text_atomic(md_path, remote_markdown(results))))
+    click.echo(remote_summary(results))
     if written:
         click.echo("wrote " + ", ".join(written))
 

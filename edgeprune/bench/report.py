@@ -10,7 +10,8 @@ Results layout (``schema_version`` 2; every number is a JSON number, absent valu
                       timer: {function, resolution_s}, blas: {threads, libraries, note?}},
       "settings": {batches, warmup, runs, min_time_s, max_time_s, threads, backends, seed},
       "energy_profile": {name, e_mult_pj, e_add_pj, e_sram_pj, e_dram_pj, cache_bytes,
-                         idle_w, load_w, source, notes, note},
+                         idle_w, load_w, source, notes, note,
+                         measured_on_profiled_board?, board_energy_note?},
       "kernel_profile": {source, ...} | null,      # what edgeprune-auto used
       "artifacts": [{path, format, notes: [str],
                      static: {layers: [per-layer figures] | null, total: {...} | null,
@@ -19,7 +20,8 @@ Results layout (``schema_version`` 2; every number is a JSON number, absent valu
                               csr_over_dense, note} | null}],
       "latency": [{artifact, backend, batch, runs, p10_us, p50_us, p90_us, p99_us, mean_us,
                    std_us, throughput_sps, cv, unstable, kernels?: [str],
-                   board_energy_uj_per_sample?}],
+                   board_energy_uj_per_sample? (measured on the profile's board) |
+                   proxy_board_energy_uj_per_sample? (anywhere else)}],
       "comparisons": {"vs_onnxruntime": [{artifact, backend, batch, reference_artifact,
                                           same_directory, p50_ratio}],
                       "auto_vs_forced": [{artifact, batch, auto_p50_us, best_forced,
@@ -160,6 +162,9 @@ def to_markdown(results: dict[str, Any]) -> str:
         "weights (CSR: values + column indices + indptr) + biases + each layer's input vector.)",
         "",
     ]
+    if prof.get("board_energy_note"):
+        lines += [f"**Board energy per sample is a proxy here:** {prof['board_energy_note']}.",
+                  ""]
     for artifact in results["artifacts"]:
         lines += _static_section(artifact)
     name = artifact_labels(results)

@@ -37,7 +37,9 @@ __all__ = [
     "PROFILES",
     "EnergyProfile",
     "EnergyProfileError",
+    "PROFILE_BOARDS",
     "energy_proxy",
+    "on_profiled_board",
     "load_energy_profile",
     "profile_from_mapping",
 ]
@@ -114,6 +116,20 @@ PROFILES: dict[str, EnergyProfile] = {
         **_HOROWITZ,
     ),
 }
+
+#: The board a built-in profile's power figures describe, as its device-tree model names it. The
+#: figures x latency are a *board* energy only when measured on that board; anywhere else they are
+#: a proxy (the board's power times another machine's latency), labelled so.
+PROFILE_BOARDS = {"rpi4": "Raspberry Pi 4", "rpi5": "Raspberry Pi 5"}
+
+
+def on_profiled_board(profile: EnergyProfile, environment: dict[str, Any]) -> bool:
+    """Whether ``environment`` (of :func:`~.harness.environment`) is the board ``profile``
+    describes: its model string names that board. User profiles name no board: never."""
+    board = PROFILE_BOARDS.get(profile.name)
+    model = str(environment.get("board") or "")
+    return bool(board) and model.startswith(board)
+
 
 _NUMBER_KEYS = ("e_mult_pj", "e_add_pj", "e_sram_pj", "e_dram_pj")
 _OPTIONAL_W = ("idle_w", "load_w")

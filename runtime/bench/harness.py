@@ -36,7 +36,13 @@ from edgeprune.runtime.errors import EdgepruneError, first_line
 from edgeprune.runtime.limits import check_batch_sizes
 
 from .costs import LayerShape, bundle_layer_shapes, static_figures
-from .energy import PROXY_NOTE, EnergyProfile, energy_proxy, load_energy_profile
+from .energy import (
+    PROXY_NOTE,
+    EnergyProfile,
+    energy_proxy,
+    load_energy_profile,
+    on_profiled_board,
+)
 
 SCHEMA_VERSION = 2
 #: A measurement is flagged ``unstable`` when its coefficient of variation (std / mean) or its
@@ -379,8 +385,27 @@ def run_benchmark(
             for backend in (b for b in ready if fmt in b.formats):
                 _bench_one(results, backend, path, batches, rng, threads, profile, say,
                            dict(warmup=warmup, runs=runs, min_time=min_time, max_time=max_time))
+    _label_board_energy(results, profile)
     add_comparisons(results)
     return results
+
+
+def _label_board_energy(results: dict[str, Any], profile: EnergyProfile) -> None:
+    """The profile's board power x *this* machine's latency is board energy only on that board;
+    elsewhere the figure is renamed ``proxy_board_energy_uj_per_sample`` and a note says why."""
+    if profile.load_w is None:
+        return
+    on_board = on_profiled_board(profile, results["environment"])
+    results["energy_profile"]["measured_on_profiled_board"] = on_board
+    if on_board:
+        return
+    results["energy_profile"]["board_energy_note"] = (
+        f"proxy only: {profile.name}'s published load power x the latency of this machine "
+        f"({results['environment'].get('board') or results['environment'].get('cpu_model') or results['environment'].get('machine')}), "
+        "which is not that board")
+    for row in results["latency"]:
+        if "board_energy_uj_per_sample" in row:
+            row["proxy_board_energy_uj_per_sample"] = row.pop("board_energy_uj_per_sample")
 
 
 def _bench_one(results: dict, backend: Backend, path: Path, batches: Sequence[int],
