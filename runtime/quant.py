@@ -70,6 +70,5 @@ def decode_delta8(codes: np.ndarray, indptr: np.ndarray) -> tuple[np.ndarray | N
 def dequantize(qdata: np.ndarray, scale: np.ndarray, indptr: np.ndarray) -> np.ndarray:
     """Per-row symmetric int8 -> float32: ``qdata[j] * scale[row of j]``."""
     lengths = np.diff(np.asarray(indptr, dtype=np.int64))
-    return (qdata.astype(np.float32) * np.repeat(scale.astype(np.float32), lengths)).astype(
-        np.float32
-    )
+    with np.errstate(over="ignore"):  # an overflow to inf is refused by the caller
+        return qdata.astype(np.float32) * np.repeat(scale.astype(np.float32), lengths)
