@@ -91,6 +91,12 @@ def degradation_hints(report: dict) -> list[str]:
             "recover most of it"]
 
 
+def quantization_lines(report: dict) -> list[str]:
+    from edgeprune.quantization import quantization_lines as lines
+
+    return lines(report)
+
+
 def format_summary(report: dict) -> str:
     """The text the CLI prints after compress: the table plus metrics before/after."""
     lines = [format_text_table(layer_table(report["layers"])), ""]
@@ -113,6 +119,7 @@ def format_summary(report: dict) -> str:
     size = size_line(report)
     if size:
         lines.append(size)
+    lines.extend(quantization_lines(report))
     lines.extend(f"note: {n}" for n in report.get("export_notes", []))
     lines.extend(f"warning: {n}" for n in report.get("notes", []))
     lines.extend(degradation_hints(report))
@@ -166,6 +173,9 @@ def format_markdown(report: dict) -> str:
         lines += [f"- {h.removeprefix('hint: ')}" for h in degradation_hints(report)]
     if size_line(report):
         lines += ["", size_line(report).replace("size: ", "Size: ")]
+    if report.get("quantization"):
+        lines += ["", "## Quantization", "", *(f"- {line.strip()}"
+                                               for line in quantization_lines(report))]
     if "runtime_max_abs_diff" in report:
         lines += ["", f"NumPy runtime vs PyTorch on the test split: max |diff| = "
                   f"{report['runtime_max_abs_diff']:.2e}"]

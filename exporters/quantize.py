@@ -92,3 +92,17 @@ def encode_indices(indices: np.ndarray, indptr: np.ndarray, cols: int,
     if cols - 1 > np.iinfo(dtype).max:
         raise ValueError(f"{cols} columns do not fit {coding} indices")
     return np.ascontiguousarray(indices, dtype=dtype)
+
+
+def quantized_network(net):
+    """A copy of the :class:`~edgeprune.network.Network` ``net`` computing with the weights an
+    int8 bundle stores (per-row symmetric, dequantized to float32); masks and biases unchanged.
+
+    The reference the quantized artifacts are verified against, and whose metrics the report
+    shows after quantization. Compaction only drops all-zero columns and rows, so each row's
+    scale is the same here as in the bundle."""
+    out = net.copy()
+    weights = quantize_network_weights([layer.masked_weight for layer in net.layers])
+    for layer, weight in zip(out.layers, weights, strict=True):
+        layer.weight = np.where(layer.mask, weight, layer.weight).astype(np.float32)
+    return out
