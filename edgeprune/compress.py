@@ -249,12 +249,13 @@ def _write_outputs(staging: Path, net, pruned, compact_net, ds, opts, report, wa
     artifacts = write_artifacts(
         pruned, compact_net, ds.x_test, staging, formats, opts.export_options,
         metadata={**report["source"], "source_model_fingerprint": net.fingerprint(),
-                  "report": {k: report[k] for k in ("method", "importance_level")}})
+                  "report": {k: report[k] for k in ("method", "importance_level")}},
+        x_calibration=ds.x_train)
     report["artifacts"] = {fmt: {k: v for k, v in a.items() if k != "path"}
                            for fmt, a in artifacts.items()}
     if opts.export_options.quantize != "none":
-        notes = notes + [f"{fmt}: written in float32 ({opts.export_options.quantize} is applied "
-                         "to model.npz only)" for fmt in formats if fmt != "npz"]
+        notes = notes + [f"{fmt}: written in float32 ({opts.export_options.quantize} TFLite is "
+                         "not built yet)" for fmt in formats if fmt == "tflite"]
     report["export_notes"] = notes
     report["runtime_max_abs_diff"] = artifacts["npz"]["max_abs_diff_vs_pytorch"]
     report["seconds"] = round(time.perf_counter() - t0, 3)

@@ -62,8 +62,9 @@ def quantization_lines(report: dict) -> list[str]:
     guard = stage.get("max_metric_drop")
     lines.append(f"  {stage['metric']} drop: {stage['drop']:.4g} {stage['drop_unit']}"
                  + (f", within --max-metric-drop {guard}" if guard is not None else ""))
-    art = (report.get("artifacts") or {}).get("npz", {})
-    if "max_abs_diff_vs_fp32" in art:
-        lines.append(f"  model.npz vs the float32 pruned model: max |diff| = "
-                     f"{art['max_abs_diff_vs_fp32']:.2e} on the test split")
+    for fmt, art in (report.get("artifacts") or {}).items():
+        if "max_abs_diff_vs_fp32" in art:
+            lines.append(f"  model.{fmt} ({art.get('quantize', stage['quantize'])}) vs the float32 "
+                         f"pruned model: max |diff| = {art['max_abs_diff_vs_fp32']:.2e} on the "
+                         "test split")
     return lines

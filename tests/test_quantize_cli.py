@@ -91,7 +91,26 @@ def test_export_quantize_int8(runner, tmp_path, small_model, npy_data):
     res = runner.invoke(main, ["export", str(compressed), "--format", "npz", "--quantize", "int8",
                                "--max-metric-drop", "1", "-o", str(out)])
     assert res.exit_code == 0, res.output
-    assert "int8 quantization" in res.output and "model.npz vs the float32" in res.output
+    assert "int8 quantization" in res.output and "model.npz (int8) vs the float32" in res.output
     fp32 = load(compressed / "model.npz")
     x = np.random.default_rng(2).random((8, 12)).astype(np.float32)
     assert np.abs(load(out / "model.npz")(x) - fp32(x)).max() < 0.05
+
+
+def test_compress_quantize_writes_int8_onnx_verified_against_fp32(runner, tmp_path,
+                                                                 small_model, npy_data):
+    pytest.importorskip("onnxruntime.quantization")
+    from edgeprune.exporters.onnx import run_onnx
+
+    outdir = tmp_path / "q"
+    res = runner.invoke(main, ["compress", str(small_model), "--data", npy_data, "--method",
+                               "magnitude", "--sparsity", "0.5", "--export", "onnx",
+                               "--quantize", "int8", "-q", "-o", str(outdir)])
+    assert res.exit_code == 0, res.output
+    assert "model.onnx (int8 (onnxruntime static QDQ)) vs the float32" in res.output
+    art = json.loads((outdir / "report.json").read_text())["artifacts"]["onnx"]
+    pruned = load_network(outdir / "pruned.pt")
+    x = np.random.default_rng(4).random((16, 12)).astype(np.float32)
+    ref = torch_forward(pruned, x)
+    assert np.abs(run_onnx(outdir / "model.onnx", x) - ref).max() <= 0.1 * (ref.max() - ref.min())
+    assert art["max_abs_diff_vs_fp32"] == art["max_abs_diff_vs_pytorch"]
