@@ -18,7 +18,7 @@ from edgeprune.output_dir import check_output_dir, staged_output_dir
 from edgeprune.report import resolve_recorded
 
 FORMATS = ("npz", "onnx", "tflite")
-QUANTIZE = ("none", "int8")
+QUANTIZE = ("none", "int8", "shared4")
 PARITY_TOLERANCE = 1e-5
 VERIFY_SAMPLES = 256
 
@@ -31,7 +31,9 @@ class ExportOptions:
     is verified to 1e-5 against the dequantized model and its distance to the float32 model is
     reported. model.onnx is quantized by ONNX Runtime's static QDQ tooling (int8 weights per
     channel, int8 activations calibrated on the data), checked against float32 within
-    ``edgeprune.exporters.onnx_int8.INT8_TOLERANCE`` of the output range. TFLite stays float32."""
+    ``edgeprune.exporters.onnx_int8.INT8_TOLERANCE`` of the output range. TFLite stays float32.
+    ``quantize="shared4"``: model.npz stores 4-bit codes into a 16-value codebook per layer
+    (k-means weight sharing), verified the same way; ONNX and TFLite stay float32."""
 
     onnx_sparse_initializers: bool = False
     tflite_sparse: bool = False
@@ -40,6 +42,13 @@ class ExportOptions:
     def validate(self) -> None:
         if self.quantize not in QUANTIZE:
             raise ModelError(f"--quantize {self.quantize!r}: use one of {', '.join(QUANTIZE)}")
+
+
+def float32_notes(quantize: str, formats: list[str]) -> list[str]:
+    """Which formats --quantize leaves in float32."""
+    left = [f for f in formats if f == "tflite" or (f == "onnx" and quantize != "int8")]
+    return [f"{fmt}: written in float32 (--quantize {quantize} is not built for it)"
+            for fmt in left]
 
 
 def parse_formats(spec: str | None) -> tuple[list[str], list[str]]:
@@ -105,7 +114,7 @@ def write_artifacts(pruned: Network, compact_net: CompactNetwork, x_verify: np.n
     if quantized:
         from edgeprune.exporters.quantize import quantized_network
 
-        q_reference = torch_forward(quantized_network(pruned), x)
+        q_reference = torch_forward(quantized_network(pruned, options.quantize), x)
     meta = {"edgeprune_version": __version__, "source_fingerprint": pruned.fingerprint(),
             "sparsity": pruned.sparsity, **(metadata or {})}
     written: dict[str, dict] = {}
@@ -130,7 +139,7 @@ def write_artifacts(pruned: Network, compact_net: CompactNetwork, x_verify: np.n
                 raise ModelError(f"{path.name}: the NumPy runtime differs from PyTorch by "
                                  f"{diff:.3g} (> {PARITY_TOLERANCE}); this is a bug, please "
                                  "report it")
-        elif fmt == "onnx" and quantized:
+        elif fmt == "onnx" and options.quantize == "int8":
             from edgeprune.exporters.onnx import run_onnx
             from edgeprune.exporters.onnx_int8 import export_onnx_int8
 
@@ -225,8 +234,7 @@ def export_pruned(source: str | os.PathLike, outdir: str | os.PathLike, *,
     quantization = None
     if options.quantize != "none":  # the accuracy guard, before any file is written
         quantization = quantization_stage(net, ds, seed, options.quantize, max_metric_drop)
-        notes += [f"{fmt}: written in float32 ({options.quantize} TFLite is not built yet)"
-                  for fmt in chosen if fmt == "tflite"]
+        notes += float32_notes(options.quantize, chosen)
     with staged_output_dir(outdir, "export", inputs=[source]) as staging:
         written = write_artifacts(net, compact_network(net), ds.x_test, staging, chosen, options,
                                   x_calibration=ds.x_train)

@@ -36,9 +36,11 @@ def quantize_options(fn):
              "accuracy (classifier, 0.01 = 1 pp) or of test MSE (autoencoder, relative: 0.01 = "
              "1 %).")(fn)
     return click.option(
-        "--quantize", type=click.Choice(["none", "int8"]), default="none", show_default=True,
-        help="int8: model.npz stores per-row int8 weights and compact indices (bundle v2), "
-             "dequantized at load; the report shows the metrics before/after.")(fn)
+        "--quantize", type=click.Choice(["none", "int8", "shared4"]), default="none",
+        show_default=True,
+        help="int8: model.npz stores per-row int8 weights and compact indices (bundle v2) and "
+             "model.onnx is int8 (QDQ); shared4: 4-bit codes into 16 shared values per layer "
+             "(npz only). Decoded at load; the report shows the metrics before/after.")(fn)
 
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}

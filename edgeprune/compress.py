@@ -254,8 +254,9 @@ def _write_outputs(staging: Path, net, pruned, compact_net, ds, opts, report, wa
     report["artifacts"] = {fmt: {k: v for k, v in a.items() if k != "path"}
                            for fmt, a in artifacts.items()}
     if opts.export_options.quantize != "none":
-        notes = notes + [f"{fmt}: written in float32 ({opts.export_options.quantize} TFLite is "
-                         "not built yet)" for fmt in formats if fmt == "tflite"]
+        from edgeprune.artifacts import float32_notes
+
+        notes = notes + float32_notes(opts.export_options.quantize, formats)
     report["export_notes"] = notes
     report["runtime_max_abs_diff"] = artifacts["npz"]["max_abs_diff_vs_pytorch"]
     report["seconds"] = round(time.perf_counter() - t0, 3)

@@ -29,7 +29,7 @@ def quantization_stage(pruned: Network, ds, seed: int, quantize: str,
     from edgeprune.train import evaluate
 
     before = fp32_metrics if fp32_metrics is not None else evaluate(pruned, ds, seed)
-    after = evaluate(quantized_network(pruned), ds, seed)
+    after = evaluate(quantized_network(pruned, quantize), ds, seed)
     if "test_accuracy" in before:
         metric, drop = "test_accuracy", before["test_accuracy"] - after["test_accuracy"]
         unit = "accuracy points (0.01 = 1 pp)"

@@ -23,7 +23,13 @@ from edgeprune.fileio import atomic_path
 from edgeprune.runtime.bundle import FORMAT, BundleError, validate_bundle
 from edgeprune.runtime.quant import INDEX_CODINGS
 
-from .quantize import QUANTIZE_CHOICES, encode_indices, narrowest_uint, quantize_rows
+from .quantize import (
+    QUANTIZE_CHOICES,
+    encode_indices,
+    narrowest_uint,
+    quantize_rows,
+    share_weights,
+)
 
 VERSION = 1  # float32 weights, int32 indices: what a bundle without --quantize is
 VERSION_COMPACT = 2  # int8 weights and/or narrow or delta-coded indices, row lengths
@@ -62,7 +68,8 @@ def bundle_arrays(
     """The arrays of the bundle for ``net`` (``meta`` included), validated, not yet written.
 
     ``provenance``/``report`` default to ``net.meta["provenance"]``/``net.meta["report"]``.
-    ``quantize="int8"`` stores per-row symmetric int8 weights with float32 scales (version 2);
+    ``quantize="int8"`` stores per-row symmetric int8 weights with float32 scales (version 2),
+    ``"shared4"`` 4-bit codes into a per-layer codebook of 16 float32 values (k-means);
     ``indices`` picks the column-index coding of a version-2 bundle per layer: one of
     ``INDEX_CODINGS`` or ``"auto"`` (the one whose deflated bytes are fewest, measured on the
     layer; ties go to the plain narrow dtype). Without quantization a version-1 bundle (float32,
@@ -169,6 +176,10 @@ def _compact_layer(arrays: dict[str, np.ndarray], k: int, csr: sp.csr_matrix, qu
         qdata, scale = quantize_rows(csr)
         arrays[f"layer{k}.qdata"] = qdata
         arrays[f"layer{k}.scale"] = scale
+    elif quantize == "shared4":
+        codes, codebook = share_weights(csr.data)
+        arrays[f"layer{k}.codes"] = codes
+        arrays[f"layer{k}.codebook"] = codebook
     else:
         arrays[f"layer{k}.data"] = np.ascontiguousarray(csr.data, dtype=np.float32)
     narrow = narrowest_uint(max(cols - 1, 0)).name
@@ -185,7 +196,7 @@ def _compact_layer(arrays: dict[str, np.ndarray], k: int, csr: sp.csr_matrix, qu
     lengths = np.diff(csr.indptr)
     rowlen = narrowest_uint(int(lengths.max()) if rows else 0)
     arrays[f"layer{k}.rowlen"] = np.ascontiguousarray(lengths, dtype=rowlen)
-    return {"weights": "int8" if quantize == "int8" else "float32", "indices": coding,
+    return {"weights": "float32" if quantize == "none" else quantize, "indices": coding,
             "rowlen": rowlen.name}
 
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from edgeprune.runtime.quant import ESCAPE, INDEX_CODINGS, QMAX, decode_delta8
+from edgeprune.runtime.quant import CODEBOOK_SIZE, ESCAPE, INDEX_CODINGS, QMAX, decode_delta8
 
-QUANTIZE_CHOICES = ("none", "int8")
+QUANTIZE_CHOICES = ("none", "int8", "shared4")
+KMEANS_ITERATIONS = 50
 
 __all__ = [
     "QUANTIZE_CHOICES",
@@ -19,6 +20,8 @@ __all__ = [
     "narrowest_uint",
     "quantize_rows",
     "quantize_network_weights",
+    "quantized_network",
+    "share_weights",
 ]
 
 
@@ -40,16 +43,47 @@ def quantize_rows(csr: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(q, -QMAX, QMAX).astype(np.int8), scale
 
 
-def quantize_network_weights(weights: list[np.ndarray]) -> list[np.ndarray]:
-    """The float32 weights the runtime will compute with after int8 quantization (for checks)."""
+def share_weights(data: np.ndarray, size: int = CODEBOOK_SIZE) -> tuple[np.ndarray, np.ndarray]:
+    """``(codes uint8, codebook float32)``: 1-D k-means of ``data`` into at most ``size`` shared
+    values (Deep Compression's weight sharing), deterministic: centroids start at evenly spaced
+    quantiles and take ``KMEANS_ITERATIONS`` Lloyd steps; empty clusters are dropped."""
+    data = np.asarray(data, dtype=np.float64)
+    if data.size == 0:
+        return np.zeros(0, np.uint8), np.zeros(1, np.float32)
+    centroids = np.unique(np.quantile(data, (np.arange(size) + 0.5) / size))
+    for _ in range(KMEANS_ITERATIONS):
+        codes = _nearest(data, centroids)
+        sums = np.bincount(codes, weights=data, minlength=centroids.size)
+        counts = np.bincount(codes, minlength=centroids.size)
+        kept = counts > 0
+        new = sums[kept] / counts[kept]
+        if new.shape == centroids.shape and np.allclose(new, centroids, rtol=0, atol=1e-12):
+            break
+        centroids = np.unique(new)
+    codebook = centroids.astype(np.float32)
+    codebook = np.unique(codebook)  # float32 rounding may merge two centroids
+    return _nearest(data, codebook.astype(np.float64)).astype(np.uint8), codebook
+
+
+def _nearest(data: np.ndarray, sorted_centroids: np.ndarray) -> np.ndarray:
+    edges = (sorted_centroids[1:] + sorted_centroids[:-1]) / 2
+    return np.searchsorted(edges, data).astype(np.int64)
+
+
+def quantize_network_weights(weights: list[np.ndarray], quantize: str = "int8") -> list[np.ndarray]:
+    """The float32 weights the runtime computes with after ``quantize`` (for checks)."""
     out = []
     for w in weights:
         csr = sp.csr_matrix(np.asarray(w, dtype=np.float32))
         csr.eliminate_zeros()
         csr.sort_indices()
-        q, scale = quantize_rows(csr)
         deq = csr.copy().astype(np.float32)
-        deq.data = q.astype(np.float32) * np.repeat(scale, np.diff(csr.indptr))
+        if quantize == "shared4":
+            codes, codebook = share_weights(csr.data)
+            deq.data = codebook[codes]
+        else:
+            q, scale = quantize_rows(csr)
+            deq.data = q.astype(np.float32) * np.repeat(scale, np.diff(csr.indptr))
         out.append(deq.toarray())
     return out
 
@@ -94,7 +128,7 @@ def encode_indices(indices: np.ndarray, indptr: np.ndarray, cols: int,
     return np.ascontiguousarray(indices, dtype=dtype)
 
 
-def quantized_network(net):
+def quantized_network(net, quantize: str = "int8"):
     """A copy of the :class:`~edgeprune.network.Network` ``net`` computing with the weights an
     int8 bundle stores (per-row symmetric, dequantized to float32); masks and biases unchanged.
 
@@ -102,7 +136,7 @@ def quantized_network(net):
     shows after quantization. Compaction only drops all-zero columns and rows, so each row's
     scale is the same here as in the bundle."""
     out = net.copy()
-    weights = quantize_network_weights([layer.masked_weight for layer in net.layers])
+    weights = quantize_network_weights([layer.masked_weight for layer in net.layers], quantize)
     for layer, weight in zip(out.layers, weights, strict=True):
         layer.weight = np.where(layer.mask, weight, layer.weight).astype(np.float32)
     return out

@@ -23,6 +23,7 @@ from . import limits
 from .activations import ACTIVATIONS
 from .checks import BundleError, Checker
 from .quant import (
+    CODEBOOK_SIZE,
     INDEX_CODINGS,
     QMAX,
     ROWLEN_DTYPES,
@@ -112,11 +113,12 @@ class Bundle:
 
 _MEMBER = re.compile(
     r"(meta|input_index|output_index|output_const|latent_index|latent_const"
-    r"|layer[1-9][0-9]{0,5}\.(?:data|qdata|scale|indices|indptr|rowlen|bias))\.npy"
+    r"|layer[1-9][0-9]{0,5}\.(?:data|qdata|scale|codes|codebook|indices|indptr|rowlen|bias))"
+    r"\.npy"
 )
 _MEMBER_NAMES = (
     "meta, input_index, output_index, output_const, latent_index, latent_const and "
-    "layerK.data/qdata/scale/indices/indptr/rowlen/bias (.npy)"
+    "layerK.data/qdata/scale/codes/codebook/indices/indptr/rowlen/bias (.npy)"
 )
 _NOT_A_BUNDLE = "pass a bundle written by `edgeprune compress`"
 _DAMAGED = "copy it again or re-export it with `edgeprune compress`"
@@ -257,6 +259,9 @@ def _layer_arrays(
     if codings["weights"] == "int8":
         out["qdata"] = (_QDATA_DTYPE, nnz, True)
         out["scale"] = (_DATA_DTYPE, rows, False)
+    elif codings["weights"] == "shared4":
+        out["codes"] = (np.dtype(np.uint8), nnz, True)
+        out["codebook"] = (_DATA_DTYPE, CODEBOOK_SIZE, True)
     else:
         out["data"] = (_DATA_DTYPE, nnz, True)
     if codings["indices"] == "delta8":
@@ -529,6 +534,23 @@ def _validate_layer(
                 f"holds {qdata[pos]} at position {pos}, outside the symmetric range "
                 f"[-{QMAX}, {QMAX}]",
             )
+    elif codings["weights"] == "shared4":
+        codes = check.array(arrays, f"{p}.codes", np.dtype(np.uint8), nnz)
+        codebook = check.array(arrays, f"{p}.codebook", _DATA_DTYPE)
+        if not 1 <= codebook.shape[0] <= CODEBOOK_SIZE:
+            raise check.fail(
+                f"{p}.codebook", f"has length {codebook.shape[0]}, expected 1..{CODEBOOK_SIZE}"
+            )
+        check.finite(codebook, f"{p}.codebook")
+        over = codes >= codebook.shape[0]
+        if over.any():
+            pos = int(np.argmax(over))
+            raise check.fail(
+                f"{p}.codes",
+                f"holds code {codes[pos]} at position {pos}, outside the codebook of "
+                f"{codebook.shape[0]} values",
+            )
+        data = codebook[codes]
     else:
         data = check.array(arrays, f"{p}.data", _DATA_DTYPE, nnz)
     bias = check.array(arrays, f"{p}.bias", _DATA_DTYPE, rows)

@@ -5,6 +5,9 @@ A version-2 layer may store (``meta.layers[k].weights`` / ``.indices`` / ``.indp
 ``weights: "int8"``
     ``layerK.qdata`` (nnz,) int8 in [-127, 127] and ``layerK.scale`` (rows,) float32, finite and
     > 0: the weight of row ``r`` is ``qdata * scale[r]`` (per-row symmetric quantization).
+``weights: "shared4"``
+    ``layerK.codes`` (nnz,) uint8 and ``layerK.codebook`` (at most 16,) float32, finite: the
+    weight is ``codebook[codes]`` (per-layer weight sharing, 4-bit codes, k-means centroids).
 ``indices: "uint8" | "uint16" | "int32"``
     ``layerK.indices`` holds the column indices in that dtype (the narrowest that holds cols - 1).
 ``indices: "delta8"``
@@ -24,11 +27,13 @@ import numpy as np
 
 ESCAPE = 255
 QMAX = 127
+CODEBOOK_SIZE = 16
 INDEX_CODINGS = ("int32", "uint16", "uint8", "delta8")
 ROWLEN_DTYPES = ("int32", "uint16", "uint8")
-WEIGHT_CODINGS = ("float32", "int8")
+WEIGHT_CODINGS = ("float32", "int8", "shared4")
 
 __all__ = [
+    "CODEBOOK_SIZE",
     "ESCAPE",
     "INDEX_CODINGS",
     "QMAX",

@@ -54,7 +54,7 @@ def test_max_metric_drop_refuses_and_leaves_no_output(runner, tmp_path, small_mo
                                                      monkeypatch):
     import edgeprune.exporters.quantize as quantize
 
-    def lossy(net):  # a quantizer that loses much more than int8 does
+    def lossy(net, quantize="int8"):  # a quantizer that loses much more than int8 does
         out = net.copy()
         for layer in out.layers:
             layer.weight = layer.weight * -4.0
@@ -114,3 +114,16 @@ def test_compress_quantize_writes_int8_onnx_verified_against_fp32(runner, tmp_pa
     ref = torch_forward(pruned, x)
     assert np.abs(run_onnx(outdir / "model.onnx", x) - ref).max() <= 0.1 * (ref.max() - ref.min())
     assert art["max_abs_diff_vs_fp32"] == art["max_abs_diff_vs_pytorch"]
+
+
+def test_compress_quantize_shared4(runner, tmp_path, small_model, npy_data):
+    outdir = tmp_path / "s"
+    res = _compress(runner, small_model, npy_data, outdir, "--quantize", "shared4")
+    assert res.exit_code == 0, res.output
+    assert "shared4 quantization (pruned model, float32 -> shared4):" in res.output
+    pruned = load_network(outdir / "pruned.pt")
+    x = np.random.default_rng(1).random((32, 12)).astype(np.float32)
+    got = load(outdir / "model.npz")(x)
+    assert np.abs(got - torch_forward(quantized_network(pruned, "shared4"), x)).max() < 1e-5
+    info = json.loads(runner.invoke(main, ["info", str(outdir / "model.npz"), "--json"]).output)
+    assert {row["weights"] for row in info["layers"]} == {"shared4"}

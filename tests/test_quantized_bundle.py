@@ -269,3 +269,49 @@ def test_new_member_names_are_known_to_the_header_scan(quantized: Path) -> None:
     with zipfile.ZipFile(quantized) as zf:
         names = set(zf.namelist())
     assert {"layer1.qdata.npy", "layer1.scale.npy", "layer1.rowlen.npy"} <= names
+
+
+# -- weight sharing (shared4) -----------------------------------------------------------------
+
+
+def test_shared4_bundle_matches_the_shared_network(tmp_path: Path) -> None:
+    net = make_net()
+    path = save_bundle(net, tmp_path / "s.npz", quantize="shared4")
+    arrays = read_all(path)
+    assert arrays["layer1.codes"].dtype == np.uint8 and arrays["layer1.codes"].max() < 16
+    assert arrays["layer1.codebook"].dtype == np.float32
+    assert arrays["layer1.codebook"].shape[0] <= 16
+    deq = quantize_network_weights([layer.weight for layer in net.layers], "shared4")
+    assert np.abs(load(path)(X) - reference(net, deq)).max() < 1e-5
+    for w, d in zip((layer.weight for layer in net.layers), deq, strict=True):
+        assert len(np.unique(d[w != 0])) <= 16
+
+
+def test_share_weights_recovers_clustered_values() -> None:
+    from edgeprune.exporters.quantize import share_weights
+
+    values = np.repeat(np.linspace(-1, 1, 16), 20) + np.random.default_rng(0).normal(0, 1e-4, 320)
+    codes, codebook = share_weights(values)
+    assert codebook.shape == (16,) and np.abs(codebook[codes] - values).max() < 1e-3
+
+
+SHARED_HOSTILE: dict[str, tuple[Callable[[Arrays], None], str]] = {
+    "code beyond the codebook": (_set("layer1.codes", _at(0, 200)),
+                                 "layer1.codes holds code 200 at position 0, outside"),
+    "nan in codebook": (_set("layer1.codebook", _at(0, np.nan)),
+                        "layer1.codebook holds a non-finite"),
+    "codebook too long": (_set("layer1.codebook", lambda a: np.zeros(17, np.float32)),
+                          "layer1.codebook has length 17, expected at most 16"),
+    "empty codebook": (_set("layer1.codebook", lambda a: np.zeros(0, np.float32)),
+                       "layer1.codebook has length 0, expected 1..16"),
+    "codes as int8": (_set("layer1.codes", lambda a: a.astype(np.int8)),
+                      "layer1.codes has dtype int8, expected uint8"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SHARED_HOSTILE))
+def test_hostile_shared_arrays_are_refused(tmp_path: Path, case: str) -> None:
+    mutate, expected = SHARED_HOSTILE[case]
+    arrays = read_all(save_bundle(make_net(), tmp_path / "s.npz", quantize="shared4"))
+    mutate(arrays)
+    _refused(arrays, tmp_path, expected)
