@@ -522,18 +522,11 @@ def _validate_layer(
         qdata = check.array(arrays, f"{p}.qdata", _QDATA_DTYPE, nnz)
         scale = check.array(arrays, f"{p}.scale", _DATA_DTYPE, rows)
         check.finite(scale, f"{p}.scale")
-        low = scale <= 0
-        if low.any():
-            pos = int(np.argmax(low))
-            raise check.fail(f"{p}.scale", f"holds {scale[pos]} at row {pos}; scales must be > 0")
-        below = qdata < -QMAX
-        if below.any():
-            pos = int(np.argmax(below))
-            raise check.fail(
-                f"{p}.qdata",
-                f"holds {qdata[pos]} at position {pos}, outside the symmetric range "
-                f"[-{QMAX}, {QMAX}]",
-            )
+        check.none_of(scale <= 0, f"{p}.scale",
+                      lambda pos: f"holds {scale[pos]} at row {pos}; scales must be > 0")
+        check.none_of(qdata < -QMAX, f"{p}.qdata",
+                      lambda pos: f"holds {qdata[pos]} at position {pos}, outside the "
+                                  f"symmetric range [-{QMAX}, {QMAX}]")
     elif codings["weights"] == "shared4":
         codes = check.array(arrays, f"{p}.codes", np.dtype(np.uint8), nnz)
         codebook = check.array(arrays, f"{p}.codebook", _DATA_DTYPE)
@@ -542,14 +535,9 @@ def _validate_layer(
                 f"{p}.codebook", f"has length {codebook.shape[0]}, expected 1..{CODEBOOK_SIZE}"
             )
         check.finite(codebook, f"{p}.codebook")
-        over = codes >= codebook.shape[0]
-        if over.any():
-            pos = int(np.argmax(over))
-            raise check.fail(
-                f"{p}.codes",
-                f"holds code {codes[pos]} at position {pos}, outside the codebook of "
-                f"{codebook.shape[0]} values",
-            )
+        check.none_of(codes >= codebook.shape[0], f"{p}.codes",
+                      lambda pos: f"holds code {codes[pos]} at position {pos}, outside the "
+                                  f"codebook of {codebook.shape[0]} values")
         data = codebook[codes]
     else:
         data = check.array(arrays, f"{p}.data", _DATA_DTYPE, nnz)
