@@ -80,7 +80,8 @@ def bundle_variants(cn, meta: dict) -> list[dict]:
                 ("v2 int8, int32 indices", "int8", "int32"),
                 ("v2 int8, narrowest uint indices", "int8", "narrow"),
                 ("v2 int8, delta8 indices", "int8", "delta8"),
-                ("v2 int8, indices auto (--quantize int8)", "int8", "auto")]
+                ("v2 int8, indices auto (--quantize int8)", "int8", "auto"),
+                ("v2 shared4, indices auto (--quantize shared4)", "shared4", "auto")]
     for label, quantize, indices in variants:
         if indices == "narrow":
             arrays = _narrow_arrays(cn, kw)
@@ -138,18 +139,22 @@ def mnist_eta(net, ds, scores_path, eta, clf, tmp: Path) -> dict:
              "bytes": 4 * sum(la.weight.size + la.bias.size for la in cn.layers),
              "gzip_bytes": gz(dense_bytes(cn.layers))}]
     written = {}
-    for label, opts in [("fp32", ExportOptions()), ("sparse", ExportOptions(True, True)),
-                        ("int8", ExportOptions(quantize="int8"))]:
+    for label, opts, formats in [
+            ("fp32", ExportOptions(), ["npz", "onnx", "tflite"]),
+            ("sparse", ExportOptions(True, True), ["onnx", "tflite"]),
+            ("int8", ExportOptions(quantize="int8"), ["npz", "onnx"]),
+            ("shared4", ExportOptions(quantize="shared4"), ["npz"])]:
         out = tmp / f"{label}{eta}"
         out.mkdir()
-        formats = ["npz"] if label == "int8" else ["npz", "onnx", "tflite"]
-        arts = write_artifacts(pruned, cn, ds.x_test, out, formats, opts)
+        arts = write_artifacts(pruned, cn, ds.x_test, out, formats, opts,
+                               x_calibration=ds.x_train)
         written[label] = arts
         for fmt, art in arts.items():
             if fmt == "npz" and label == "sparse":
                 continue
+            onnx = {"sparse": "sparse initializers", "int8": "int8 QDQ, onnxruntime tooling"}
             name = {"npz": f"model.npz as compress writes it ({label})",
-                    "onnx": f"ONNX ({'sparse initializers' if label == 'sparse' else 'dense'})",
+                    "onnx": f"ONNX ({onnx.get(label, 'dense')})",
                     "tflite": f"TFLite ({'sparse tensors' if label == 'sparse' else 'dense'})",
                     }[fmt]
             raw, g = sizes(Path(art["path"]))
@@ -157,11 +162,14 @@ def mnist_eta(net, ds, scores_path, eta, clf, tmp: Path) -> dict:
                          "max_abs_diff_vs_pytorch": art["max_abs_diff_vs_pytorch"],
                          **({"max_abs_diff_vs_fp32": art["max_abs_diff_vs_fp32"]}
                             if "max_abs_diff_vs_fp32" in art else {})})
-    fp32_path, int8_path = Path(written["fp32"]["npz"]["path"]), Path(
-        written["int8"]["npz"]["path"])
-    meta = json.loads(str(np.load(fp32_path)["meta"].item()))
+    paths = {k: Path(written[k]["npz"]["path"]) for k in ("fp32", "int8", "shared4")}
+    int8_path = paths["int8"]
+    meta = json.loads(str(np.load(paths["fp32"])["meta"].item()))
     rows += bundle_variants(cn, meta)
-    recon = {k: load(p)(ds.x_test) for k, p in (("fp32", fp32_path), ("int8", int8_path))}
+    recon = {k: load(p)(ds.x_test) for k, p in paths.items()}
+    from edgeprune.exporters.onnx import run_onnx
+
+    recon["onnx int8"] = run_onnx(written["int8"]["onnx"]["path"], ds.x_test)
     acc = {k: accuracy(clf, r, ds.y_test) for k, r in recon.items()}
     mse = {k: float(np.mean((r - ds.x_test) ** 2)) for k, r in recon.items()}
     from edgeprune.runtime.info import describe
@@ -170,8 +178,9 @@ def mnist_eta(net, ds, scores_path, eta, clf, tmp: Path) -> dict:
     return {"target_sparsity": eta, "achieved_sparsity": pruned.sparsity,
             "links_kept": pruned.n_active, "links_total": pruned.n_links,
             "rows": rows, "index_codings": index_table(cn),
-            "classifier_accuracy": acc, "classifier_accuracy_drop_pp": 100 * (acc["fp32"] -
-                                                                              acc["int8"]),
+            "classifier_accuracy": acc,
+            "classifier_accuracy_drop_pp": {k: 100 * (acc["fp32"] - a) for k, a in acc.items()
+                                            if k != "fp32"},
             "test_mse": mse, "int8_bundle_bytes": info["bytes_on_disk"],
             "int8_in_memory_bytes": info["in_memory_bytes"],
             "int8_stored_array_bytes": info["stored_array_bytes"]}
@@ -229,10 +238,12 @@ def markdown(result: dict) -> list[str]:
                 f"{diff:.1e}" + (" vs fp32" if "max_abs_diff_vs_fp32" in r else ""))
             md.append(f"| {r['artifact']} | {r['bytes']:,} | {r['gzip_bytes']:,} | "
                       f"{dense / r['bytes']:.1f}× | {what} |")
-        md += ["", f"Classifier accuracy on the reconstructions (paper_mnist protocol): "
-               f"fp32 bundle {100 * acc['fp32']:.2f} %, int8 bundle {100 * acc['int8']:.2f} % "
-               f"(drop {run['classifier_accuracy_drop_pp']:.2f} pp); test MSE "
-               f"{run['test_mse']['fp32']:.5f} → {run['test_mse']['int8']:.5f}. The int8 "
+        drops = run["classifier_accuracy_drop_pp"]
+        md += ["", "Classifier accuracy on the reconstructions (paper_mnist protocol): "
+               f"fp32 bundle {100 * acc['fp32']:.2f} %, "
+               + ", ".join(f"{k} {100 * acc[k]:.2f} % (drop {drops[k]:.2f} pp)" for k in drops)
+               + "; test MSE " + ", ".join(f"{k} {v:.5f}" for k, v in run["test_mse"].items())
+               + ". The int8 "
                f"bundle holds {run['int8_stored_array_bytes']:,} bytes of arrays on disk and "
                f"{run['int8_in_memory_bytes']:,} bytes in RAM once loaded (dequantized to "
                "float32 for the kernels).", "",

@@ -31,7 +31,9 @@ class ExportOptions:
     is verified to 1e-5 against the dequantized model and its distance to the float32 model is
     reported. model.onnx is quantized by ONNX Runtime's static QDQ tooling (int8 weights per
     channel, int8 activations calibrated on the data), checked against float32 within
-    ``edgeprune.exporters.onnx_int8.INT8_TOLERANCE`` of the output range. TFLite stays float32.
+    ``edgeprune.exporters.onnx_int8.INT8_TOLERANCE`` of the output range; model.tflite is
+    full-integer int8 (per-channel int8 weights, int8 activations from the same calibration),
+    run in LiteRT and checked the same way.
     ``quantize="shared4"``: model.npz stores 4-bit codes into a 16-value codebook per layer
     (k-means weight sharing), verified the same way; ONNX and TFLite stay float32."""
 
@@ -44,11 +46,15 @@ class ExportOptions:
             raise ModelError(f"--quantize {self.quantize!r}: use one of {', '.join(QUANTIZE)}")
 
 
-def float32_notes(quantize: str, formats: list[str]) -> list[str]:
-    """Which formats --quantize leaves in float32."""
-    left = [f for f in formats if f == "tflite" or (f == "onnx" and quantize != "int8")]
-    return [f"{fmt}: written in float32 (--quantize {quantize} is not built for it)"
-            for fmt in left]
+def float32_notes(quantize: str, formats: list[str], tflite_sparse: bool = False) -> list[str]:
+    """Which formats --quantize leaves in float32 (and int8 TFLite weights left dense)."""
+    left = [f for f in formats if f != "npz" and quantize != "int8"]
+    notes = [f"{fmt}: written in float32 (--quantize {quantize} is not built for it)"
+             for fmt in left]
+    if quantize == "int8" and tflite_sparse and "tflite" in formats:
+        notes.append("tflite: int8 weights written dense (LiteRT does not run unstructured "
+                     "sparse int8 FULLY_CONNECTED weights)")
+    return notes
 
 
 def parse_formats(spec: str | None) -> tuple[list[str], list[str]]:
@@ -155,6 +161,16 @@ def write_artifacts(pruned: Network, compact_net: CompactNetwork, x_verify: np.n
             export_onnx(compact_net, path, sparse_initializers=options.onnx_sparse_initializers,
                         metadata=_flat(meta), verify_inputs=x, verify_reference=reference)
             diff = _max_diff(run_onnx(path, x), reference)
+        elif fmt == "tflite" and options.quantize == "int8":
+            from edgeprune.exporters.tflite import run_tflite
+            from edgeprune.exporters.tflite_int8 import export_tflite_int8
+
+            calibration = x_verify if x_calibration is None else x_calibration
+            export_tflite_int8(compact_net, path, calibration=calibration, verify_inputs=x,
+                               verify_reference=reference, metadata=_flat(meta))
+            diff = _max_diff(run_tflite(path, x), reference)
+            extra["tflite"] = {"quantize": "int8 (full-integer, LiteRT)",
+                               "max_abs_diff_vs_fp32": diff}
         elif fmt == "tflite":
             from edgeprune.exporters.tflite import export_tflite, run_tflite
 
@@ -234,7 +250,7 @@ def export_pruned(source: str | os.PathLike, outdir: str | os.PathLike, *,
     quantization = None
     if options.quantize != "none":  # the accuracy guard, before any file is written
         quantization = quantization_stage(net, ds, seed, options.quantize, max_metric_drop)
-        notes += float32_notes(options.quantize, chosen)
+        notes += float32_notes(options.quantize, chosen, options.tflite_sparse)
     with staged_output_dir(outdir, "export", inputs=[source]) as staging:
         written = write_artifacts(net, compact_network(net), ds.x_test, staging, chosen, options,
                                   x_calibration=ds.x_train)

@@ -256,7 +256,8 @@ def _write_outputs(staging: Path, net, pruned, compact_net, ds, opts, report, wa
     if opts.export_options.quantize != "none":
         from edgeprune.artifacts import float32_notes
 
-        notes = notes + float32_notes(opts.export_options.quantize, formats)
+        notes = notes + float32_notes(opts.export_options.quantize, formats,
+                                      opts.export_options.tflite_sparse)
     report["export_notes"] = notes
     report["runtime_max_abs_diff"] = artifacts["npz"]["max_abs_diff_vs_pytorch"]
     report["seconds"] = round(time.perf_counter() - t0, 3)

@@ -120,12 +120,12 @@ class _Graph:
                              "buffer": buffer, **extra})
         return len(self.tensors) - 1
 
-    def const(self, name: str, array: np.ndarray) -> int:
+    def const(self, name: str, array: np.ndarray, **extra) -> int:
         array = np.ascontiguousarray(array)
-        dtype = {"float32": self.tfl.TensorType.FLOAT32,
-                 "int32": self.tfl.TensorType.INT32}[array.dtype.name]
+        dtype = {"float32": self.tfl.TensorType.FLOAT32, "int32": self.tfl.TensorType.INT32,
+                 "int8": self.tfl.TensorType.INT8}[array.dtype.name]
         self.buffers.append(array.astype(array.dtype.newbyteorder("<")).tobytes())
-        return self._tensor(name, array.shape, dtype, len(self.buffers) - 1)
+        return self._tensor(name, array.shape, dtype, len(self.buffers) - 1, **extra)
 
     def sparse_const(self, name: str, weight: np.ndarray) -> int:
         """A float32 matrix as a CSR sparse tensor: only the non-zeros are stored."""
@@ -137,8 +137,9 @@ class _Graph:
                             len(self.buffers) - 1,
                             csr=(int(weight.shape[0]), indptr, cols.astype(np.int32)))
 
-    def activation(self, name: str, width: int) -> int:
-        return self._tensor(name, [1, width], self.tfl.TensorType.FLOAT32, signature=[-1, width])
+    def activation(self, name: str, width: int, dtype: int | None = None, **extra) -> int:
+        dtype = self.tfl.TensorType.FLOAT32 if dtype is None else dtype
+        return self._tensor(name, [1, width], dtype, signature=[-1, width], **extra)
 
     def op(self, code: int, inputs: list[int], outputs: list[int], options=None,
            version: int = 1) -> None:
@@ -188,12 +189,19 @@ class _Graph:
             return table("SparsityParameters", TraversalOrder=ints([0, 1]),
                          DimMetadata=offsets(dims))
 
+        def quantization(scales, zero_points, dimension: int) -> int:
+            return table("QuantizationParameters",
+                         Scale=b.CreateNumpyVector(np.asarray(scales, dtype="<f4")),
+                         ZeroPoint=b.CreateNumpyVector(np.asarray(zero_points, dtype="<i8")),
+                         QuantizedDimension=dimension)
+
         def tensor(t: dict) -> int:
             sparse = sparsity(*t["csr"]) if "csr" in t else None
+            quant = quantization(*t["quant"]) if "quant" in t else None
             signature = ints(t["signature"]) if "signature" in t else None
             return table("Tensor", Shape=ints(t["shape"]), Type=t["type"], Buffer=t["buffer"],
-                         Name=b.CreateString(t["name"]), ShapeSignature=signature,
-                         Sparsity=sparse)
+                         Name=b.CreateString(t["name"]), Quantization=quant,
+                         ShapeSignature=signature, Sparsity=sparse)
 
         def operator(index: int, ins: list[int], outs: list[int], options) -> int:
             opts = options[1](b) if options else None

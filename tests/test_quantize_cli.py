@@ -97,15 +97,15 @@ def test_export_quantize_int8(runner, tmp_path, small_model, npy_data):
     assert np.abs(load(out / "model.npz")(x) - fp32(x)).max() < 0.05
 
 
-def test_compress_quantize_writes_int8_onnx_verified_against_fp32(runner, tmp_path,
+def test_compress_quantize_writes_int8_onnx_and_tflite_verified_against_fp32(runner, tmp_path,
                                                                  small_model, npy_data):
     pytest.importorskip("onnxruntime.quantization")
     from edgeprune.exporters.onnx import run_onnx
 
     outdir = tmp_path / "q"
     res = runner.invoke(main, ["compress", str(small_model), "--data", npy_data, "--method",
-                               "magnitude", "--sparsity", "0.5", "--export", "onnx",
-                               "--quantize", "int8", "-q", "-o", str(outdir)])
+                               "magnitude", "--sparsity", "0.5", "--export", "onnx,tflite",
+                               "--tflite-sparse", "--quantize", "int8", "-q", "-o", str(outdir)])
     assert res.exit_code == 0, res.output
     assert "model.onnx (int8 (onnxruntime static QDQ)) vs the float32" in res.output
     art = json.loads((outdir / "report.json").read_text())["artifacts"]["onnx"]
@@ -114,6 +114,12 @@ def test_compress_quantize_writes_int8_onnx_verified_against_fp32(runner, tmp_pa
     ref = torch_forward(pruned, x)
     assert np.abs(run_onnx(outdir / "model.onnx", x) - ref).max() <= 0.1 * (ref.max() - ref.min())
     assert art["max_abs_diff_vs_fp32"] == art["max_abs_diff_vs_pytorch"]
+    from edgeprune.exporters.tflite import run_tflite
+
+    assert "model.tflite (int8 (full-integer, LiteRT)) vs the float32" in res.output
+    assert "tflite: int8 weights written dense" in res.output
+    got = run_tflite(outdir / "model.tflite", x)
+    assert np.abs(got - ref).max() <= 0.1 * (ref.max() - ref.min())
 
 
 def test_compress_quantize_shared4(runner, tmp_path, small_model, npy_data):
