@@ -145,32 +145,19 @@ def write_artifacts(pruned: Network, compact_net: CompactNetwork, x_verify: np.n
                 raise ModelError(f"{path.name}: the NumPy runtime differs from PyTorch by "
                                  f"{diff:.3g} (> {PARITY_TOLERANCE}); this is a bug, please "
                                  "report it")
-        elif fmt == "onnx" and options.quantize == "int8":
-            from edgeprune.exporters.onnx import run_onnx
-            from edgeprune.exporters.onnx_int8 import export_onnx_int8
-
+        elif options.quantize == "int8":  # onnx or tflite, checked against fp32 when written
+            export, run, how = _int8_exporter(fmt)
             calibration = x_verify if x_calibration is None else x_calibration
-            export_onnx_int8(compact_net, path, calibration=calibration, verify_inputs=x,
-                             verify_reference=reference, metadata=_flat(meta))
-            diff = _max_diff(run_onnx(path, x), reference)
-            extra["onnx"] = {"quantize": "int8 (onnxruntime static QDQ)",
-                             "max_abs_diff_vs_fp32": diff}
+            export(compact_net, path, calibration=calibration, verify_inputs=x,
+                   verify_reference=reference, metadata=_flat(meta))
+            diff = _max_diff(run(path, x), reference)
+            extra[fmt] = {"quantize": how, "max_abs_diff_vs_fp32": diff}
         elif fmt == "onnx":
             from edgeprune.exporters.onnx import export_onnx, run_onnx
 
             export_onnx(compact_net, path, sparse_initializers=options.onnx_sparse_initializers,
                         metadata=_flat(meta), verify_inputs=x, verify_reference=reference)
             diff = _max_diff(run_onnx(path, x), reference)
-        elif fmt == "tflite" and options.quantize == "int8":
-            from edgeprune.exporters.tflite import run_tflite
-            from edgeprune.exporters.tflite_int8 import export_tflite_int8
-
-            calibration = x_verify if x_calibration is None else x_calibration
-            export_tflite_int8(compact_net, path, calibration=calibration, verify_inputs=x,
-                               verify_reference=reference, metadata=_flat(meta))
-            diff = _max_diff(run_tflite(path, x), reference)
-            extra["tflite"] = {"quantize": "int8 (full-integer, LiteRT)",
-                               "max_abs_diff_vs_fp32": diff}
         elif fmt == "tflite":
             from edgeprune.exporters.tflite import export_tflite, run_tflite
 
@@ -182,6 +169,19 @@ def write_artifacts(pruned: Network, compact_net: CompactNetwork, x_verify: np.n
         written[fmt] = {"path": str(path), "bytes": path.stat().st_size,
                         "max_abs_diff_vs_pytorch": diff, **extra.get(fmt, {})}
     return written
+
+
+def _int8_exporter(fmt: str):
+    """(export, run, description) of the int8 writer of ``fmt`` (onnx or tflite)."""
+    if fmt == "onnx":
+        from edgeprune.exporters.onnx import run_onnx
+        from edgeprune.exporters.onnx_int8 import export_onnx_int8
+
+        return export_onnx_int8, run_onnx, "int8 (onnxruntime static QDQ)"
+    from edgeprune.exporters.tflite import run_tflite
+    from edgeprune.exporters.tflite_int8 import export_tflite_int8
+
+    return export_tflite_int8, run_tflite, "int8 (full-integer, LiteRT)"
 
 
 def _max_diff(a: np.ndarray, b: np.ndarray) -> float:

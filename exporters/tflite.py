@@ -241,6 +241,33 @@ def _options(tfl, kind: str, **fields):
     return getattr(tfl.BuiltinOptions, kind), build
 
 
+def place_outputs(g: _Graph, net: CompactNetwork, h: int) -> int:
+    """PAD(one zero column) -> GATHER(perm) -> ADD(output_const) on the float tensor ``h`` of
+    the live outputs (each op only when needed); returns the tensor of all outputs."""
+    tfl, ops = g.tfl, g.tfl.BuiltinOperator
+    n_out = int(net.output_dim)
+    out_const = np.asarray(net.output_const, dtype=np.float32).reshape(-1)
+    out_idx = np.asarray(net.output_index, dtype=np.int64).reshape(-1)
+    if np.array_equal(out_idx, np.arange(n_out)):
+        return h
+    perm = np.full(n_out, out_idx.size, dtype=np.int32)  # the padded zero column
+    perm[out_idx] = np.arange(out_idx.size, dtype=np.int32)
+    placed_const = out_const.copy()
+    placed_const[out_idx] = 0.0
+    padded = g.activation("live_padded", out_idx.size + 1)
+    g.op(ops.PAD, [h, g.const("output_pad", np.array([[0, 0], [0, 1]], np.int32))],
+         [padded], _options(tfl, "PadOptions"))
+    h = g.activation("output_placed", n_out)
+    g.op(ops.GATHER, [padded, g.const("output_perm", perm)], [h],
+         _options(tfl, "GatherOptions", Axis=1))
+    if np.any(placed_const != 0):
+        placed, h = h, g.activation("output_full", n_out)
+        g.op(ops.ADD, [placed, g.const("output_const", placed_const)], [h],
+             _options(tfl, "AddOptions",
+                      FusedActivationFunction=tfl.ActivationFunctionType.NONE))
+    return h
+
+
 def build_tflite_model(net: CompactNetwork, *, sparse: bool = False,
                        metadata: dict | None = None) -> bytes:
     """The serialized ``.tflite`` flatbuffer for ``net`` (not verified, not written)."""
@@ -285,20 +312,7 @@ def build_tflite_model(net: CompactNetwork, *, sparse: bool = False,
                 options = (_options(tfl, "LeakyReluOptions", Alpha=float(layer.negative_slope))
                            if after == "LEAKY_RELU" else None)
                 g.op(getattr(ops, after), [z], [h], options)
-        out_idx = np.asarray(net.output_index, dtype=np.int64).reshape(-1)
-        if not np.array_equal(out_idx, np.arange(n_out)):
-            perm = np.full(n_out, out_idx.size, dtype=np.int32)  # the padded zero column
-            perm[out_idx] = np.arange(out_idx.size, dtype=np.int32)
-            placed_const = out_const.copy()
-            placed_const[out_idx] = 0.0
-            padded = g.activation("live_padded", out_idx.size + 1)
-            g.op(ops.PAD, [h, g.const("output_pad", np.array([[0, 0], [0, 1]], np.int32))],
-                 [padded], _options(tfl, "PadOptions"))
-            h = g.activation("output_placed", n_out)
-            g.op(ops.GATHER, [padded, g.const("output_perm", perm)], [h], gather)
-            if np.any(placed_const != 0):
-                placed, h = h, g.activation("output_full", n_out)
-                g.op(ops.ADD, [placed, g.const("output_const", placed_const)], [h], add)
+        h = place_outputs(g, net, h)
         g.tensors[h]["name"] = "output"
     meta = export_metadata(net, metadata)
     description = describe(net, meta) + (", sparse CSR weights" if sparse else "")

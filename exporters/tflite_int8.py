@@ -43,7 +43,15 @@ from edgeprune.exporters.contract import (
 )
 
 from .onnx_int8 import CALIBRATION_SAMPLES, int8_parity
-from .tflite import TFLITE_ACTIVATIONS, _Graph, _import_schema, _options, invoke, load_interpreter
+from .tflite import (
+    TFLITE_ACTIVATIONS,
+    _Graph,
+    _import_schema,
+    _options,
+    invoke,
+    load_interpreter,
+    place_outputs,
+)
 
 __all__ = ["build_tflite_int8_model", "export_tflite_int8"]
 
@@ -88,8 +96,7 @@ def build_tflite_int8_model(net: CompactNetwork, calibration: np.ndarray, *,
     ranges = _calibrate(net, np.asarray(calibration[:CALIBRATION_SAMPLES], np.float32))
     g = _Graph(tfl)
     gather = _options(tfl, "GatherOptions", Axis=1)
-    add = _options(tfl, "AddOptions", FusedActivationFunction=act_type.NONE)
-    n_in, n_out = int(net.input_dim), int(net.output_dim)
+    n_in = int(net.input_dim)
     h = g.activation("input", n_in)
     in_idx = np.asarray(net.input_index, dtype=np.int64).reshape(-1)
     if not np.array_equal(in_idx, np.arange(n_in)):
@@ -134,21 +141,7 @@ def build_tflite_int8_model(net: CompactNetwork, calibration: np.ndarray, *,
     deq = g.activation("last_float", rows)
     g.op(ops.DEQUANTIZE, [h], [deq], version=INT8_OP_VERSION)
     h = deq
-    out_idx = np.asarray(net.output_index, dtype=np.int64).reshape(-1)
-    out_const = np.asarray(net.output_const, dtype=np.float32).reshape(-1)
-    if not np.array_equal(out_idx, np.arange(n_out)):
-        perm = np.full(n_out, out_idx.size, dtype=np.int32)
-        perm[out_idx] = np.arange(out_idx.size, dtype=np.int32)
-        placed_const = out_const.copy()
-        placed_const[out_idx] = 0.0
-        padded = g.activation("live_padded", out_idx.size + 1)
-        g.op(ops.PAD, [h, g.const("output_pad", np.array([[0, 0], [0, 1]], np.int32))],
-             [padded], _options(tfl, "PadOptions"))
-        h = g.activation("output_placed", n_out)
-        g.op(ops.GATHER, [padded, g.const("output_perm", perm)], [h], gather)
-        if np.any(placed_const != 0):
-            placed, h = h, g.activation("output_full", n_out)
-            g.op(ops.ADD, [placed, g.const("output_const", placed_const)], [h], add)
+    h = place_outputs(g, net, h)
     g.tensors[h]["name"] = "output"
     meta = export_metadata(net, metadata)
     description = describe(net, meta) + ", full-integer int8"
