@@ -142,7 +142,7 @@ def mnist_eta(net, ds, scores_path, eta, clf, tmp: Path, finetune_epochs: int) -
     for label, opts, formats in [
             ("fp32", ExportOptions(), ["npz", "onnx", "tflite"]),
             ("sparse", ExportOptions(True, True), ["onnx", "tflite"]),
-            ("int8", ExportOptions(quantize="int8"), ["npz", "onnx"]),
+            ("int8", ExportOptions(quantize="int8"), ["npz", "onnx", "tflite"]),
             ("shared4", ExportOptions(quantize="shared4"), ["npz"])]:
         out = tmp / f"{label}{eta}"
         out.mkdir()
@@ -153,10 +153,10 @@ def mnist_eta(net, ds, scores_path, eta, clf, tmp: Path, finetune_epochs: int) -
             if fmt == "npz" and label == "sparse":
                 continue
             onnx = {"sparse": "sparse initializers", "int8": "int8 QDQ, onnxruntime tooling"}
+            tfl = {"sparse": "sparse tensors", "int8": "full-integer int8, dense weights"}
             name = {"npz": f"model.npz as compress writes it ({label})",
                     "onnx": f"ONNX ({onnx.get(label, 'dense')})",
-                    "tflite": f"TFLite ({'sparse tensors' if label == 'sparse' else 'dense'})",
-                    }[fmt]
+                    "tflite": f"TFLite ({tfl.get(label, 'dense')})"}[fmt]
             raw, g = sizes(Path(art["path"]))
             rows.append({"artifact": name, "bytes": raw, "gzip_bytes": g,
                          "max_abs_diff_vs_pytorch": art["max_abs_diff_vs_pytorch"],
@@ -168,8 +168,10 @@ def mnist_eta(net, ds, scores_path, eta, clf, tmp: Path, finetune_epochs: int) -
     rows += bundle_variants(cn, meta)
     recon = {k: load(p)(ds.x_test) for k, p in paths.items()}
     from edgeprune.exporters.onnx import run_onnx
+    from edgeprune.exporters.tflite import run_tflite
 
     recon["onnx int8"] = run_onnx(written["int8"]["onnx"]["path"], ds.x_test)
+    recon["tflite int8"] = run_tflite(written["int8"]["tflite"]["path"], ds.x_test)
     acc = {k: accuracy(clf, r, ds.y_test) for k, r in recon.items()}
     mse = {k: float(np.mean((r - ds.x_test) ** 2)) for k, r in recon.items()}
     from edgeprune.runtime.info import describe
@@ -220,7 +222,9 @@ def small_models(tmp: Path) -> list[dict]:
     return out
 
 
-def markdown(result: dict) -> list[str]:
+def markdown(result: dict, compact: bool = False) -> list[str]:
+    """sizes.md; ``compact`` (the README): the artifacts as written, without the encoding
+    variants and the per-layer index table."""
     dense = result["dense_fp32_bytes"]
     md = [f"Measured on this host; produced by `{result['command']}`. SHAP-SAE scores "
           f"(`--estimator auto`, 256 samples), {result['finetune_epochs']} epochs of masked "
@@ -234,6 +238,8 @@ def markdown(result: dict) -> list[str]:
                f"| dense fp32 weights + biases (unpruned) | {dense:,} | "
                f"{result['dense_fp32_gzip_bytes']:,} | 1.0× | |"]
         for r in run["rows"]:
+            if compact and "compression" in r:
+                continue
             diff = r.get("max_abs_diff_vs_fp32", r.get("max_abs_diff_vs_pytorch"))
             what = "" if diff is None else (
                 f"{diff:.1e}" + (" vs fp32" if "max_abs_diff_vs_fp32" in r else ""))
@@ -247,8 +253,10 @@ def markdown(result: dict) -> list[str]:
                + ". The int8 "
                f"bundle holds {run['int8_stored_array_bytes']:,} bytes of arrays on disk and "
                f"{run['int8_in_memory_bytes']:,} bytes in RAM once loaded (dequantized to "
-               "float32 for the kernels).", "",
-               "Column indices per layer (bytes raw / zlib):", "",
+               "float32 for the kernels).", ""]
+        if compact:
+            continue
+        md += ["Column indices per layer (bytes raw / zlib):", "",
                "| layer | shape | nnz | int32 | narrowest uint | delta8 |",
                "|---:|---|---:|---:|---:|---:|"]
         for row in run["index_codings"]:
@@ -340,7 +348,7 @@ def main() -> int:
     (args.out / "sizes.md").write_text("\n".join(md) + "\n")
     plot(result, args.out / "sizes.png")
     if args.readme:
-        update_readme(args.readme, md, result)
+        update_readme(args.readme, markdown(result, compact=True), result)
     print("\n".join(md))
     return 0
 
