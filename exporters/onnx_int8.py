@@ -39,8 +39,8 @@ def int8_parity(got: np.ndarray, reference: np.ndarray, what: str) -> float:
     if not diff <= bound:
         raise ExportError(
             f"{what}: int8 output differs from float32 by {diff:.3g} (> {INT8_TOLERANCE:g} of "
-            f"the output range, {bound:.3g}); the file was not written — export without "
-            "--quantize or calibrate on more representative --data"
+            f"the output range, {bound:.3g}); the file was not written — leave this format out "
+            "(--export/--format), drop --quantize, or calibrate on more representative --data"
         )
     return diff
 
