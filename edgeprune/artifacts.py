@@ -31,7 +31,8 @@ class ExportOptions:
     is verified to 1e-5 against the dequantized model and its distance to the float32 model is
     reported. model.onnx is quantized by ONNX Runtime's static QDQ tooling (int8 weights per
     channel, int8 activations calibrated on the data), checked against float32 within
-    ``edgeprune.exporters.onnx_int8.INT8_TOLERANCE`` of the output range; model.tflite is
+    ``edgeprune.exporters.onnx_int8.INT8_TOLERANCE`` (max) and ``INT8_MEAN_TOLERANCE`` (mean) of
+    the output range; model.tflite is
     full-integer int8 (per-channel int8 weights, int8 activations from the same calibration),
     run in LiteRT and checked the same way.
     ``quantize="shared4"``: model.npz stores 4-bit codes into a 16-value codebook per layer

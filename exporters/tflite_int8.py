@@ -14,8 +14,8 @@ Quantization (TFLite's int8 scheme): weights symmetric per output row (``scale =
 zero point 0, quantized dimension 0); biases int32 with ``scale = input_scale * weight_scale``;
 activations asymmetric per tensor from the calibrated min/max (the range always holds 0);
 LOGISTIC outputs use the fixed ``1/256, -128`` and TANH ``1/128, 0`` that LiteRT requires.
-The written model must match the float32 model within
-:data:`edgeprune.exporters.onnx_int8.INT8_TOLERANCE` of the output range.
+The written model must match the float32 model within the int8 tolerances of
+:func:`edgeprune.exporters.onnx_int8.int8_parity` (max and mean |diff|, fractions of the range).
 
 Sparse int8: the weights are written dense. Measured with ai-edge-litert 2.3.0: the same model
 with its int8 weights as CSR sparse tensors (the layout float32 ``--tflite-sparse`` uses) loads,
@@ -153,7 +153,7 @@ def export_tflite_int8(net: CompactNetwork, path: str | os.PathLike[str], *,
                        calibration: np.ndarray, verify_inputs: np.ndarray,
                        verify_reference: np.ndarray, metadata: dict | None = None) -> Path:
     """Write the full-integer int8 model at ``path`` after running it in LiteRT (XNNPACK off)
-    and checking it against ``verify_reference`` within INT8_TOLERANCE of the output range."""
+    and checking it against ``verify_reference`` within the int8 tolerances (int8_parity)."""
     blob = build_tflite_int8_model(net, calibration, metadata=metadata)
 
     def check(tmp: Path) -> None:
