@@ -31,6 +31,7 @@ import numpy as np
 from common import CACHE, RESULTS, mnist_autoencoder, mnist_scores, pruned_at
 
 from edgeprune.artifacts import ExportOptions, write_artifacts
+from edgeprune.exporters.contract import ExportError
 from edgeprune.exporters.csr import bundle_arrays, serialize
 from edgeprune.exporters.quantize import encode_indices, narrowest_uint
 from edgeprune.prune import compact_network
@@ -138,7 +139,7 @@ def mnist_eta(net, ds, scores_path, eta, clf, tmp: Path, finetune_epochs: int) -
     rows = [{"artifact": "dense fp32 of the compacted pruned layers",
              "bytes": 4 * sum(la.weight.size + la.bias.size for la in cn.layers),
              "gzip_bytes": gz(dense_bytes(cn.layers))}]
-    written = {}
+    written, refused = {}, []
     for label, opts, formats in [
             ("fp32", ExportOptions(), ["npz", "onnx", "tflite"]),
             ("sparse", ExportOptions(True, True), ["onnx", "tflite"]),
@@ -146,8 +147,13 @@ def mnist_eta(net, ds, scores_path, eta, clf, tmp: Path, finetune_epochs: int) -
             ("shared4", ExportOptions(quantize="shared4"), ["npz"])]:
         out = tmp / f"{label}{eta}"
         out.mkdir()
-        arts = write_artifacts(pruned, cn, ds.x_test, out, formats, opts,
-                               x_calibration=ds.x_train)
+        arts = {}
+        for fmt in formats:  # one at a time: an int8 file refused by its check is recorded
+            try:
+                arts.update(write_artifacts(pruned, cn, ds.x_test, out, [fmt], opts,
+                                            x_calibration=ds.x_train))
+            except ExportError as exc:
+                refused.append({"artifact": f"{fmt} ({label})", "error": str(exc)})
         written[label] = arts
         for fmt, art in arts.items():
             if fmt == "npz" and label == "sparse":
@@ -170,8 +176,9 @@ def mnist_eta(net, ds, scores_path, eta, clf, tmp: Path, finetune_epochs: int) -
     from edgeprune.exporters.onnx import run_onnx
     from edgeprune.exporters.tflite import run_tflite
 
-    recon["onnx int8"] = run_onnx(written["int8"]["onnx"]["path"], ds.x_test)
-    recon["tflite int8"] = run_tflite(written["int8"]["tflite"]["path"], ds.x_test)
+    for fmt, run in (("onnx", run_onnx), ("tflite", run_tflite)):
+        if fmt in written["int8"]:
+            recon[f"{fmt} int8"] = run(written["int8"][fmt]["path"], ds.x_test)
     acc = {k: accuracy(clf, r, ds.y_test) for k, r in recon.items()}
     mse = {k: float(np.mean((r - ds.x_test) ** 2)) for k, r in recon.items()}
     from edgeprune.runtime.info import describe
@@ -179,7 +186,7 @@ def mnist_eta(net, ds, scores_path, eta, clf, tmp: Path, finetune_epochs: int) -
     info = describe(int8_path)
     return {"target_sparsity": eta, "achieved_sparsity": pruned.sparsity,
             "links_kept": pruned.n_active, "links_total": pruned.n_links,
-            "rows": rows, "index_codings": index_table(cn),
+            "rows": rows, "index_codings": index_table(cn), "refused": refused,
             "classifier_accuracy": acc,
             "classifier_accuracy_drop_pp": {k: 100 * (acc["fp32"] - a) for k, a in acc.items()
                                             if k != "fp32"},
@@ -254,6 +261,8 @@ def markdown(result: dict, compact: bool = False) -> list[str]:
                f"bundle holds {run['int8_stored_array_bytes']:,} bytes of arrays on disk and "
                f"{run['int8_in_memory_bytes']:,} bytes in RAM once loaded (dequantized to "
                "float32 for the kernels).", ""]
+        md += [f"Refused by its write-time check: {r['artifact']}: {r['error']}"
+               for r in run["refused"]] + ([""] if run["refused"] else [])
         if compact:
             continue
         md += ["Column indices per layer (bytes raw / zlib):", "",
