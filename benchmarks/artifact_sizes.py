@@ -1,10 +1,19 @@
-"""Artifact sizes of the MNIST-5k 784-256-64-256-784 autoencoder pruned by SHAP-SAE.
+"""Artifact sizes of the MNIST-5k 784-256-64-256-784 autoencoder pruned by SHAP-SAE, in float32
+and int8, and of small digits autoencoders.
 
-Usage: python benchmarks/artifact_sizes.py [--eta 0.9] [--out benchmarks/results/artifact_sizes]
+Usage: python benchmarks/artifact_sizes.py [--eta 0.9 0.95] [--finetune-epochs 10]
+       [--out benchmarks/results/artifact_sizes] [--readme README.md]
 
-Writes sizes.json, sizes.md and sizes.png: dense fp32 weights, the CSR bundle, ONNX (dense and
-sparse initializers) and TFLite (dense and sparse tensors), each raw and gzip-compressed, every
-artifact verified against PyTorch when written.
+Writes sizes.json, sizes.md and sizes.png (measured on this host): per η, dense fp32 weights,
+the CSR bundle as version 1 (float32, int32 indices) and version 2 (int8 weights with each index
+coding, stored and deflated), ONNX (dense and sparse initializers) and TFLite (dense and sparse
+tensors), each raw and gzip-compressed; every written artifact verified against PyTorch. The
+accuracy guard follows benchmarks/paper_mnist.py: a fixed 784-256-10 relu classifier (20 epochs,
+trained on the original images, cached) classifies the reconstructions of the float32 bundle
+and of the int8 bundle. The per-layer index table measures uint8/uint16 against delta8. The small
+models section compares model.npz with the dense fp32 weights of the same compacted network on
+digits autoencoders. With --readme the "Artifact sizes (measured)" table of the README is
+replaced by the new one.
 """
 
 from __future__ import annotations
@@ -15,93 +24,340 @@ import json
 import platform
 import sys
 import tempfile
+import zlib
 from pathlib import Path
 
-from common import RESULTS, mnist_autoencoder, mnist_scores, pruned_at
+import numpy as np
+from common import CACHE, RESULTS, mnist_autoencoder, mnist_scores, pruned_at
 
 from edgeprune.artifacts import ExportOptions, write_artifacts
+from edgeprune.exporters.contract import ExportError
+from edgeprune.exporters.csr import bundle_arrays, serialize
+from edgeprune.exporters.quantize import encode_indices, narrowest_uint
 from edgeprune.prune import compact_network
+from edgeprune.runtime import load
+
+CLASSIFIER = {"hidden": 256, "epochs": 20, "lr": 1e-3, "batch_size": 64}  # paper_mnist recipe
+README_START = "## Artifact sizes (measured)"
+
+
+def gz(raw: bytes) -> int:
+    return len(gzip.compress(raw, 9))
 
 
 def sizes(path: Path) -> tuple[int, int]:
     raw = path.read_bytes()
-    return len(raw), len(gzip.compress(raw, 9))
+    return len(raw), gz(raw)
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--eta", type=float, default=0.9)
-    ap.add_argument("--out", type=Path, default=RESULTS / "artifact_sizes")
-    args = ap.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    net, ds, _ = mnist_autoencoder()
-    scores_path, _ = mnist_scores(net, ds)
+def dense_bytes(layers) -> bytes:
+    return b"".join(np.asarray(a, np.float32).tobytes() for layer in layers
+                    for a in (layer.weight, layer.bias))
+
+
+def classifier(ds, seed: int = 0):
+    """The fixed classifier of paper_mnist.py (same recipe and cache name)."""
+    from edgeprune.checkpoint import load_network, save_checkpoint
+    from edgeprune.train import build_classifier, train_classifier
+
+    c = CLASSIFIER
+    path = CACHE / f"mnist5k_clf_{ds.dim}-{c['hidden']}-10_e{c['epochs']}_s{seed}.pt"
+    if path.is_file():
+        return load_network(path)
+    clf = build_classifier(ds.dim, [c["hidden"]], 10, "relu", seed=seed)
+    clf = train_classifier(clf, ds.x_train, ds.y_train, epochs=c["epochs"], lr=c["lr"],
+                           batch_size=c["batch_size"], seed=seed, quiet=True)[0]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(clf, path)
+    return clf
+
+
+def bundle_variants(cn, meta: dict) -> list[dict]:
+    """Every bundle encoding of ``cn``, measured in memory (same meta as the written file)."""
     rows = []
-    dense_bytes = 4 * sum(layer.n_links + layer.out_dim for layer in net.layers)
-    dense_gz = len(gzip.compress(b"".join(a.tobytes() for layer in net.layers
-                                          for a in (layer.weight, layer.bias)), 9))
-    rows.append({"artifact": "dense fp32 weights + biases (unpruned)", "bytes": dense_bytes,
-                 "gzip_bytes": dense_gz})
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        res = pruned_at(net, ds, scores_path, args.eta, tmp / "c")
-        pruned = res.network
-        cn = compact_network(pruned)
-        pruned_dense = sum(4 * (layer.weight.size + layer.bias.size) for layer in cn.layers)
-        rows.append({"artifact": "dense fp32 of the compacted pruned layers", "bytes":
-                     pruned_dense, "gzip_bytes": len(gzip.compress(b"".join(
-                         a.tobytes() for layer in cn.layers for a in (layer.weight, layer.bias)),
-                         9))})
-        for label, sub, opts in [("dense", "d", ExportOptions()),
-                                 ("sparse", "s", ExportOptions(True, True))]:
-            out = tmp / sub
-            out.mkdir()
-            arts = write_artifacts(pruned, cn, ds.x_test, out, ["npz", "onnx", "tflite"], opts)
-            for fmt, art in arts.items():
-                if fmt == "npz" and label == "sparse":
-                    continue
-                name = {"npz": "edgeprune CSR bundle (model.npz)",
-                        "onnx": f"ONNX ({'sparse initializers' if label == 'sparse' else 'dense'})",
-                        "tflite": f"TFLite ({'sparse tensors' if label == 'sparse' else 'dense'})",
-                        }[fmt]
-                raw, gz = sizes(Path(art["path"]))
-                rows.append({"artifact": name, "bytes": raw, "gzip_bytes": gz,
-                             "max_abs_diff_vs_pytorch": art["max_abs_diff_vs_pytorch"]})
-    result = {"model": "MNIST-5k autoencoder 784-256-64-256-784 (relu, sigmoid output)",
-              "method": "shap-sae", "target_sparsity": args.eta,
-              "achieved_sparsity": pruned.sparsity, "links_kept": pruned.n_active,
-              "links_total": pruned.n_links, "python": platform.python_version(), "rows": rows,
-              "command": f"python benchmarks/artifact_sizes.py --eta {args.eta}"}
-    (args.out / "sizes.json").write_text(json.dumps(result, indent=2) + "\n")
-    md = [f"Pruned to η = {pruned.sparsity:.4f} ({pruned.n_active} of {pruned.n_links} links) "
-          f"with SHAP-SAE; produced by `{result['command']}`.", "",
-          "| artifact | bytes | gzip bytes | vs dense fp32 | max abs diff vs PyTorch |",
-          "|---|---:|---:|---:|---:|"]
-    for r in rows:
-        diff = r.get("max_abs_diff_vs_pytorch")
-        md.append(f"| {r['artifact']} | {r['bytes']:,} | {r['gzip_bytes']:,} | "
-                  f"{r['bytes'] / dense_bytes:.3f} | {'' if diff is None else f'{diff:.1e}'} |")
-    (args.out / "sizes.md").write_text("\n".join(md) + "\n")
+    kw = {"provenance": meta["provenance"], "report": meta["report"]}
+    variants = [("v1 float32, int32 indices", "none", "int32"),
+                ("v2 float32, delta8 indices", "none", "delta8"),
+                ("v2 int8, int32 indices", "int8", "int32"),
+                ("v2 int8, narrowest uint indices", "int8", "narrow"),
+                ("v2 int8, delta8 indices", "int8", "delta8"),
+                ("v2 int8, indices auto (--quantize int8)", "int8", "auto"),
+                ("v2 shared4, indices auto (--quantize shared4)", "shared4", "auto")]
+    for label, quantize, indices in variants:
+        if indices == "narrow":
+            arrays = _narrow_arrays(cn, kw)
+        else:
+            arrays = bundle_arrays(cn, quantize=quantize, indices=indices, **kw)
+        for compression in ("stored", "deflate"):
+            raw, _ = serialize(arrays, compression)
+            rows.append({"artifact": f"model.npz {label}, {compression}", "bytes": len(raw),
+                         "gzip_bytes": gz(raw), "quantize": quantize, "indices": indices,
+                         "compression": compression})
+    return rows
+
+
+def _narrow_arrays(cn, kw):
+    """int8 with each layer's narrowest uint dtype forced (auto may pick delta8)."""
+    arrays = None
+    per_layer = [narrowest_uint(max(layer.weight.shape[1] - 1, 0)).name for layer in cn.layers]
+    arrays = bundle_arrays(cn, quantize="int8", indices="int32", **kw)
+    meta = json.loads(str(arrays["meta"].item()))
+    for k, (entry, coding) in enumerate(zip(meta["layers"], per_layer, strict=True), start=1):
+        arrays[f"layer{k}.indices"] = arrays[f"layer{k}.indices"].astype(coding)
+        entry["indices"] = coding
+    arrays["meta"] = np.array(json.dumps(meta))
+    return arrays
+
+
+def index_table(cn) -> list[dict]:
+    """Per layer: bytes of the column indices as int32, narrowest uint and delta8 (raw, zlib)."""
+    import scipy.sparse as sp
+
+    out = []
+    for k, layer in enumerate(cn.layers, start=1):
+        csr = sp.csr_matrix(np.asarray(layer.weight, np.float32))
+        csr.eliminate_zeros()
+        csr.sort_indices()
+        cols = csr.shape[1]
+        row = {"layer": k, "shape": list(csr.shape), "nnz": int(csr.nnz)}
+        narrow = narrowest_uint(max(cols - 1, 0)).name
+        for coding in ("int32", narrow, "delta8"):
+            arr = encode_indices(csr.indices, csr.indptr, cols, coding)
+            key = "narrow" if coding == narrow else coding
+            row[key] = {"coding": coding, "bytes": int(arr.nbytes),
+                        "zlib_bytes": len(zlib.compress(arr.tobytes(), 6))}
+        out.append(row)
+    return out
+
+
+def mnist_eta(net, ds, scores_path, eta, clf, tmp: Path, finetune_epochs: int) -> dict:
+    from edgeprune.train import accuracy
+
+    res = pruned_at(net, ds, scores_path, eta, tmp / f"c{eta}", finetune_epochs=finetune_epochs)
+    pruned = res.network
+    cn = compact_network(pruned)
+    rows = [{"artifact": "dense fp32 of the compacted pruned layers",
+             "bytes": 4 * sum(la.weight.size + la.bias.size for la in cn.layers),
+             "gzip_bytes": gz(dense_bytes(cn.layers))}]
+    written, refused = {}, []
+    for label, opts, formats in [
+            ("fp32", ExportOptions(), ["npz", "onnx", "tflite"]),
+            ("sparse", ExportOptions(True, True), ["onnx", "tflite"]),
+            ("int8", ExportOptions(quantize="int8"), ["npz", "onnx", "tflite"]),
+            ("shared4", ExportOptions(quantize="shared4"), ["npz"])]:
+        out = tmp / f"{label}{eta}"
+        out.mkdir()
+        arts = {}
+        for fmt in formats:  # one at a time: an int8 file refused by its check is recorded
+            try:
+                arts.update(write_artifacts(pruned, cn, ds.x_test, out, [fmt], opts,
+                                            x_calibration=ds.x_train))
+            except ExportError as exc:
+                refused.append({"artifact": f"{fmt} ({label})", "error": str(exc)})
+        written[label] = arts
+        for fmt, art in arts.items():
+            if fmt == "npz" and label == "sparse":
+                continue
+            onnx = {"sparse": "sparse initializers", "int8": "int8 QDQ, onnxruntime tooling"}
+            tfl = {"sparse": "sparse tensors", "int8": "full-integer int8, dense weights"}
+            name = {"npz": f"model.npz as compress writes it ({label})",
+                    "onnx": f"ONNX ({onnx.get(label, 'dense')})",
+                    "tflite": f"TFLite ({tfl.get(label, 'dense')})"}[fmt]
+            raw, g = sizes(Path(art["path"]))
+            rows.append({"artifact": name, "bytes": raw, "gzip_bytes": g,
+                         "max_abs_diff_vs_pytorch": art["max_abs_diff_vs_pytorch"],
+                         **({"max_abs_diff_vs_fp32": art["max_abs_diff_vs_fp32"]}
+                            if "max_abs_diff_vs_fp32" in art else {})})
+    paths = {k: Path(written[k]["npz"]["path"]) for k in ("fp32", "int8", "shared4")}
+    int8_path = paths["int8"]
+    meta = json.loads(str(np.load(paths["fp32"])["meta"].item()))
+    rows += bundle_variants(cn, meta)
+    recon = {k: load(p)(ds.x_test) for k, p in paths.items()}
+    from edgeprune.exporters.onnx import run_onnx
+    from edgeprune.exporters.tflite import run_tflite
+
+    for fmt, run in (("onnx", run_onnx), ("tflite", run_tflite)):
+        if fmt in written["int8"]:
+            recon[f"{fmt} int8"] = run(written["int8"][fmt]["path"], ds.x_test)
+    acc = {k: accuracy(clf, r, ds.y_test) for k, r in recon.items()}
+    mse = {k: float(np.mean((r - ds.x_test) ** 2)) for k, r in recon.items()}
+    from edgeprune.runtime.info import describe
+
+    info = describe(int8_path)
+    return {"target_sparsity": eta, "achieved_sparsity": pruned.sparsity,
+            "links_kept": pruned.n_active, "links_total": pruned.n_links,
+            "rows": rows, "index_codings": index_table(cn), "refused": refused,
+            "classifier_accuracy": acc,
+            "classifier_accuracy_drop_pp": {k: 100 * (acc["fp32"] - a) for k, a in acc.items()
+                                            if k != "fp32"},
+            "test_mse": mse, "int8_bundle_bytes": info["bytes_on_disk"],
+            "int8_in_memory_bytes": info["in_memory_bytes"],
+            "int8_stored_array_bytes": info["stored_array_bytes"]}
+
+
+def small_models(tmp: Path) -> list[dict]:
+    """digits autoencoders (64-32-8-32-64, 60 epochs, cached), magnitude-pruned at several η:
+    model.npz (float32 and int8, as compress writes them) against the dense fp32 of the same
+    compacted network."""
+    from edgeprune.checkpoint import load_network, save_checkpoint
+    from edgeprune.compress import CompressOptions, compress
+    from edgeprune.data import load_dataset
+    from edgeprune.train import build_autoencoder, train_network
+
+    ds = load_dataset("digits", seed=0)
+    path = CACHE / "digits_ae_64-32-8_e60_s0.pt"
+    if path.is_file():
+        net = load_network(path)
+    else:
+        net = build_autoencoder(64, [32, 8], "relu", "sigmoid", seed=0)
+        net, _ = train_network(net, ds.x_train, ds.x_val, epochs=60, seed=0, quiet=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(net, path)
+    out = []
+    for eta in (0.0, 0.5, 0.8, 0.9, 0.95):
+        row = {"model": "digits AE 64-32-8-32-64", "eta": eta}
+        for quantize in ("none", "int8"):
+            res = compress(net, ds, tmp / f"d{eta}{quantize}", CompressOptions(
+                sparsity=eta, method="magnitude", quiet=True, export="npz",
+                export_options=ExportOptions(quantize=quantize)))
+            cn = compact_network(res.network)
+            row["dense_fp32_compacted_bytes"] = 4 * sum(la.weight.size + la.bias.size
+                                                        for la in cn.layers)
+            row[f"npz_{quantize}_bytes"] = res.report["artifacts"]["npz"]["bytes"]
+        row["achieved_sparsity"] = res.network.sparsity
+        out.append(row)
+    return out
+
+
+def markdown(result: dict, compact: bool = False) -> list[str]:
+    """sizes.md; ``compact`` (the README): the artifacts as written, without the encoding
+    variants and the per-layer index table."""
+    dense = result["dense_fp32_bytes"]
+    md = [f"Measured on this host; produced by `{result['command']}`. SHAP-SAE scores "
+          f"(`--estimator auto`, 256 samples), {result['finetune_epochs']} epochs of masked "
+          "fine-tuning; quantized after fine-tuning.", ""]
+    for run in result["etas"]:
+        acc = run["classifier_accuracy"]
+        md += [f"### η = {run['achieved_sparsity']:.4f} ({run['links_kept']} of "
+               f"{run['links_total']} links)", "",
+               "| artifact | bytes | gzip bytes | smaller than dense fp32 | max abs diff |",
+               "|---|---:|---:|---:|---:|",
+               f"| dense fp32 weights + biases (unpruned) | {dense:,} | "
+               f"{result['dense_fp32_gzip_bytes']:,} | 1.0× | |"]
+        for r in run["rows"]:
+            if compact and "compression" in r:
+                continue
+            diff = r.get("max_abs_diff_vs_fp32", r.get("max_abs_diff_vs_pytorch"))
+            what = "" if diff is None else (
+                f"{diff:.1e}" + (" vs fp32" if "max_abs_diff_vs_fp32" in r else ""))
+            md.append(f"| {r['artifact']} | {r['bytes']:,} | {r['gzip_bytes']:,} | "
+                      f"{dense / r['bytes']:.1f}× | {what} |")
+        drops = run["classifier_accuracy_drop_pp"]
+        md += ["", "Classifier accuracy on the reconstructions (paper_mnist protocol): "
+               f"fp32 bundle {100 * acc['fp32']:.2f} %, "
+               + ", ".join(f"{k} {100 * acc[k]:.2f} % (drop {drops[k]:.2f} pp)" for k in drops)
+               + "; test MSE " + ", ".join(f"{k} {v:.5f}" for k, v in run["test_mse"].items())
+               + ". The int8 "
+               f"bundle holds {run['int8_stored_array_bytes']:,} bytes of arrays on disk and "
+               f"{run['int8_in_memory_bytes']:,} bytes in RAM once loaded (dequantized to "
+               "float32 for the kernels).", ""]
+        md += [f"Refused by its write-time check: {r['artifact']}: {r['error']}"
+               for r in run["refused"]] + ([""] if run["refused"] else [])
+        if compact:
+            continue
+        md += ["Column indices per layer (bytes raw / zlib):", "",
+               "| layer | shape | nnz | int32 | narrowest uint | delta8 |",
+               "|---:|---|---:|---:|---:|---:|"]
+        for row in run["index_codings"]:
+            cells = [f"{row[k]['bytes']:,} / {row[k]['zlib_bytes']:,}"
+                     + (f" ({row[k]['coding']})" if k == "narrow" else "")
+                     for k in ("int32", "narrow", "delta8")]
+            md.append(f"| {row['layer']} | {row['shape'][0]}×{row['shape'][1]} | {row['nnz']:,} "
+                      f"| {' | '.join(cells)} |")
+        md.append("")
+    md += ["### Small models: model.npz vs the dense fp32 weights of the same compacted network",
+           "", "| model | η | dense fp32 (compacted) | model.npz fp32 | model.npz int8 |",
+           "|---|---:|---:|---:|---:|"]
+    for row in result["small_models"]:
+        md.append(f"| {row['model']} (magnitude) | {row['achieved_sparsity']:.3f} | "
+                  f"{row['dense_fp32_compacted_bytes']:,} | {row['npz_none_bytes']:,} | "
+                  f"{row['npz_int8_bytes']:,} |")
+    return md
+
+
+def plot(result: dict, path: Path) -> None:
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(9, 4.5))
-        names = [r["artifact"] for r in rows]
-        y = range(len(rows))
-        ax.barh([i + 0.2 for i in y], [r["bytes"] / 1024 for r in rows], 0.4, label="raw")
-        ax.barh([i - 0.2 for i in y], [r["gzip_bytes"] / 1024 for r in rows], 0.4, label="gzip")
-        ax.set_yticks(list(y), names, fontsize=8)
-        ax.invert_yaxis()
-        ax.set_xlabel("KiB")
-        ax.set_title(f"Artifact sizes, MNIST-5k autoencoder at η = {pruned.sparsity:.2f}")
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(args.out / "sizes.png", dpi=120)
     except ImportError:
         print("matplotlib missing: no plot (pip install 'edgeprune[bench]')")
+        return
+    runs = result["etas"]
+    fig, axes = plt.subplots(1, len(runs), figsize=(7 * len(runs), 6), squeeze=False)
+    for ax, run in zip(axes[0], runs, strict=True):
+        rows = [r for r in run["rows"] if "compression" not in r or r["compression"] == "deflate"]
+        names = [r["artifact"].replace("model.npz ", "npz ") for r in rows]
+        y = np.arange(len(rows))
+        ax.barh(y + 0.2, [r["bytes"] / 1024 for r in rows], 0.4, label="raw")
+        ax.barh(y - 0.2, [r["gzip_bytes"] / 1024 for r in rows], 0.4, label="gzip")
+        ax.axvline(result["dense_fp32_bytes"] / 40 / 1024, color="k", ls="--", lw=1,
+                   label="dense fp32 / 40")
+        ax.set_yticks(y, names, fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xscale("log")
+        ax.set_xlabel("KiB (log)")
+        ax.set_title(f"η = {run['achieved_sparsity']:.3f} (measured on this host)", fontsize=9)
+        ax.legend(fontsize=7)
+    fig.suptitle("Artifact sizes, MNIST-5k autoencoder 784-256-64-256-784")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def update_readme(readme: Path, md: list[str], result: dict) -> None:
+    """Replace the table block of the README's size section (up to its "Plot:" paragraph)."""
+    text = readme.read_text()
+    start = text.index(README_START)
+    body_start = text.index("\n\n", text.index("Every artifact", start)) + 2
+    end = text.index("Plot: `benchmarks/results/artifact_sizes/sizes.png`", start)
+    readme.write_text(text[:body_start] + "\n".join(md) + "\n\n" + text[end:])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--eta", type=float, nargs="+", default=[0.9, 0.95])
+    ap.add_argument("--out", type=Path, default=RESULTS / "artifact_sizes")
+    ap.add_argument("--readme", type=Path, default=None)
+    ap.add_argument("--finetune-epochs", type=int, default=10,
+                    help="masked fine-tuning after pruning (paper_mnist.py's recipe: 10)")
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    net, ds, _ = mnist_autoencoder()
+    scores_path, _ = mnist_scores(net, ds)
+    clf = classifier(ds)
+    dense = dense_bytes(net.layers)
+    result = {"model": "MNIST-5k autoencoder 784-256-64-256-784 (relu, sigmoid output)",
+              "method": "shap-sae", "python": platform.python_version(),
+              "machine": platform.machine(), "measured_on": "this host",
+              "dense_fp32_bytes": len(dense), "dense_fp32_gzip_bytes": gz(dense),
+              "finetune_epochs": args.finetune_epochs,
+              "command": "python benchmarks/artifact_sizes.py --eta "
+                         + " ".join(map(str, args.eta))
+                         + f" --finetune-epochs {args.finetune_epochs}"
+                         + (f" --readme {args.readme}" if args.readme else ""),
+              "etas": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for eta in args.eta:
+            result["etas"].append(mnist_eta(net, ds, scores_path, eta, clf, Path(tmp),
+                                            args.finetune_epochs))
+        result["small_models"] = small_models(Path(tmp))
+    (args.out / "sizes.json").write_text(json.dumps(result, indent=2) + "\n")
+    md = markdown(result)
+    (args.out / "sizes.md").write_text("\n".join(md) + "\n")
+    plot(result, args.out / "sizes.png")
+    if args.readme:
+        update_readme(args.readme, markdown(result, compact=True), result)
     print("\n".join(md))
     return 0
 

@@ -18,16 +18,44 @@ from edgeprune.output_dir import check_output_dir, staged_output_dir
 from edgeprune.report import resolve_recorded
 
 FORMATS = ("npz", "onnx", "tflite")
+QUANTIZE = ("none", "int8", "shared4")
 PARITY_TOLERANCE = 1e-5
 VERIFY_SAMPLES = 256
 
 
 @dataclass
 class ExportOptions:
-    """How to encode the weights in each format (DESIGN section 6)."""
+    """How to encode the weights in each format (DESIGN section 6).
+
+    ``quantize="int8"``: model.npz stores per-row int8 weights (bundle v2, compact indices); it
+    is verified to 1e-5 against the dequantized model and its distance to the float32 model is
+    reported. model.onnx is quantized by ONNX Runtime's static QDQ tooling (int8 weights per
+    channel, int8 activations calibrated on the data), checked against float32 within
+    ``edgeprune.exporters.onnx_int8.INT8_TOLERANCE`` (max) and ``INT8_MEAN_TOLERANCE`` (mean) of
+    the output range; model.tflite is
+    full-integer int8 (per-channel int8 weights, int8 activations from the same calibration),
+    run in LiteRT and checked the same way.
+    ``quantize="shared4"``: model.npz stores 4-bit codes into a 16-value codebook per layer
+    (k-means weight sharing), verified the same way; ONNX and TFLite stay float32."""
 
     onnx_sparse_initializers: bool = False
     tflite_sparse: bool = False
+    quantize: str = "none"
+
+    def validate(self) -> None:
+        if self.quantize not in QUANTIZE:
+            raise ModelError(f"--quantize {self.quantize!r}: use one of {', '.join(QUANTIZE)}")
+
+
+def float32_notes(quantize: str, formats: list[str], tflite_sparse: bool = False) -> list[str]:
+    """Which formats --quantize leaves in float32 (and int8 TFLite weights left dense)."""
+    left = [f for f in formats if f != "npz" and quantize != "int8"]
+    notes = [f"{fmt}: written in float32 (--quantize {quantize} is not built for it)"
+             for fmt in left]
+    if quantize == "int8" and tflite_sparse and "tflite" in formats:
+        notes.append("tflite: int8 weights written dense (LiteRT does not run unstructured "
+                     "sparse int8 FULLY_CONNECTED weights)")
+    return notes
 
 
 def parse_formats(spec: str | None) -> tuple[list[str], list[str]]:
@@ -76,34 +104,55 @@ def format_available(fmt: str) -> tuple[bool, str]:
 
 def write_artifacts(pruned: Network, compact_net: CompactNetwork, x_verify: np.ndarray,
                     outdir: Path, formats: list[str], options: ExportOptions | None = None,
-                    metadata: dict | None = None) -> dict[str, dict]:
+                    metadata: dict | None = None,
+                    x_calibration: np.ndarray | None = None) -> dict[str, dict]:
     """Write ``model.<fmt>`` for each format into ``outdir``; verify each against PyTorch.
 
-    Returns per format: path, bytes on disk, max |artifact - PyTorch| on ``x_verify``."""
+    Returns per format: path, bytes on disk, max |artifact - PyTorch| on ``x_verify``; a
+    quantized artifact is checked against the dequantized model (``max_abs_diff_vs_pytorch``,
+    same tolerance) and also reports ``max_abs_diff_vs_fp32`` against ``pruned``."""
     from edgeprune.torch_network import torch_forward
 
     options = options or ExportOptions()
+    options.validate()
     x = np.ascontiguousarray(x_verify[:VERIFY_SAMPLES], dtype=np.float32)
     reference = torch_forward(pruned, x)
+    quantized = options.quantize != "none"
+    if quantized:
+        from edgeprune.exporters.quantize import quantized_network
+
+        q_reference = torch_forward(quantized_network(pruned, options.quantize), x)
     meta = {"edgeprune_version": __version__, "source_fingerprint": pruned.fingerprint(),
             "sparsity": pruned.sparsity, **(metadata or {})}
     written: dict[str, dict] = {}
+    extra: dict[str, dict] = {}
     for fmt in formats:
         path = outdir / f"model.{fmt}"
         if fmt == "npz":
             from edgeprune import runtime
             from edgeprune.exporters.csr import save_bundle
 
-            save_bundle(compact_net, path, provenance=meta,
+            save_bundle(compact_net, path, provenance=meta, quantize=options.quantize,
                         report={"sparsity": pruned.sparsity, "links_total": pruned.n_links,
                                 "links_kept": pruned.n_active, **(metadata or {}).get(
                                     "report", {})})
-            diff = _max_diff(runtime.load(path)(x), reference)
+            out = runtime.load(path)(x)
+            diff = _max_diff(out, q_reference if quantized else reference)
+            if quantized:
+                extra["npz"] = {"quantize": options.quantize,
+                                "max_abs_diff_vs_fp32": _max_diff(out, reference)}
             if not diff <= PARITY_TOLERANCE:
                 path.unlink()
                 raise ModelError(f"{path.name}: the NumPy runtime differs from PyTorch by "
                                  f"{diff:.3g} (> {PARITY_TOLERANCE}); this is a bug, please "
                                  "report it")
+        elif options.quantize == "int8":  # onnx or tflite, checked against fp32 when written
+            export, run, how = _int8_exporter(fmt)
+            calibration = x_verify if x_calibration is None else x_calibration
+            export(compact_net, path, calibration=calibration, verify_inputs=x,
+                   verify_reference=reference, metadata=_flat(meta))
+            diff = _max_diff(run(path, x), reference)
+            extra[fmt] = {"quantize": how, "max_abs_diff_vs_fp32": diff}
         elif fmt == "onnx":
             from edgeprune.exporters.onnx import export_onnx, run_onnx
 
@@ -119,8 +168,21 @@ def write_artifacts(pruned: Network, compact_net: CompactNetwork, x_verify: np.n
         else:  # pragma: no cover - parse_formats rejects it
             raise ModelError(f"unknown format {fmt!r}")
         written[fmt] = {"path": str(path), "bytes": path.stat().st_size,
-                        "max_abs_diff_vs_pytorch": diff}
+                        "max_abs_diff_vs_pytorch": diff, **extra.get(fmt, {})}
     return written
+
+
+def _int8_exporter(fmt: str):
+    """(export, run, description) of the int8 writer of ``fmt`` (onnx or tflite)."""
+    if fmt == "onnx":
+        from edgeprune.exporters.onnx import run_onnx
+        from edgeprune.exporters.onnx_int8 import export_onnx_int8
+
+        return export_onnx_int8, run_onnx, "int8 (onnxruntime static QDQ)"
+    from edgeprune.exporters.tflite import run_tflite
+    from edgeprune.exporters.tflite_int8 import export_tflite_int8
+
+    return export_tflite_int8, run_tflite, "int8 (full-integer, LiteRT)"
 
 
 def _max_diff(a: np.ndarray, b: np.ndarray) -> float:
@@ -158,7 +220,8 @@ def resolve_pruned(source: str | os.PathLike) -> tuple[Path, dict]:
 
 def export_pruned(source: str | os.PathLike, outdir: str | os.PathLike, *,
                   formats: str | None = None, data_spec: str | None = None, seed: int = 0,
-                  options: ExportOptions | None = None, **model_opts) -> dict:
+                  options: ExportOptions | None = None, max_metric_drop: float | None = None,
+                  **model_opts) -> dict:
     """``edgeprune export``: write the artifacts of a pruned model into ``outdir``.
 
     Verification inputs come from ``data_spec``, else from the data recorded by ``compress``.
@@ -166,7 +229,13 @@ def export_pruned(source: str | os.PathLike, outdir: str | os.PathLike, *,
     from edgeprune.checkpoint import load_network
     from edgeprune.data import load_dataset
     from edgeprune.prune import compact_network
+    from edgeprune.quantization import check_max_metric_drop, quantization_stage
 
+    options = options or ExportOptions()
+    options.validate()
+    check_max_metric_drop(max_metric_drop)
+    if max_metric_drop is not None and options.quantize == "none":
+        raise ModelError("--max-metric-drop guards quantization; add --quantize int8")
     chosen, notes = parse_formats(formats)
     check_output_dir(outdir, "export", inputs=[source])  # before any work
     ckpt, report = resolve_pruned(source)
@@ -179,8 +248,13 @@ def export_pruned(source: str | os.PathLike, outdir: str | os.PathLike, *,
     if ds.dim != net.in_dim:
         raise ModelError(f"data {spec!r} has {ds.dim} features but the model reads "
                          f"{net.in_dim}; pass --data with {net.in_dim}-feature samples")
+    quantization = None
+    if options.quantize != "none":  # the accuracy guard, before any file is written
+        quantization = quantization_stage(net, ds, seed, options.quantize, max_metric_drop)
+        notes += float32_notes(options.quantize, chosen, options.tflite_sparse)
     with staged_output_dir(outdir, "export", inputs=[source]) as staging:
-        written = write_artifacts(net, compact_network(net), ds.x_test, staging, chosen, options)
+        written = write_artifacts(net, compact_network(net), ds.x_test, staging, chosen, options,
+                                  x_calibration=ds.x_train)
     for art in written.values():  # where each file lives now that the directory is published
         art["path"] = str(Path(outdir) / Path(art["path"]).name)
-    return {"written": written, "notes": notes, "data": spec}
+    return {"written": written, "notes": notes, "data": spec, "quantization": quantization}

@@ -26,6 +26,23 @@ memory_budget_option = click.option(
 data_option = click.option(
     "--data", "data_spec", default="digits", show_default=True, metavar="SPEC",
     help="synthetic6, digits, mnist5k, idx:PATH (MNIST/Fashion-MNIST IDX), npy:PATH or csv:PATH.")
+
+
+def quantize_options(fn):
+    """--quantize and --max-metric-drop (compress and export)."""
+    fn = click.option(
+        "--max-metric-drop", type=float, default=None, metavar="DROP",
+        help="With --quantize: refuse the model if quantization costs more than DROP of test "
+             "accuracy (classifier, 0.01 = 1 pp) or of test MSE (autoencoder, relative: 0.01 = "
+             "1 %).")(fn)
+    return click.option(
+        "--quantize", type=click.Choice(["none", "int8", "shared4"]), default="none",
+        show_default=True,
+        help="int8: model.npz stores per-row int8 weights and compact indices (bundle v2) and "
+             "model.onnx is int8 (QDQ); shared4: 4-bit codes into 16 shared values per layer "
+             "(npz only). Decoded at load; the report shows the metrics before/after.")(fn)
+
+
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
@@ -281,6 +298,7 @@ def score(model, data_spec, estimator, samples, reference, seed, memory_budget, 
 @click.option("--onnx-sparse-initializers", is_flag=True,
               help="Store ONNX weights as sparse initializers (smaller file; ORT densifies).")
 @click.option("--tflite-sparse", is_flag=True, help="Store TFLite weights as sparse tensors.")
+@quantize_options
 @click.option("--granularity", default="link", show_default=True,
               type=click.Choice(["link", "neuron", "neuron,link"]),
               help="What to prune: links, whole units (neuron, removed physically) or units "
@@ -311,8 +329,8 @@ def score(model, data_spec, estimator, samples, reference, seed, memory_budget, 
 @_user_errors
 def compress(model, data_spec, importance_level, sparsity, method, estimator, reference, samples,
              scores_path, finetune_epochs, seed, memory_budget, export_formats,
-             onnx_sparse_initializers, tflite_sparse, outdir, as_json, quiet,
-             model_opts, **neuron):
+             onnx_sparse_initializers, tflite_sparse, quantize, max_metric_drop, outdir, as_json,
+             quiet, model_opts, **neuron):
     """Prune MODEL (SHAP-SAE or a baseline) and write pruned.pt, model.npz and reports."""
     from edgeprune.artifacts import ExportOptions
     from edgeprune.compress import CompressOptions
@@ -326,7 +344,8 @@ def compress(model, data_spec, importance_level, sparsity, method, estimator, re
                            memory_budget=memory_budget_bytes(memory_budget), quiet=quiet,
                            provenance={"model": str(model)}, export=export_formats,
                            export_options=ExportOptions(onnx_sparse_initializers,
-                                                        tflite_sparse), **neuron)
+                                                        tflite_sparse, quantize),
+                           max_metric_drop=max_metric_drop, **neuron)
     opts.validate()  # bad options and -o fail before the model and data are read
     from edgeprune.output_dir import check_output_dir
 
@@ -397,25 +416,32 @@ def explain(model_or_outdir, data_spec, importance_level, scores_path, estimator
 @click.option("--onnx-sparse-initializers", is_flag=True,
               help="Store ONNX weights as sparse initializers (smaller file; ORT densifies).")
 @click.option("--tflite-sparse", is_flag=True, help="Store TFLite weights as sparse tensors.")
+@quantize_options
 @seed_option
 @click.option("-o", "--output", "outdir", required=True, type=click.Path(file_okay=False),
               help="Output directory; replaced as a whole when the run succeeds.")
 @with_model_options
 @_user_errors
-def export(pruned, formats, data_spec, onnx_sparse_initializers, tflite_sparse, seed, outdir,
-           model_opts):
+def export(pruned, formats, data_spec, onnx_sparse_initializers, tflite_sparse, quantize,
+           max_metric_drop, seed, outdir, model_opts):
     """Export PRUNED (a compress output directory or a pruned checkpoint) to npz/ONNX/TFLite,
     each checked against PyTorch on real inputs."""
     from edgeprune.artifacts import ExportOptions, export_pruned
 
     result = export_pruned(pruned, outdir, formats=formats, data_spec=data_spec, seed=seed,
-                           options=ExportOptions(onnx_sparse_initializers, tflite_sparse),
-                           **model_opts)
+                           options=ExportOptions(onnx_sparse_initializers, tflite_sparse,
+                                                 quantize),
+                           max_metric_drop=max_metric_drop, **model_opts)
     for note in result["notes"]:
         click.echo(f"note: {note}")
     for art in result["written"].values():
         click.echo(f"wrote {art['path']} ({art['bytes']} bytes; max |diff| vs PyTorch "
                    f"{art['max_abs_diff_vs_pytorch']:.2e} on {result['data']})")
+    if result.get("quantization"):
+        from edgeprune.quantization import quantization_lines
+
+        click.echo("\n".join(quantization_lines({"quantization": result["quantization"],
+                                                 "artifacts": result["written"]})))
 
 
 @main.command(context_settings=CONTEXT)

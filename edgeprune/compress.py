@@ -57,6 +57,7 @@ class CompressOptions:
     neuron_truncation: float | None = None  # TMC truncation of permutations
     export: str | None = None  # formats besides npz; None = every installed one
     export_options: ExportOptions = field(default_factory=ExportOptions)
+    max_metric_drop: float | None = None  # with export_options.quantize (edgeprune.quantization)
     quiet: bool = False
     provenance: dict = field(default_factory=dict)
 
@@ -90,6 +91,12 @@ class CompressOptions:
         if self.finetune_epochs < 0:
             raise ModelError("--finetune-epochs must be >= 0")
         parse_formats(self.export)  # unknown or unavailable formats fail before any work
+        self.export_options.validate()
+        from edgeprune.quantization import check_max_metric_drop
+
+        check_max_metric_drop(self.max_metric_drop)
+        if self.max_metric_drop is not None and self.export_options.quantize == "none":
+            raise ModelError("--max-metric-drop guards quantization; add --quantize int8")
 
 
 @dataclass
@@ -139,11 +146,18 @@ def compress(net: Network, ds: Dataset, outdir: str | os.PathLike,
         result, scoring = _prune_links(work, ds, opts)
         pruned, history = _finetune(result.network, ds, opts)
         after = evaluate(pruned, ds, opts.seed)
+        quantization = None
+        if opts.export_options.quantize != "none":  # the accuracy guard, before any file
+            from edgeprune.quantization import quantization_stage
+
+            quantization = quantization_stage(pruned, ds, opts.seed, opts.export_options.quantize,
+                                              opts.max_metric_drop, fp32_metrics=after)
         compact_net = compact_network(pruned)
         if scoring and scoring.get("from"):
             scoring["from"] = record_path(scoring["from"], outdir)
         report = _report(net, pruned, compact_net, ds, opts, result, scoring, walk,
                          {"before": before, "after": after}, history, outdir)
+        report.quantization = quantization
         _write_outputs(staging, net, pruned, compact_net, ds, opts, report, walk, t0)
     return CompressResult(pruned, report, Path(outdir))
 
@@ -234,9 +248,15 @@ def _write_outputs(staging: Path, net, pruned, compact_net, ds, opts, report: Co
         pruned, compact_net, ds.x_test, staging, formats, opts.export_options,
         metadata={**report.source, "source_model_fingerprint": net.fingerprint(),
                   "report": {"method": report.method,
-                             "importance_level": report.importance_level}})
+                             "importance_level": report.importance_level}},
+        x_calibration=ds.x_train)
     report.artifacts = {fmt: {k: v for k, v in a.items() if k != "path"}
                         for fmt, a in artifacts.items()}
+    if opts.export_options.quantize != "none":
+        from edgeprune.artifacts import float32_notes
+
+        notes = notes + float32_notes(opts.export_options.quantize, formats,
+                                      opts.export_options.tflite_sparse)
     report.export_notes = notes
     report.runtime_max_abs_diff = artifacts["npz"]["max_abs_diff_vs_pytorch"]
     report.seconds = round(time.perf_counter() - t0, 3)

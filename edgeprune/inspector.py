@@ -242,7 +242,8 @@ def format_info(desc: dict) -> str:
         lines.append(f"  layer {row['layer']}: {shape} "
                      f"{row['activation']:<10} nnz={row['nnz']}{extra}")
     for key in ("nnz", "sparsity", "input_dim", "used_inputs", "output_dim", "constant_outputs",
-                "dense_fp32_bytes", "csr_bytes", "bytes_on_disk", "gzip_bytes"):
+                "dense_fp32_bytes", "csr_bytes", "stored_array_bytes", "in_memory_bytes",
+                "bytes_on_disk", "gzip_bytes"):
         if key in desc:
             val = desc[key]
             if isinstance(val, list):

@@ -95,6 +95,12 @@ def degradation_hints(report: dict) -> list[str]:
             "recover most of it"]
 
 
+def quantization_lines(report: dict) -> list[str]:
+    from edgeprune.quantization import quantization_lines as lines
+
+    return lines(report)
+
+
 def format_summary(report: dict) -> str:
     """The text the CLI prints after compress: the table plus metrics before/after."""
     lines = [f"model: {n}" for n in (report.get("import") or {}).get("notes", [])]
@@ -118,6 +124,7 @@ def format_summary(report: dict) -> str:
     size = size_line(report)
     if size:
         lines.append(size)
+    lines.extend(quantization_lines(report))
     lines.extend(f"note: {n}" for n in report.get("export_notes", []))
     lines.extend(f"warning: {n}" for n in report.get("notes", []))
     lines.extend(degradation_hints(report))
@@ -172,6 +179,9 @@ def format_markdown(report: dict) -> str:
         lines += [f"- {h.removeprefix('hint: ')}" for h in degradation_hints(report)]
     if size_line(report):
         lines += ["", size_line(report).replace("size: ", "Size: ")]
+    if report.get("quantization"):
+        lines += ["", "## Quantization", "", *(f"- {line.strip()}"
+                                               for line in quantization_lines(report))]
     if "runtime_max_abs_diff" in report:
         lines += ["", f"NumPy runtime vs PyTorch on the test split: max |diff| = "
                   f"{report['runtime_max_abs_diff']:.2e}"]
@@ -212,6 +222,7 @@ class CompressReport:
     network_pruned: str | None = None  # neuron pruning changes the shapes
     neuron_walk: dict | None = None
     support_sets: list[str] | None = None  # small networks only
+    quantization: dict | None = None  # --quantize: metrics in float32 and quantized, the guard
     artifacts: dict = field(default_factory=dict)  # per format: bytes, max |diff| vs PyTorch
     export_notes: list[str] = field(default_factory=list)
     runtime_max_abs_diff: float | None = None
@@ -244,7 +255,7 @@ class CompressReport:
 
 
 _OPTIONAL_KEYS = {"network_pruned", "neuron_walk", "support_sets", "runtime_max_abs_diff",
-                  "seconds"}
+                  "seconds", "quantization"}
 
 PATH_SPECS = ("idx:", "npy:", "csv:")  # data specs that name a file
 

@@ -7,9 +7,11 @@ never produce a bundle the loader refuses.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +21,21 @@ import scipy.sparse as sp
 from edgeprune.compacted import CompactNetwork
 from edgeprune.fileio import atomic_path
 from edgeprune.runtime.bundle import FORMAT, BundleError, validate_bundle
+from edgeprune.runtime.quant import INDEX_CODINGS
 
-VERSION = 1
+from .quantize import (
+    QUANTIZE_CHOICES,
+    encode_indices,
+    narrowest_uint,
+    quantize_rows,
+    share_weights,
+)
 
-__all__ = ["FORMAT", "VERSION", "bundle_arrays", "save_bundle"]
+VERSION = 1  # float32 weights, int32 indices: what a bundle without --quantize is
+VERSION_COMPACT = 2  # int8 weights and/or narrow or delta-coded indices, row lengths
+
+__all__ = ["FORMAT", "VERSION", "VERSION_COMPACT", "bundle_arrays", "save_bundle",
+           "serialize"]
 
 
 def _jsonable(obj: Any) -> Any:
@@ -49,12 +62,25 @@ def bundle_arrays(
     *,
     provenance: dict | None = None,
     report: dict | None = None,
+    quantize: str = "none",
+    indices: str = "auto",
 ) -> dict[str, np.ndarray]:
     """The arrays of the bundle for ``net`` (``meta`` included), validated, not yet written.
 
     ``provenance``/``report`` default to ``net.meta["provenance"]``/``net.meta["report"]``.
-    Raises ``ValueError`` when ``net`` is inconsistent.
+    ``quantize="int8"`` stores per-row symmetric int8 weights with float32 scales (version 2),
+    ``"shared4"`` 4-bit codes into a per-layer codebook of 16 float32 values (k-means);
+    ``indices`` picks the column-index coding of a version-2 bundle per layer: one of
+    ``INDEX_CODINGS`` or ``"auto"`` (the one whose deflated bytes are fewest, measured on the
+    layer; ties go to the plain narrow dtype). Without quantization a version-1 bundle (float32,
+    int32 indices) is written unless ``indices`` names a narrow coding.
+    Raises ``ValueError`` when ``net`` is inconsistent or an option unknown.
     """
+    if quantize not in QUANTIZE_CHOICES:
+        raise ValueError(f"quantize={quantize!r}: use one of {', '.join(QUANTIZE_CHOICES)}")
+    if indices != "auto" and indices not in INDEX_CODINGS:
+        raise ValueError(f"indices={indices!r}: use auto or one of {', '.join(INDEX_CODINGS)}")
+    compact = quantize != "none" or indices not in ("auto", "int32")
     if provenance is None:
         provenance = net.meta.get("provenance", {}) if isinstance(net.meta, dict) else {}
     if report is None:
@@ -77,18 +103,20 @@ def bundle_arrays(
         bias = np.asarray(layer.bias, dtype=np.float32).reshape(-1)
         if bias.shape != (rows,):
             raise ValueError(f"layer {k}: bias has shape {bias.shape}, expected ({rows},)")
-        arrays[f"layer{k}.data"] = np.ascontiguousarray(csr.data, dtype=np.float32)
-        arrays[f"layer{k}.indices"] = np.ascontiguousarray(csr.indices, dtype=np.int32)
-        arrays[f"layer{k}.indptr"] = np.ascontiguousarray(csr.indptr, dtype=np.int32)
+        entry: dict[str, Any] = {
+            "activation": str(layer.activation),
+            "negative_slope": float(layer.negative_slope),
+            "shape": [int(rows), int(cols)],
+            "nnz": int(csr.nnz),
+        }
+        if compact:
+            entry.update(_compact_layer(arrays, k, csr, quantize, indices))
+        else:
+            arrays[f"layer{k}.data"] = np.ascontiguousarray(csr.data, dtype=np.float32)
+            arrays[f"layer{k}.indices"] = np.ascontiguousarray(csr.indices, dtype=np.int32)
+            arrays[f"layer{k}.indptr"] = np.ascontiguousarray(csr.indptr, dtype=np.int32)
         arrays[f"layer{k}.bias"] = bias
-        layer_meta.append(
-            {
-                "activation": str(layer.activation),
-                "negative_slope": float(layer.negative_slope),
-                "shape": [int(rows), int(cols)],
-                "nnz": int(csr.nnz),
-            }
-        )
+        layer_meta.append(entry)
 
     arrays["input_index"] = np.asarray(net.input_index, dtype=np.int64).reshape(-1)
     arrays["output_index"] = np.asarray(net.output_index, dtype=np.int64).reshape(-1)
@@ -119,7 +147,7 @@ def bundle_arrays(
 
     meta = {
         "format": FORMAT,
-        "version": VERSION,
+        "version": VERSION_COMPACT if compact else VERSION,
         "kind": str(net.kind),
         "input_dim": int(net.input_dim),
         "output_dim": int(net.output_dim),
@@ -140,12 +168,63 @@ def bundle_arrays(
     return arrays
 
 
+def _compact_layer(arrays: dict[str, np.ndarray], k: int, csr: sp.csr_matrix, quantize: str,
+                   indices: str) -> dict[str, str]:
+    """The version-2 arrays of layer ``k`` into ``arrays``; returns its meta codings."""
+    rows, cols = csr.shape
+    if quantize == "int8":
+        qdata, scale = quantize_rows(csr)
+        arrays[f"layer{k}.qdata"] = qdata
+        arrays[f"layer{k}.scale"] = scale
+    elif quantize == "shared4":
+        codes, codebook = share_weights(csr.data)
+        arrays[f"layer{k}.codes"] = codes
+        arrays[f"layer{k}.codebook"] = codebook
+    else:
+        arrays[f"layer{k}.data"] = np.ascontiguousarray(csr.data, dtype=np.float32)
+    narrow = narrowest_uint(max(cols - 1, 0)).name
+    if indices == "auto":
+        candidates = {c: encode_indices(csr.indices, csr.indptr, cols, c)
+                      for c in (narrow, "delta8")}
+        coding = min(candidates, key=lambda c: (len(zlib.compress(candidates[c].tobytes())),
+                                                c == "delta8"))
+        coded = candidates[coding]
+    else:
+        coding = indices
+        coded = encode_indices(csr.indices, csr.indptr, cols, coding)
+    arrays[f"layer{k}.indices"] = coded
+    lengths = np.diff(csr.indptr)
+    rowlen = narrowest_uint(int(lengths.max()) if rows else 0)
+    arrays[f"layer{k}.rowlen"] = np.ascontiguousarray(lengths, dtype=rowlen)
+    return {"weights": "float32" if quantize == "none" else quantize, "indices": coding,
+            "rowlen": rowlen.name}
+
+
+def serialize(arrays: dict[str, np.ndarray], compression: str = "auto") -> tuple[bytes, bool]:
+    """The ``.npz`` bytes of ``arrays`` and whether they are deflated.
+
+    ``compression``: ``"stored"`` (np.savez), ``"deflate"`` (np.savez_compressed) or ``"auto"``:
+    both are built and the smaller kept (stored on a tie: loading then skips an inflate pass)."""
+    if compression not in ("auto", "stored", "deflate"):
+        raise ValueError(f"compression={compression!r}: use auto, stored or deflate")
+    out: dict[bool, bytes] = {}
+    for deflate in ((False, True) if compression == "auto" else (compression == "deflate",)):
+        buf = io.BytesIO()
+        (np.savez_compressed if deflate else np.savez)(buf, **arrays)
+        out[deflate] = buf.getvalue()
+    best = min(out, key=lambda d: (len(out[d]), d))
+    return out[best], best
+
+
 def save_bundle(
     net: CompactNetwork,
     path: str | os.PathLike[str],
     *,
     provenance: dict | None = None,
     report: dict | None = None,
+    quantize: str = "none",
+    indices: str = "auto",
+    compression: str = "auto",
 ) -> Path:
     """Write ``net`` to ``path`` as an ``.npz`` CSR bundle, atomically; returns the path.
 
@@ -154,11 +233,12 @@ def save_bundle(
     partial write; on any failure the temporary file is removed and ``path`` is untouched.
     The name is used as given (no ``.npz`` is appended).
     """
-    arrays = bundle_arrays(net, provenance=provenance, report=report)
+    arrays = bundle_arrays(net, provenance=provenance, report=report, quantize=quantize,
+                           indices=indices)
+    # Deflated only where that makes the file smaller (measured per file: float32 weights of
+    # large layers barely compress, the .npy headers and int8/uint8 arrays do).
+    payload, _ = serialize(arrays, compression)
     target = Path(path)
     with atomic_path(target) as tmp, open(tmp, "wb") as handle:
-        # Stored, not deflated (np.savez, not savez_compressed): float32 weights barely
-        # compress, loading skips an inflate pass on slow boards, and `edgeprune info`/bench
-        # report the gzip size of the file separately, so both figures stay meaningful.
-        np.savez(handle, **arrays)
+        handle.write(payload)
     return target

@@ -120,12 +120,12 @@ class _Graph:
                              "buffer": buffer, **extra})
         return len(self.tensors) - 1
 
-    def const(self, name: str, array: np.ndarray) -> int:
+    def const(self, name: str, array: np.ndarray, **extra) -> int:
         array = np.ascontiguousarray(array)
-        dtype = {"float32": self.tfl.TensorType.FLOAT32,
-                 "int32": self.tfl.TensorType.INT32}[array.dtype.name]
+        dtype = {"float32": self.tfl.TensorType.FLOAT32, "int32": self.tfl.TensorType.INT32,
+                 "int8": self.tfl.TensorType.INT8}[array.dtype.name]
         self.buffers.append(array.astype(array.dtype.newbyteorder("<")).tobytes())
-        return self._tensor(name, array.shape, dtype, len(self.buffers) - 1)
+        return self._tensor(name, array.shape, dtype, len(self.buffers) - 1, **extra)
 
     def sparse_const(self, name: str, weight: np.ndarray) -> int:
         """A float32 matrix as a CSR sparse tensor: only the non-zeros are stored."""
@@ -137,8 +137,9 @@ class _Graph:
                             len(self.buffers) - 1,
                             csr=(int(weight.shape[0]), indptr, cols.astype(np.int32)))
 
-    def activation(self, name: str, width: int) -> int:
-        return self._tensor(name, [1, width], self.tfl.TensorType.FLOAT32, signature=[-1, width])
+    def activation(self, name: str, width: int, dtype: int | None = None, **extra) -> int:
+        dtype = self.tfl.TensorType.FLOAT32 if dtype is None else dtype
+        return self._tensor(name, [1, width], dtype, signature=[-1, width], **extra)
 
     def op(self, code: int, inputs: list[int], outputs: list[int], options=None,
            version: int = 1) -> None:
@@ -188,12 +189,19 @@ class _Graph:
             return table("SparsityParameters", TraversalOrder=ints([0, 1]),
                          DimMetadata=offsets(dims))
 
+        def quantization(scales, zero_points, dimension: int) -> int:
+            return table("QuantizationParameters",
+                         Scale=b.CreateNumpyVector(np.asarray(scales, dtype="<f4")),
+                         ZeroPoint=b.CreateNumpyVector(np.asarray(zero_points, dtype="<i8")),
+                         QuantizedDimension=dimension)
+
         def tensor(t: dict) -> int:
             sparse = sparsity(*t["csr"]) if "csr" in t else None
+            quant = quantization(*t["quant"]) if "quant" in t else None
             signature = ints(t["signature"]) if "signature" in t else None
             return table("Tensor", Shape=ints(t["shape"]), Type=t["type"], Buffer=t["buffer"],
-                         Name=b.CreateString(t["name"]), ShapeSignature=signature,
-                         Sparsity=sparse)
+                         Name=b.CreateString(t["name"]), Quantization=quant,
+                         ShapeSignature=signature, Sparsity=sparse)
 
         def operator(index: int, ins: list[int], outs: list[int], options) -> int:
             opts = options[1](b) if options else None
@@ -231,6 +239,33 @@ def _options(tfl, kind: str, **fields):
         return getattr(tfl, f"{kind}End")(b)
 
     return getattr(tfl.BuiltinOptions, kind), build
+
+
+def place_outputs(g: _Graph, net: CompactNetwork, h: int) -> int:
+    """PAD(one zero column) -> GATHER(perm) -> ADD(output_const) on the float tensor ``h`` of
+    the live outputs (each op only when needed); returns the tensor of all outputs."""
+    tfl, ops = g.tfl, g.tfl.BuiltinOperator
+    n_out = int(net.output_dim)
+    out_const = np.asarray(net.output_const, dtype=np.float32).reshape(-1)
+    out_idx = np.asarray(net.output_index, dtype=np.int64).reshape(-1)
+    if np.array_equal(out_idx, np.arange(n_out)):
+        return h
+    perm = np.full(n_out, out_idx.size, dtype=np.int32)  # the padded zero column
+    perm[out_idx] = np.arange(out_idx.size, dtype=np.int32)
+    placed_const = out_const.copy()
+    placed_const[out_idx] = 0.0
+    padded = g.activation("live_padded", out_idx.size + 1)
+    g.op(ops.PAD, [h, g.const("output_pad", np.array([[0, 0], [0, 1]], np.int32))],
+         [padded], _options(tfl, "PadOptions"))
+    h = g.activation("output_placed", n_out)
+    g.op(ops.GATHER, [padded, g.const("output_perm", perm)], [h],
+         _options(tfl, "GatherOptions", Axis=1))
+    if np.any(placed_const != 0):
+        placed, h = h, g.activation("output_full", n_out)
+        g.op(ops.ADD, [placed, g.const("output_const", placed_const)], [h],
+             _options(tfl, "AddOptions",
+                      FusedActivationFunction=tfl.ActivationFunctionType.NONE))
+    return h
 
 
 def build_tflite_model(net: CompactNetwork, *, sparse: bool = False,
@@ -277,20 +312,7 @@ def build_tflite_model(net: CompactNetwork, *, sparse: bool = False,
                 options = (_options(tfl, "LeakyReluOptions", Alpha=float(layer.negative_slope))
                            if after == "LEAKY_RELU" else None)
                 g.op(getattr(ops, after), [z], [h], options)
-        out_idx = np.asarray(net.output_index, dtype=np.int64).reshape(-1)
-        if not np.array_equal(out_idx, np.arange(n_out)):
-            perm = np.full(n_out, out_idx.size, dtype=np.int32)  # the padded zero column
-            perm[out_idx] = np.arange(out_idx.size, dtype=np.int32)
-            placed_const = out_const.copy()
-            placed_const[out_idx] = 0.0
-            padded = g.activation("live_padded", out_idx.size + 1)
-            g.op(ops.PAD, [h, g.const("output_pad", np.array([[0, 0], [0, 1]], np.int32))],
-                 [padded], _options(tfl, "PadOptions"))
-            h = g.activation("output_placed", n_out)
-            g.op(ops.GATHER, [padded, g.const("output_perm", perm)], [h], gather)
-            if np.any(placed_const != 0):
-                placed, h = h, g.activation("output_full", n_out)
-                g.op(ops.ADD, [placed, g.const("output_const", placed_const)], [h], add)
+        h = place_outputs(g, net, h)
         g.tensors[h]["name"] = "output"
     meta = export_metadata(net, metadata)
     description = describe(net, meta) + (", sparse CSR weights" if sparse else "")

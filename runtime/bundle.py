@@ -22,13 +22,26 @@ import numpy as np
 from . import limits
 from .activations import ACTIVATIONS
 from .checks import BundleError, Checker
+from .quant import (
+    CODEBOOK_SIZE,
+    INDEX_CODINGS,
+    QMAX,
+    ROWLEN_DTYPES,
+    WEIGHT_CODINGS,
+    decode_delta8,
+    delta8_max_codes,
+    dequantize,
+)
 
 FORMAT = "edgeprune-csr"
-SUPPORTED_VERSIONS = (1,)
+SUPPORTED_VERSIONS = (1, 2)
 
 _DATA_DTYPE = np.dtype(np.float32)
 _CSR_INDEX_DTYPE = np.dtype(np.int32)
 _MAP_INDEX_DTYPE = np.dtype(np.int64)
+_QDATA_DTYPE = np.dtype(np.int8)
+_CODING_KEYS = {"weights": WEIGHT_CODINGS, "indices": INDEX_CODINGS, "rowlen": ROWLEN_DTYPES}
+_V1_CODINGS = {"weights": "float32", "indices": "int32", "rowlen": None}
 
 __all__ = [
     "FORMAT",
@@ -100,11 +113,12 @@ class Bundle:
 
 _MEMBER = re.compile(
     r"(meta|input_index|output_index|output_const|latent_index|latent_const"
-    r"|layer[1-9][0-9]{0,5}\.(?:data|indices|indptr|bias))\.npy"
+    r"|layer[1-9][0-9]{0,5}\.(?:data|qdata|scale|codes|codebook|indices|indptr|rowlen|bias))"
+    r"\.npy"
 )
 _MEMBER_NAMES = (
     "meta, input_index, output_index, output_const, latent_index, latent_const and "
-    "layerK.data/indices/indptr/bias (.npy)"
+    "layerK.data/qdata/scale/codes/codebook/indices/indptr/rowlen/bias (.npy)"
 )
 _NOT_A_BUNDLE = "pass a bundle written by `edgeprune compress`"
 _DAMAGED = "copy it again or re-export it with `edgeprune compress`"
@@ -146,7 +160,7 @@ def _check_members(zf: zipfile.ZipFile, check: Checker) -> list[zipfile.ZipInfo]
     seen: set[str] = set()
     total = 0
     infos = zf.infolist()
-    most = 6 + 4 * limits.MAX_LAYERS  # maps and constants, then 4 arrays per layer
+    most = 6 + 5 * limits.MAX_LAYERS  # maps and constants, then at most 5 arrays per layer
     if len(infos) > most:
         raise check.fail(
             "file",
@@ -225,10 +239,39 @@ def _declared_arrays(meta: dict[str, Any]) -> dict[str, tuple[np.dtype, int, boo
     for k, entry in enumerate(meta["layers"], start=1):
         rows, cols = int(entry["shape"][0]), int(entry["shape"][1])
         nnz = min(int(entry["nnz"]), rows * cols)
-        out[f"layer{k}.data"] = (_DATA_DTYPE, nnz, True)
-        out[f"layer{k}.indices"] = (_CSR_INDEX_DTYPE, nnz, True)
-        out[f"layer{k}.indptr"] = (_CSR_INDEX_DTYPE, rows + 1, False)
+        for name, spec in _layer_arrays(entry, rows, cols, nnz).items():
+            out[f"layer{k}.{name}"] = spec
         out[f"layer{k}.bias"] = (_DATA_DTYPE, rows, False)
+    return out
+
+
+def _codings(entry: dict[str, Any]) -> dict[str, str | None]:
+    """The (checked) codings of a layer: weights, indices, rowlen (None: an int32 indptr)."""
+    return {key: entry.get(key, default) for key, default in _V1_CODINGS.items()}
+
+
+def _layer_arrays(
+    entry: dict[str, Any], rows: int, cols: int, nnz: int
+) -> dict[str, tuple[np.dtype, int, bool]]:
+    """A layer's weight and index arrays: dtype, length and whether the length is a bound."""
+    codings = _codings(entry)
+    out: dict[str, tuple[np.dtype, int, bool]] = {}
+    if codings["weights"] == "int8":
+        out["qdata"] = (_QDATA_DTYPE, nnz, True)
+        out["scale"] = (_DATA_DTYPE, rows, False)
+    elif codings["weights"] == "shared4":
+        out["codes"] = (np.dtype(np.uint8), nnz, True)
+        out["codebook"] = (_DATA_DTYPE, CODEBOOK_SIZE, True)
+    else:
+        out["data"] = (_DATA_DTYPE, nnz, True)
+    if codings["indices"] == "delta8":
+        out["indices"] = (np.dtype(np.uint8), delta8_max_codes(nnz, rows, cols), True)
+    else:
+        out["indices"] = (np.dtype(str(codings["indices"])), nnz, True)
+    if codings["rowlen"] is None:
+        out["indptr"] = (_CSR_INDEX_DTYPE, rows + 1, False)
+    else:
+        out["rowlen"] = (np.dtype(str(codings["rowlen"])), rows, False)
     return out
 
 
@@ -377,6 +420,28 @@ def _parse_meta(arrays: dict[str, np.ndarray], check: Checker) -> dict[str, Any]
                 f"{limits.format_bytes(4 * limits.MAX_LAYER_ELEMENTS)})",
             )
         check.integer(entry.get("nnz"), f"{field}.nnz", 0)
+        for key, allowed in _CODING_KEYS.items():
+            if key not in entry:
+                if version >= 2:
+                    raise check.fail(f"{field}.{key}", "is missing")
+                continue
+            if version < 2:
+                raise check.fail(
+                    f"{field}.{key}",
+                    f"is a version-2 field in a version-{version} bundle",
+                    "re-export it with `edgeprune compress`",
+                )
+            if entry[key] not in allowed:
+                raise check.fail(
+                    f"{field}.{key}", f"is {entry[key]!r}, expected one of {', '.join(allowed)}"
+                )
+        if version >= 2 and entry["indices"] not in ("int32", "delta8"):
+            bound = np.iinfo(np.dtype(entry["indices"])).max
+            if cols - 1 > bound:
+                raise check.fail(
+                    f"{field}.indices",
+                    f"is {entry['indices']} but {cols} columns need indices up to {cols - 1}",
+                )
     return meta
 
 
@@ -385,8 +450,9 @@ def _refuse_unexpected(names: Any, meta: dict[str, Any], check: Checker) -> None
     n_layers = len(meta["layers"])
     latent_layer = meta.get("latent_layer")
     expected = {"meta", "input_index", "output_index", "output_const"}
-    for k in range(1, n_layers + 1):
-        expected |= {f"layer{k}.{part}" for part in ("data", "indices", "indptr", "bias")}
+    for k, entry in enumerate(meta["layers"], start=1):
+        parts = {*_layer_arrays(entry, 0, 0, 0), "bias"}
+        expected |= {f"layer{k}.{part}" for part in parts}
     if latent_layer is not None:
         expected |= {"latent_index", "latent_const"}
     unexpected = sorted(set(names) - expected)
@@ -408,9 +474,73 @@ def _validate_layer(
         raise check.fail(f"meta.layers[{k}].nnz", f"is {nnz}, more than rows*cols={rows * cols}")
     if nnz > np.iinfo(np.int32).max:
         raise check.fail(f"meta.layers[{k}].nnz", f"is {nnz}, too large for int32 indices")
-    data = check.array(arrays, f"{p}.data", _DATA_DTYPE, nnz)
-    indices = check.array(arrays, f"{p}.indices", _CSR_INDEX_DTYPE, nnz)
-    indptr = check.array(arrays, f"{p}.indptr", _CSR_INDEX_DTYPE, rows + 1)
+    codings = _codings(entry)
+    specs = _layer_arrays(entry, rows, cols, nnz)
+    if codings["rowlen"] is None:
+        indptr = check.array(arrays, f"{p}.indptr", _CSR_INDEX_DTYPE, rows + 1)
+    else:
+        rowlen = check.array(arrays, f"{p}.rowlen", specs["rowlen"][0], rows)
+        if rowlen.dtype.kind == "i" and rowlen.size and int(rowlen.min()) < 0:
+            pos = int(np.argmax(rowlen < 0))
+            raise check.fail(f"{p}.rowlen", f"has negative length {rowlen[pos]} at row {pos}")
+        total = int(rowlen.sum(dtype=np.int64))
+        if total != nnz:
+            raise check.fail(f"{p}.rowlen", f"sums to {total}, expected nnz={nnz}")
+        if rowlen.size and int(rowlen.max()) > cols:
+            pos = int(np.argmax(rowlen > cols))
+            raise check.fail(
+                f"{p}.rowlen", f"has {rowlen[pos]} non-zeros in row {pos}, more than cols={cols}"
+            )
+        indptr = np.zeros(rows + 1, dtype=np.int32)
+        indptr[1:] = np.cumsum(rowlen, dtype=np.int64)  # <= nnz, checked to fit int32
+    if codings["indices"] == "delta8":
+        codes = check.array(arrays, f"{p}.indices", np.dtype(np.uint8))
+        if codes.shape[0] > specs["indices"][1]:
+            raise check.fail(
+                f"{p}.indices",
+                f"holds {codes.shape[0]} delta8 codes, more than {specs['indices'][1]} "
+                f"(nnz plus cols // 255 escapes per row)",
+            )
+        if indptr[0] == 0 and not (np.diff(indptr) < 0).any() and int(indptr[-1]) == nnz:
+            decoded, problem = decode_delta8(codes, indptr)
+            if decoded is None:
+                raise check.fail(f"{p}.indices", problem)
+            if decoded.size and int(decoded.max()) >= cols:
+                pos = int(np.argmax(decoded >= cols))
+                raise check.fail(
+                    f"{p}.indices",
+                    f"decodes to column index {decoded[pos]} at position {pos} outside "
+                    f"[0, cols={cols})",
+                )
+            indices = decoded.astype(np.int32)
+        else:
+            indices = np.zeros(nnz, dtype=np.int32)  # the indptr checks below fail first
+    else:
+        indices = check.array(arrays, f"{p}.indices", specs["indices"][0], nnz)
+        indices = indices.astype(np.int32)  # unsigned steps below would wrap around
+    if codings["weights"] == "int8":
+        qdata = check.array(arrays, f"{p}.qdata", _QDATA_DTYPE, nnz)
+        scale = check.array(arrays, f"{p}.scale", _DATA_DTYPE, rows)
+        check.finite(scale, f"{p}.scale")
+        check.none_of(scale <= 0, f"{p}.scale",
+                      lambda pos: f"holds {scale[pos]} at row {pos}; scales must be > 0")
+        check.none_of(qdata < -QMAX, f"{p}.qdata",
+                      lambda pos: f"holds {qdata[pos]} at position {pos}, outside the "
+                                  f"symmetric range [-{QMAX}, {QMAX}]")
+    elif codings["weights"] == "shared4":
+        codes = check.array(arrays, f"{p}.codes", np.dtype(np.uint8), nnz)
+        codebook = check.array(arrays, f"{p}.codebook", _DATA_DTYPE)
+        if not 1 <= codebook.shape[0] <= CODEBOOK_SIZE:
+            raise check.fail(
+                f"{p}.codebook", f"has length {codebook.shape[0]}, expected 1..{CODEBOOK_SIZE}"
+            )
+        check.finite(codebook, f"{p}.codebook")
+        check.none_of(codes >= codebook.shape[0], f"{p}.codes",
+                      lambda pos: f"holds code {codes[pos]} at position {pos}, outside the "
+                                  f"codebook of {codebook.shape[0]} values")
+        data = codebook[codes]
+    else:
+        data = check.array(arrays, f"{p}.data", _DATA_DTYPE, nnz)
     bias = check.array(arrays, f"{p}.bias", _DATA_DTYPE, rows)
 
     if indptr[0] != 0:
@@ -448,11 +578,14 @@ def _validate_layer(
                 f"{p}.indices",
                 f"has unsorted or duplicate column indices in row {row} (position {pos})",
             )
+    if codings["weights"] == "int8":
+        data = dequantize(qdata, scale, indptr)
+        check.finite(data, f"{p}.qdata * {p}.scale")
     check.finite(data, f"{p}.data")
     check.finite(bias, f"{p}.bias")
     return LayerArrays(
         data=data,
-        indices=indices,
+        indices=np.ascontiguousarray(indices, dtype=_CSR_INDEX_DTYPE),
         indptr=indptr,
         bias=bias,
         shape=(rows, cols),

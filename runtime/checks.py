@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -84,6 +85,11 @@ class Checker:
         if length is not None and (shape[0] > length if at_most else shape[0] != length):
             expected = f"at most {length}" if at_most else f"{length}"
             raise self.fail(name, f"has length {shape[0]}, expected {expected}")
+
+    def none_of(self, bad: np.ndarray, name: str, problem: Callable[[int], str]) -> None:
+        """Raise ``problem(position)`` for the first True of ``bad``, if any."""
+        if bad.any():
+            raise self.fail(name, problem(int(np.argmax(bad))))
 
     def finite(self, arr: np.ndarray, name: str) -> None:
         bad = ~np.isfinite(arr)

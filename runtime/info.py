@@ -6,7 +6,7 @@ import os
 from typing import Any
 
 from .bench.costs import file_figures
-from .bundle import read_bundle
+from .bundle import read_arrays, validate_bundle
 from .kernels import choose_kernel
 
 __all__ = ["describe"]
@@ -20,12 +20,17 @@ def describe(path: str | os.PathLike[str], kernel: str = "auto") -> dict[str, An
 
     Byte figures: ``bytes_on_disk`` (the file), ``gzip_bytes`` (``gzip.compress`` of the file
     bytes), ``dense_fp32_bytes`` (the compact layers stored dense: weights + biases in float32)
-    and ``csr_bytes`` (data + indices + indptr + bias arrays). ``kernel`` is the choice reported
-    per layer (``"auto"`` applies the runtime's density rule).
+    and ``csr_bytes`` (data + indices + indptr + bias arrays, float32/int32 as the kernels hold
+    them). ``stored_array_bytes`` is the arrays as stored in the file (int8 weights, narrow or
+    delta-coded indices, row lengths; ``meta`` excluded) and ``in_memory_bytes`` what the loaded
+    bundle holds in RAM (every layer decoded to float32/int32, plus the index maps and
+    constants). ``kernel`` is the choice reported per layer (``"auto"`` applies the runtime's
+    density rule).
     """
     if kernel not in ("auto", "dense", "csr"):
         raise ValueError(f"unknown kernel {kernel!r}; expected 'dense', 'csr' or 'auto'")
-    bundle = read_bundle(path)
+    arrays = read_arrays(path)
+    bundle = validate_bundle(arrays, source=os.fspath(path))
     layers = []
     dense_bytes = csr_bytes = params_dense = 0
     for k, layer in enumerate(bundle.layers, start=1):
@@ -42,8 +47,15 @@ def describe(path: str | os.PathLike[str], kernel: str = "auto") -> dict[str, An
                 "activation": layer.activation,
                 "negative_slope": layer.negative_slope,
                 "kernel": choose_kernel(layer) if kernel == "auto" else kernel,
+                "weights": bundle.meta["layers"][k - 1].get("weights", "float32"),
+                "indices": bundle.meta["layers"][k - 1].get("indices", "int32"),
             }
         )
+    maps = [bundle.input_index, bundle.output_index, bundle.output_const,
+            bundle.latent_index, bundle.latent_const]
+    in_memory = sum(a.nbytes for layer in bundle.layers
+                    for a in (layer.data, layer.indices, layer.indptr, layer.bias))
+    in_memory += sum(a.nbytes for a in maps if a is not None)
     meta = bundle.meta
     nnz = sum(layer.nnz for layer in bundle.layers)
     info: dict[str, Any] = {
@@ -65,6 +77,8 @@ def describe(path: str | os.PathLike[str], kernel: str = "auto") -> dict[str, An
         **file_figures(path),
         "dense_fp32_bytes": dense_bytes,
         "csr_bytes": csr_bytes,
+        "stored_array_bytes": sum(a.nbytes for name, a in arrays.items() if name != "meta"),
+        "in_memory_bytes": int(in_memory),
         "provenance": meta.get("provenance", {}),
         "report": meta.get("report", {}),
     }
