@@ -20,6 +20,7 @@ weights and has its own buffers) or guard the calls with a lock.
 from __future__ import annotations
 
 import copy
+import functools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -75,6 +76,8 @@ class _Route:
     const: np.ndarray  # full-width output, constants at dead positions
     out_index: np.ndarray  # live output positions
     scatter_all: bool  # out_index == arange(len(const)): a plain copy replaces the scatter
+    perm: np.ndarray  # output position -> row of the last buffer (live values, then constants)
+    dead_const: np.ndarray  # the constant outputs, in the order they sit below the live ones
     plans: dict[int, _Plan]
     widths: list[int]  # float32 buffer widths per sample: gathered input, layers, scratch, result
     vec: _Plan | None = None
@@ -82,6 +85,15 @@ class _Route:
 
 def _is_arange(index: np.ndarray, width: int) -> bool:
     return index.shape[0] == width and bool(np.array_equal(index, np.arange(width)))
+
+
+def _output_perm(out_index: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Where each output position reads from a last buffer holding ``[live; constants]``."""
+    dead = np.setdiff1d(np.arange(width), out_index)
+    perm = np.empty(width, dtype=np.intp)
+    perm[out_index] = np.arange(out_index.shape[0])
+    perm[dead] = out_index.shape[0] + np.arange(dead.shape[0])
+    return perm, dead
 
 
 def load(
@@ -154,13 +166,21 @@ class BundleModel:
 
         def route(what: str, width: int, index: np.ndarray, start: int, stop: int,
                   const: np.ndarray, out_index: np.ndarray) -> _Route:
-            widths = [index.shape[0]]
+            # Per sample: each layer's input with its row of ones (the folded bias), a scratch
+            # for leaky_relu, the last buffer (live outputs, then the constant ones), the result.
+            scatter_all = _is_arange(out_index, const.shape[0])
+            perm, dead = _output_perm(out_index, const.shape[0])
+            widths = [index.shape[0] + 1]
+            for ops in self._ops[start:stop - 1]:
+                widths.append(ops.shape[0] + 1)
             for ops in self._ops[start:stop]:
-                scratch = ops.layer.activation == "leaky_relu" and ops.layer.negative_slope >= 0
-                widths += [ops.shape[0]] * (2 if scratch else 1)
-            widths.append(const.shape[0])
+                if ops.layer.activation == "leaky_relu" and ops.layer.negative_slope >= 0:
+                    widths.append(ops.shape[0])
+            widths += [out_index.shape[0] + (0 if scatter_all else dead.shape[0]),
+                       const.shape[0]]
             return _Route(what, width, index, _is_arange(index, width), start, stop, const,
-                          out_index, _is_arange(out_index, const.shape[0]), {}, widths)
+                          out_index, scatter_all, perm, const[dead].astype(np.float32), {},
+                          widths)
 
         routes = {"forward": route("input", b.input_dim, b.input_index, 0, n, b.output_const,
                                    b.output_index)}
@@ -293,14 +313,32 @@ class BundleModel:
         if plan is not None:
             return plan
         tail = (batch,) if batch else ()
-        h = inbuf = np.empty((route.index.shape[0], *tail), dtype=np.float32)
-        ops: list[Op] = []
+        layers = self._ops[route.start:route.stop]
         chosen = self.kernels_for(max(batch, 1))[route.start:route.stop]
-        for layer, kern in zip(self._ops[route.start:route.stop], chosen):
-            y = np.empty((layer.shape[0], *tail), dtype=np.float32)
+        # Each layer reads a buffer whose extra last row is 1 and writes straight into the next
+        # layer's buffer; the last one writes above the constant outputs, so that one take()
+        # assembles the result.
+        h = np.empty((route.index.shape[0] + 1, *tail), dtype=np.float32)
+        h[-1] = 1.0
+        inbuf = h[:-1]
+        live = route.out_index.shape[0]
+        last = np.empty((live + (0 if route.scatter_all else route.dead_const.shape[0]), *tail),
+                        dtype=np.float32)
+        last[live:] = route.dead_const.reshape(-1, *([1] * len(tail)))
+        ops: list[Op] = []
+        for k, (layer, kern) in enumerate(zip(layers, chosen)):
+            if k == len(layers) - 1:
+                y = last[:live]
+            else:
+                nxt = np.empty((layer.shape[0] + 1, *tail), dtype=np.float32)
+                nxt[-1] = 1.0
+                y = nxt[:-1]
             ops += layer.ops(kern, h, y)
-            h = y
-        plan = _Plan(inbuf=inbuf, last=h, ops=ops, kernels=list(chosen),
+            if k < len(layers) - 1:
+                h = nxt
+        if not layers and live:  # no layer: the live outputs are the gathered inputs
+            ops.append(functools.partial(np.copyto, last[:live], inbuf))
+        plan = _Plan(inbuf=inbuf, last=last, ops=ops, kernels=list(chosen),
                      nbytes=limits.run_bytes(max(batch, 1), route.widths))
         if batch == 0:
             route.vec = plan
@@ -365,18 +403,13 @@ class BundleModel:
             np.take(src, route.index, axis=0, out=plan.inbuf, mode="clip")
         for op in plan.ops:
             op()
-        h = plan.last if vec else plan.last.T
-        if out is None:
-            if route.scatter_all:  # one allocation + copy, always C-contiguous
-                return h.copy().reshape(shape)
-            out = np.empty(shape, dtype=np.float32)
-        target = out if single else (out[0] if vec else out)
+        h = plan.last
         if route.scatter_all:
-            target[...] = h
-        else:
-            target[...] = route.const
-            if vec:
-                target[route.out_index] = h
-            else:
-                target[:, route.out_index] = h
+            if out is None:  # one allocation + copy, always C-contiguous
+                return (h.copy() if vec else h.T.copy()).reshape(shape)
+            (out.reshape(-1) if vec else out)[...] = h if vec else h.T
+            return out
+        if out is None:
+            out = np.empty(shape, dtype=np.float32)
+        np.take(h, route.perm, axis=0, out=out.reshape(-1) if vec else out.T, mode="clip")
         return out
