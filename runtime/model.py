@@ -28,13 +28,14 @@ from typing import Any
 
 import numpy as np
 
+from . import fused as _fused
 from . import kernels as _kernels
 from . import limits
 from .bundle import Bundle, read_bundle
 from .kernel_profile import KernelProfile
 from .kernels import KERNELS, LayerOps, Op, resolve_profile
 
-__all__ = ["MAX_PLANS", "BundleModel", "LayerInfo", "load"]
+__all__ = ["ENGINES", "MAX_PLANS", "BundleModel", "LayerInfo", "load"]
 
 MAX_PLANS = 8
 
@@ -81,6 +82,7 @@ class _Route:
     plans: dict[int, _Plan]
     widths: list[int]  # float32 buffer widths per sample: gathered input, layers, scratch, result
     vec: _Plan | None = None
+    fused: Any = None  # a fused.FusedForward for one-sample calls (engine="numba")
 
 
 def _is_arange(index: np.ndarray, width: int) -> bool:
@@ -96,13 +98,17 @@ def _output_perm(out_index: np.ndarray, width: int) -> tuple[np.ndarray, np.ndar
     return perm, dead
 
 
+ENGINES = ("numpy", "numba")
+
+
 def load(
     path: str | os.PathLike[str],
     kernel: str | Sequence[str] = "auto",
     profile: KernelProfile | str | os.PathLike[str] | None = None,
+    engine: str = "numpy",
 ) -> BundleModel:
     """Load and validate the bundle at ``path``; see :class:`BundleModel` for the options."""
-    return BundleModel(read_bundle(path), kernel=kernel, profile=profile)
+    return BundleModel(read_bundle(path), kernel=kernel, profile=profile, engine=engine)
 
 
 class BundleModel:
@@ -113,6 +119,10 @@ class BundleModel:
     ``profile`` at that batch size. ``profile`` is a :class:`KernelProfile`, a path to one,
     ``"static"`` (always :data:`~edgeprune.runtime.kernels.DENSITY_THRESHOLD`) or None (the
     calibrated profile at the default location when it exists, else the static threshold).
+
+    ``engine`` is ``"numpy"`` (the default, always available) or ``"numba"``: one-sample calls
+    then run as one compiled call (:mod:`edgeprune.runtime.fused`, needs the optional numba);
+    batches keep the NumPy/SciPy plans.
 
     ``model(x)`` maps ``(input_dim,)`` to ``(output_dim,)`` and ``(B, input_dim)`` to
     ``(B, output_dim)`` in float32: it gathers the used inputs, runs the layers and scatters the
@@ -126,7 +136,13 @@ class BundleModel:
         bundle: Bundle,
         kernel: str | Sequence[str] = "auto",
         profile: KernelProfile | str | os.PathLike[str] | None = None,
+        engine: str = "numpy",
     ) -> None:
+        if engine not in ENGINES:
+            raise ValueError(f"unknown engine {engine!r}; expected 'numpy' or 'numba'")
+        if engine == "numba":
+            _fused.require()
+        self.engine = engine
         self.bundle = bundle
         n_layers = len(bundle.layers)
         names = [kernel] * n_layers if isinstance(kernel, str) else list(kernel)
@@ -178,9 +194,13 @@ class BundleModel:
                     widths.append(ops.shape[0])
             widths += [out_index.shape[0] + (0 if scatter_all else dead.shape[0]),
                        const.shape[0]]
-            return _Route(what, width, index, _is_arange(index, width), start, stop, const,
-                          out_index, scatter_all, perm, const[dead].astype(np.float32), {},
-                          widths)
+            r = _Route(what, width, index, _is_arange(index, width), start, stop, const,
+                       out_index, scatter_all, perm, const[dead].astype(np.float32), {}, widths)
+            if self.engine == "numba" and stop > start:
+                r.fused = _fused.FusedForward(self._ops[start:stop],
+                                              self.kernels_for(1)[start:stop], index, perm,
+                                              r.dead_const)
+            return r
 
         routes = {"forward": route("input", b.input_dim, b.input_index, 0, n, b.output_const,
                                    b.output_index)}
@@ -393,6 +413,14 @@ class BundleModel:
         if n == 0:
             return np.empty(shape, dtype=np.float32) if out is None else out
         vec = n == 1
+        if vec and route.fused is not None:
+            if out is None:
+                out = np.empty(shape, dtype=np.float32)
+            src = arr if single else arr[0]
+            if src.dtype != np.float32 or not src.flags.c_contiguous:
+                src = np.ascontiguousarray(src, dtype=np.float32)
+            route.fused.run(src, out.reshape(-1))
+            return out
         if not vec and n not in route.plans:
             self._check_batch(route, n)
         plan = route.vec if vec and route.vec is not None else self._plan(route, 0 if vec else n)
