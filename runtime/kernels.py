@@ -40,14 +40,21 @@ import scipy.sparse as sp
 
 from .activations import apply_activation
 from .bundle import LayerArrays
-from .kernel_profile import KernelProfile, default_kernel_profile, load_kernel_profile
+from .kernel_profile import (
+    KernelProfile,
+    builtin_kernel_profile,
+    default_kernel_profile,
+    load_kernel_profile,
+)
 
 KERNELS = ("dense", "csr")
 STATIC = "static"  # profile=STATIC: ignore any calibrated profile, use DENSITY_THRESHOLD
 
-#: ``auto`` runs a layer with CSR when its density (nnz / (rows * cols)) is below this value and
-#: no calibrated kernel profile exists. Around 0.3 CSR overtakes dense BLAS on small Arm cores at
-#: small batch sizes; ``edgeprune bench --calibrate`` measures the real crossover per device.
+#: ``auto`` runs a layer with CSR when its density (nnz / (rows * cols)) is below this value,
+#: where no calibrated kernel profile exists and the architecture has no measured built-in
+#: default (:data:`~edgeprune.runtime.kernel_profile.BUILTIN_CROSSOVER`; today: Arm). Around 0.3
+#: CSR overtakes dense BLAS on small Arm cores at small batch sizes (not measured here);
+#: ``edgeprune bench --calibrate`` measures the real crossover per device.
 DENSITY_THRESHOLD = 0.3
 
 Op = Callable[[], Any]
@@ -68,9 +75,12 @@ _ZERO = np.zeros((), dtype=np.float32)
 
 
 def resolve_profile(profile: Any = None) -> KernelProfile | None:
-    """``None`` -> the default profile file if present; ``"static"`` -> None; a path -> loaded."""
+    """``None`` -> the default profile file if present, else the built-in default of this
+    architecture (None where there is none: the static rule); ``"static"`` -> None; a path ->
+    loaded."""
     if profile is None:
-        return default_kernel_profile()
+        found = default_kernel_profile()
+        return found if found is not None else builtin_kernel_profile()
     if isinstance(profile, KernelProfile):
         return profile
     if isinstance(profile, str) and profile == STATIC:

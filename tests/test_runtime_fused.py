@@ -83,3 +83,30 @@ def test_engine_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         load(path, engine="numba")
     assert "pip install numba" in str(info.value) and "\n" not in str(info.value)
     assert load(path)(np.zeros(12, np.float32)).shape == (9,)  # the default engine still works
+
+
+def test_builtin_default_per_architecture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No calibrated file: x86-64 uses its measured crossover, other machines the static rule;
+    a calibrated file or profile="static" still wins."""
+    from edgeprune.runtime import kernel_profile as kp
+    from edgeprune.runtime.bench.calibrate import random_layer
+    from edgeprune.runtime.bundle import Bundle
+
+    rng = np.random.default_rng(0)
+    layers = (random_layer(40, 30, 0.2, rng), random_layer(20, 40, 0.02, rng))
+    bundle = Bundle("mem", {"kind": "mlp", "input_dim": 30, "output_dim": 20}, layers,
+                    np.arange(30), np.arange(20), np.zeros(20, np.float32))
+    from edgeprune.runtime.model import BundleModel
+
+    monkeypatch.setattr(kp, "MACHINE", "x86_64")
+    model = BundleModel(bundle)
+    assert model.kernels_for(1) == ["dense", "csr"] == model.kernels_for(256)
+    assert model.kernel_rule == "profile built-in x86_64 default"
+    assert BundleModel(bundle, profile="static").kernels == ["csr", "csr"]
+    kp.save_kernel_profile([(1, 0.5)])
+    assert BundleModel(bundle).kernels == ["csr", "csr"]  # the calibrated file wins
+    kp.default_profile_path().unlink()
+    monkeypatch.setattr(kp, "MACHINE", "aarch64")
+    model = BundleModel(bundle)
+    assert model.kernels == ["csr", "csr"] and model.kernel_rule.startswith("static")
+    assert kp.builtin_kernel_profile("aarch64") is None
