@@ -70,21 +70,34 @@ def activate(y, code, slope):  # pragma: no cover - compiled
 
 
 @_jit
-def forward(x, index, kinds, acts, slopes, dense, data, indices, indptr, bias, bufs, last, perm,
-            out):  # pragma: no cover - compiled
-    """Gather ``x`` into ``bufs[0]``, run every layer into the next buffer (the last one into
-    ``last``, above the constant outputs) and assemble ``out[p] = last[perm[p]]``."""
-    h = bufs[0]
-    for j in range(index.shape[0]):
-        h[j] = x[index[j]]
-    n = kinds.shape[0]
+def forward_flat(x, out, f, meta, ints):  # pragma: no cover - compiled
+    """One sample through every layer: gather ``x``, each layer into the next buffer (the last
+    one above the constant outputs), ``out[p] = last[perm[p]]``. Every array is packed into
+    three, so that the dispatch unboxes five arguments (one per layer array cost ~4 µs).
+
+    ``f`` (float32): weights, CSR values, biases, slopes, buffers; ``ints`` (int32): CSR
+    indices and row pointers; ``meta`` (int64): ``[n_layers, n_in, in_off, n_out, perm_off,
+    last_off]``, then 10 per layer ``[kind, act, rows, cols, w_off, b_off, h_off, y_off, ix_off,
+    ip_off]`` (offsets into ``f`` or ``ints``; the slope sits at ``f[b_off + rows]``), then the
+    input index and the output permutation."""
+    n, n_in, in_off, n_out, perm_off, last_off = (meta[0], meta[1], meta[2], meta[3], meta[4],
+                                                  meta[5])
+    idx = 6 + 10 * n
+    for j in range(n_in):
+        f[in_off + j] = x[meta[idx + j]]
     for k in range(n):
-        y = last if k == n - 1 else bufs[k + 1]
-        if kinds[k] == 0:
-            dense_rows(dense[k], h, y[: bias[k].shape[0]], bias[k])
+        m = 6 + 10 * k
+        kind, act, r, c = meta[m], meta[m + 1], meta[m + 2], meta[m + 3]
+        w_off, b_off, h_off, y_off = meta[m + 4], meta[m + 5], meta[m + 6], meta[m + 7]
+        h = f[h_off:h_off + c]
+        y = f[y_off:y_off + r]
+        b = f[b_off:b_off + r]
+        if kind == 0:
+            dense_rows(f[w_off:w_off + r * (c + 1)].reshape((r, c + 1)), h, y, b)
         else:
-            csr_rows(data[k], indices[k], indptr[k], h, y[: bias[k].shape[0]], bias[k])
-        activate(y[: bias[k].shape[0]], acts[k], slopes[k])
-        h = y
-    for p in range(perm.shape[0]):
-        out[p] = last[perm[p]]
+            ip = ints[meta[m + 9]:meta[m + 9] + r + 1]
+            nnz = ip[r]
+            csr_rows(f[w_off:w_off + nnz], ints[meta[m + 8]:meta[m + 8] + nnz], ip, h, y, b)
+        activate(y, act, f[b_off + r])
+    for p in range(n_out):
+        out[p] = f[last_off + meta[perm_off + p]]

@@ -36,7 +36,7 @@ def _compiled() -> Any:
         from . import _fused_jit
     except Exception as err:  # noqa: BLE001 - any import failure means: no compiled engine
         return f"{type(err).__name__}: {err}"
-    return _fused_jit.forward
+    return _fused_jit.forward_flat
 
 
 def available() -> bool:
@@ -60,7 +60,10 @@ class FusedForward:
 
     ``layers``: the route's :class:`~edgeprune.runtime.kernels.LayerOps`; ``kernels``: their
     kernels at batch 1; ``index``: used inputs; ``perm``/``dead_const``: the output assembly
-    (see :class:`~edgeprune.runtime.model.BundleModel`).
+    (see :class:`~edgeprune.runtime.model.BundleModel`). Everything the call touches is packed
+    into three arrays (layout in ``_fused_jit.forward_flat``), so that numba's dispatch unboxes
+    five arguments rather than one per layer array. This copies the weights once (the dense
+    ones with their bias column), next to the NumPy engine's own.
     """
 
     def __init__(self, layers: list[Any], kernels: list[str], index: np.ndarray,
@@ -68,41 +71,52 @@ class FusedForward:
         if not layers:
             raise ValueError("the compiled engine needs at least one layer")
         self._fn = require()
-        f32, i32 = np.float32, np.int32
-        empty2, empty_f, empty_i = np.empty((0, 1), f32), np.empty(0, f32), np.empty(0, i32)
-        dense: list[np.ndarray] = []
-        data: list[np.ndarray] = []
-        indices: list[np.ndarray] = []
-        indptr: list[np.ndarray] = []
-        bias: list[np.ndarray] = []
-        bufs: list[np.ndarray] = []
+        floats: list[np.ndarray] = []
+        ints: list[np.ndarray] = []
+        size = [0, 0]
+
+        def put(arr: np.ndarray, where: list[np.ndarray], k: int) -> int:
+            off = size[k]
+            where.append(arr.ravel())
+            size[k] += arr.size
+            return off
+
+        rows_meta = []
         for layer, kern in zip(layers, kernels):
-            csr = kern == "csr"
+            rows, cols = layer.shape
             m = layer.matrix
-            weight = None if csr else layer.weight_bias
-            if not csr and weight is None:
-                raise ValueError("dense kernel requested but the dense weight was not built")
-            dense.append(empty2 if csr else weight)
-            data.append(np.ascontiguousarray(m.data, f32) if csr else empty_f)
-            indices.append(np.ascontiguousarray(m.indices, i32) if csr else empty_i)
-            indptr.append(np.ascontiguousarray(m.indptr, i32) if csr else empty_i)
-            bias.append(np.ascontiguousarray(layer.bias, f32))
-        widths = [index.shape[0]] + [layer.shape[0] for layer in layers[:-1]]
-        for w in widths:
-            bufs.append(np.empty(w, f32))
+            if kern == "csr":
+                w_off = put(np.asarray(m.data, np.float32), floats, 0)
+                ix_off = put(np.asarray(m.indices, np.int32), ints, 1)
+                ip_off = put(np.asarray(m.indptr, np.int32), ints, 1)
+            else:
+                if layer.weight_bias is None:
+                    raise ValueError("dense kernel requested but the dense weight was not built")
+                w_off, ix_off, ip_off = put(layer.weight_bias, floats, 0), 0, 0
+            b_off = put(np.append(layer.bias, np.float32(layer.layer.negative_slope))
+                        .astype(np.float32), floats, 0)
+            rows_meta.append([1 if kern == "csr" else 0,
+                              ACT_CODES[layer.layer.activation], rows, cols, w_off, b_off,
+                              0, 0, ix_off, ip_off])
+        in_off = put(np.zeros(index.shape[0], np.float32), floats, 0)
+        h_off = in_off
+        for k, layer in enumerate(layers):
+            rows_meta[k][6] = h_off
+            if k < len(layers) - 1:
+                h_off = rows_meta[k][7] = put(np.zeros(layer.shape[0], np.float32), floats, 0)
         live = layers[-1].shape[0]
-        self.last = np.empty(live + dead_const.shape[0], f32)
-        self.last[live:] = dead_const
-        self._args = (
-            np.ascontiguousarray(index, np.intp),
-            np.array([1 if k == "csr" else 0 for k in kernels], np.int64),
-            np.array([ACT_CODES[layer.layer.activation] for layer in layers], np.int64),
-            np.array([layer.layer.negative_slope for layer in layers], f32),
-            *(tuple(a) for a in (dense, data, indices, indptr, bias, bufs)), self.last,
-            np.ascontiguousarray(perm, np.intp),
-        )
+        last_off = put(np.concatenate([np.zeros(live, np.float32),
+                                       dead_const.astype(np.float32)]), floats, 0)
+        rows_meta[-1][7] = last_off
+        n = len(layers)
+        head = [n, index.shape[0], in_off, perm.shape[0], 6 + 10 * n + index.shape[0], last_off]
+        self.meta = np.concatenate([np.array(head, np.int64),
+                                    np.array(rows_meta, np.int64).ravel(),
+                                    np.asarray(index, np.int64), np.asarray(perm, np.int64)])
+        self.floats = np.concatenate(floats).astype(np.float32)
+        self.ints = np.concatenate(ints).astype(np.int32) if ints else np.zeros(1, np.int32)
 
     def run(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
         """``out[...] = model(x)`` for one float32 sample ``x`` (1-D, full input width)."""
-        self._fn(x, *self._args, out)
+        self._fn(x, out, self.floats, self.meta, self.ints)
         return out
