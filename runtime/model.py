@@ -62,6 +62,7 @@ class _Plan:
     ops: list[Op]
     kernels: list[str]
     nbytes: int = 0
+    assembled: np.ndarray | None = None  # batch: (outputs, B), the result before its transpose
 
 
 @dataclass
@@ -194,6 +195,8 @@ class BundleModel:
                     widths.append(ops.shape[0])
             widths += [out_index.shape[0] + (0 if scatter_all else dead.shape[0]),
                        const.shape[0]]
+            if not scatter_all:  # batches assemble the outputs feature-major, then transpose
+                widths.append(const.shape[0])
             r = _Route(what, width, index, _is_arange(index, width), start, stop, const,
                        out_index, scatter_all, perm, const[dead].astype(np.float32), {}, widths)
             if self.engine == "numba" and stop > start:
@@ -358,7 +361,11 @@ class BundleModel:
                 h = nxt
         if not layers and live:  # no layer: the live outputs are the gathered inputs
             ops.append(functools.partial(np.copyto, last[:live], inbuf))
-        plan = _Plan(inbuf=inbuf, last=last, ops=ops, kernels=list(chosen),
+        if batch and not route.scatter_all:
+            assembled = np.empty((route.const.shape[0], batch), dtype=np.float32)
+        else:
+            assembled = None
+        plan = _Plan(inbuf=inbuf, last=last, ops=ops, assembled=assembled, kernels=list(chosen),
                      nbytes=limits.run_bytes(max(batch, 1), route.widths))
         if batch == 0:
             route.vec = plan
@@ -439,5 +446,10 @@ class BundleModel:
             return out
         if out is None:
             out = np.empty(shape, dtype=np.float32)
-        np.take(h, route.perm, axis=0, out=out.reshape(-1) if vec else out.T, mode="clip")
+        if vec:
+            np.take(h, route.perm, out=out.reshape(-1), mode="clip")
+        else:  # rows gathered contiguously, then one transposed copy (not a strided gather)
+            assert plan.assembled is not None
+            np.take(h, route.perm, axis=0, out=plan.assembled, mode="clip")
+            out[...] = plan.assembled.T
         return out

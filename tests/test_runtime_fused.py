@@ -110,3 +110,21 @@ def test_builtin_default_per_architecture(tmp_path: Path, monkeypatch: pytest.Mo
     model = BundleModel(bundle)
     assert model.kernels == ["csr", "csr"] and model.kernel_rule.startswith("static")
     assert kp.builtin_kernel_profile("aarch64") is None
+
+
+def test_kernel_floor_structure(tmp_path: Path) -> None:
+    """The floor times each layer's dense and CSR product alone; sums add up (no timing bound)."""
+    from edgeprune.runtime.bench.floor import kernel_floor
+
+    net = NETS["autoencoder"]()
+    model = load(save_bundle(net, tmp_path / "ae.npz"), kernel="csr")
+    for batch in (1, 4):
+        floor = kernel_floor(model, batch, warmup=0, runs=2, min_time=0.0)
+        assert floor["batch"] == batch and len(floor["layers"]) == len(net.layers)
+        assert [row["chosen"] for row in floor["layers"]] == model.kernels_for(batch)
+        assert [row["shape"] for row in floor["layers"]] == [list(i.shape) for i in model.layers]
+        assert floor["best_sum_us"] == pytest.approx(
+            sum(min(r["dense_us"], r["csr_us"]) for r in floor["layers"]))
+        assert floor["chosen_sum_us"] == pytest.approx(sum(r["csr_us"] for r in floor["layers"]))
+    np.testing.assert_allclose(model(np.ones(net.input_dim, np.float32)),
+                               net.forward(np.ones((1, net.input_dim), np.float32))[0], atol=1e-5)
