@@ -40,6 +40,7 @@ from edgeprune.runtime.bench.harness import (
     LoadedModel,
     RuntimeBackend,
     add_comparisons,
+    blas_threads,
     discover_artifacts,
     run_benchmark,
 )
@@ -136,17 +137,24 @@ def measure(dirs: list[Path], batches: list[int], runs: int, min_time: float,
     results["latency"] = list(best.values())
     results["settings"]["rounds"] = rounds
     add_comparisons(results)
-    floors = []
-    for d in dirs:
-        from edgeprune.runtime import load
-
-        model = load(d / "model.npz")
-        for batch in batches:
-            f = min((kernel_floor(model, batch, runs=runs, min_time=min_time / 4)
-                     for _ in range(rounds)), key=lambda f: f["best_sum_us"])
-            floors.append({"artifact": str(d / "model.npz"), **f})
-    results["kernel_floor"] = floors
+    results["kernel_floor"] = floors(dirs, batches, runs, min_time, rounds)
     return results
+
+
+def floors(dirs: list[Path], batches: list[int], runs: int, min_time: float,
+           rounds: int) -> list[dict[str, Any]]:
+    """Each model's raw layer kernels, one BLAS thread, the fastest of ``rounds``."""
+    from edgeprune.runtime import load
+
+    out = []
+    with blas_threads(1):
+        for d in dirs:
+            model = load(d / "model.npz")
+            for batch in batches:
+                f = min((kernel_floor(model, batch, runs=runs, min_time=min_time / 4)
+                         for _ in range(rounds)), key=lambda f: f["best_sum_us"])
+                out.append({"artifact": str(d / "model.npz"), **f})
+    return out
 
 
 def tables(results: dict, etas: list[float]) -> tuple[list[str], list[str]]:
@@ -210,6 +218,46 @@ def tables(results: dict, etas: list[float]) -> tuple[list[str], list[str]]:
     return rows, lines
 
 
+def plot(results: dict, etas: list[float], path: Path) -> None:
+    """One panel per batch size: per model, the raw kernels and every backend's p50."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    label = {a["path"]: Path(a["path"]).parent.name for a in results["artifacts"]}
+    get: dict[tuple[str, int, str], float] = {
+        (label[r["artifact"]], r["batch"], r["backend"]): r["p50_us"] for r in results["latency"]}
+    for f in results["kernel_floor"]:
+        get[(label[f["artifact"]], f["batch"], "raw kernels")] = f["best_sum_us"]
+    models = ["unpruned", *(f"eta{e}" for e in etas)]
+    series = ["raw kernels", "edgeprune-auto", "edgeprune-numba", "onnxruntime", "litert",
+              "litert-noxnnpack", "torch"]
+    batches = sorted({b for _, b, _ in get})
+    fig, axes = plt.subplots(1, len(batches), figsize=(5.2 * len(batches), 4.4))
+    axes = axes if len(batches) > 1 else [axes]
+    width = 0.8 / len(series)
+    for ax, batch in zip(axes, batches):
+        for k, name in enumerate(series):
+            xs = [i + (k - len(series) / 2 + 0.5) * width for i in range(len(models))]
+            ys = [get.get((m, batch, name), float("nan")) for m in models]
+            ax.bar(xs, ys, width, label=name, hatch="//" if name == "raw kernels" else None,
+                   edgecolor="black" if name == "raw kernels" else None)
+        ax.set_xticks(range(len(models)), models)
+        ax.set_yscale("log")
+        ax.set_title(f"batch {batch}")
+        ax.set_ylabel("p50 µs per call")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend(fontsize=8)
+    env = results["environment"]
+    fig.suptitle(f"MNIST autoencoder latency, measured on this host ({env.get('machine', '')}, "
+                 f"{env.get('cpu_count', '')} shared cores, one thread; fastest of "
+                 f"{results['settings'].get('rounds', 1)} interleaved rounds)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def rewrite_readme(path: Path, block: list[str]) -> None:
     text = path.read_text(encoding="utf-8")
     if MARK_BEGIN not in text or MARK_END not in text:
@@ -229,20 +277,36 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", type=Path, default=RESULTS / "runtime_latency")
     ap.add_argument("--readme", type=Path, default=None)
+    ap.add_argument("--from-json", action="store_true",
+                    help="measure nothing: re-render summary, plot and README from latency.json")
+    ap.add_argument("--floors-only", action="store_true",
+                    help="with --from-json: measure the raw kernels again, keep the rest")
     args = ap.parse_args()
     etas = [float(e) for e in args.etas.split(",")]
     batches = [int(b) for b in args.batches.split(",")]
     args.out.mkdir(parents=True, exist_ok=True)
-    dirs = prepare(etas)
-    # what a user gets: no calibrated kernel profile anywhere
-    os.environ["EDGEPRUNE_HOME"] = tempfile.mkdtemp(prefix="edgeprune_home_")
-    results = measure(dirs, batches, args.runs, args.min_time, args.rounds,
-                      lambda s: print(s, flush=True))
-    stale = args.out / "kernel_profile.json"
-    if stale.exists():  # earlier runs calibrated first; this one measures the default
-        stale.unlink()
-    benchmark.write_outputs(results, str(args.out / "latency.json"),
-                            str(args.out / "latency.md"), str(args.out / "latency.png"))
+    if args.from_json:
+        results = json.loads((args.out / "latency.json").read_text())
+        settings = results["settings"]
+        args.runs, args.min_time = settings["runs"], settings["min_time_s"]
+        args.rounds = settings.get("rounds", 1)
+        if args.floors_only:
+            dirs = sorted({Path(a["path"]).parent for a in results["artifacts"]})
+            results["kernel_floor"] = floors(dirs, batches, args.runs, args.min_time,
+                                             args.rounds)
+            (args.out / "latency.json").write_text(json.dumps(results, indent=2) + "\n")
+    else:
+        dirs = prepare(etas)
+        # what a user gets: no calibrated kernel profile anywhere
+        os.environ["EDGEPRUNE_HOME"] = tempfile.mkdtemp(prefix="edgeprune_home_")
+        results = measure(dirs, batches, args.runs, args.min_time, args.rounds,
+                          lambda s: print(s, flush=True))
+        stale = args.out / "kernel_profile.json"
+        if stale.exists():  # earlier runs calibrated first; this one measures the default
+            stale.unlink()
+        benchmark.write_outputs(results, str(args.out / "latency.json"),
+                                str(args.out / "latency.md"))
+    plot(results, etas, args.out / "latency.png")
     rows, goals = tables(results, etas)
     env = results["environment"]
     command = (f"python benchmarks/runtime_latency.py --etas {args.etas} --batches {args.batches} "
