@@ -15,6 +15,10 @@ File format (``format`` / ``version`` are checked, unknown keys are ignored)::
       "measurements": [...]                                             # informational
     }
 
+Without a calibrated file, :func:`builtin_kernel_profile` gives the crossovers measured for the
+machine's architecture (:data:`BUILTIN_CROSSOVER`), and architectures not listed there keep the
+static rule of :data:`~edgeprune.runtime.kernels.DENSITY_THRESHOLD`.
+
 ``auto`` runs a layer with CSR when ``density < crossover(batch)``; between the calibrated batch
 sizes the crossover is interpolated linearly in ``log2(batch)``, outside them it is clamped.
 
@@ -29,6 +33,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import platform
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -44,15 +49,35 @@ PROFILE_VERSION = 1
 PROFILE_NAME = "kernel_profile.json"
 
 __all__ = [
+    "BUILTIN_CROSSOVER",
+    "MACHINE",
     "PROFILE_FORMAT",
     "PROFILE_VERSION",
     "KernelProfile",
     "KernelProfileError",
+    "builtin_kernel_profile",
     "default_kernel_profile",
     "default_profile_path",
     "load_kernel_profile",
     "save_kernel_profile",
 ]
+
+
+#: ``platform.machine()`` of this process (what :func:`builtin_kernel_profile` looks up).
+MACHINE = platform.machine()
+
+#: Crossover densities measured per architecture, used when no calibrated profile exists.
+#: x86-64: an Intel Xeon with AVX-512 (2 cores, one thread, numpy 2.4 / OpenBLAS 0.3.31 /
+#: scipy 1.17), the runtime's own dense (bias folded) and CSR layer ops on the shapes of the
+#: MNIST autoencoders pruned to eta 0.5-0.95 (167x293 ... 784x256), interleaved medians: CSR is
+#: 1.0-1.3x slower than dense at density 0.1, 1.4-2.2x at 0.2, at batch 1 and 32 alike; an AMD
+#: EPYC calibrated 0.12 at batch 1 (benchmarks/results/runtime_latency history). Arm (aarch64,
+#: Cortex-A72/A76) is not listed: the emulated board gives no timings, so it keeps the static
+#: rule (CSR below 0.3) until ``edgeprune bench --calibrate`` runs on the board.
+BUILTIN_CROSSOVER: dict[str, tuple[tuple[int, float], ...]] = {
+    "x86_64": ((1, 0.1), (32, 0.1)),
+    "AMD64": ((1, 0.1), (32, 0.1)),
+}
 
 
 class KernelProfileError(EdgepruneError):
@@ -205,6 +230,16 @@ def default_kernel_profile() -> KernelProfile | None:
         profile = None
     _cache[key] = (stat.st_mtime_ns, stat.st_size, profile)
     return profile
+
+
+def builtin_kernel_profile(machine: str | None = None) -> KernelProfile | None:
+    """The measured default for ``machine`` (default: this one), or None where there is none."""
+    name = MACHINE if machine is None else machine
+    points = BUILTIN_CROSSOVER.get(name)
+    if points is None:
+        return None
+    return KernelProfile(crossover=points, source=f"built-in {name} default",
+                         device={"machine": name})
 
 
 def save_kernel_profile(

@@ -20,6 +20,7 @@ weights and has its own buffers) or guard the calls with a lock.
 from __future__ import annotations
 
 import copy
+import functools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,13 +28,14 @@ from typing import Any
 
 import numpy as np
 
+from . import fused as _fused
 from . import kernels as _kernels
 from . import limits
 from .bundle import Bundle, read_bundle
 from .kernel_profile import KernelProfile
 from .kernels import KERNELS, LayerOps, Op, resolve_profile
 
-__all__ = ["MAX_PLANS", "BundleModel", "LayerInfo", "load"]
+__all__ = ["ENGINES", "MAX_PLANS", "BundleModel", "LayerInfo", "load"]
 
 MAX_PLANS = 8
 
@@ -60,6 +62,7 @@ class _Plan:
     ops: list[Op]
     kernels: list[str]
     nbytes: int = 0
+    assembled: np.ndarray | None = None  # batch: (outputs, B), the result before its transpose
 
 
 @dataclass
@@ -75,22 +78,38 @@ class _Route:
     const: np.ndarray  # full-width output, constants at dead positions
     out_index: np.ndarray  # live output positions
     scatter_all: bool  # out_index == arange(len(const)): a plain copy replaces the scatter
+    perm: np.ndarray  # output position -> row of the last buffer (live values, then constants)
+    dead_const: np.ndarray  # the constant outputs, in the order they sit below the live ones
     plans: dict[int, _Plan]
     widths: list[int]  # float32 buffer widths per sample: gathered input, layers, scratch, result
     vec: _Plan | None = None
+    fused: Any = None  # a fused.FusedForward for one-sample calls (engine="numba")
 
 
 def _is_arange(index: np.ndarray, width: int) -> bool:
     return index.shape[0] == width and bool(np.array_equal(index, np.arange(width)))
 
 
+def _output_perm(out_index: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Where each output position reads from a last buffer holding ``[live; constants]``."""
+    dead = np.setdiff1d(np.arange(width), out_index)
+    perm = np.empty(width, dtype=np.intp)
+    perm[out_index] = np.arange(out_index.shape[0])
+    perm[dead] = out_index.shape[0] + np.arange(dead.shape[0])
+    return perm, dead
+
+
+ENGINES = ("numpy", "numba")
+
+
 def load(
     path: str | os.PathLike[str],
     kernel: str | Sequence[str] = "auto",
     profile: KernelProfile | str | os.PathLike[str] | None = None,
+    engine: str = "numpy",
 ) -> BundleModel:
     """Load and validate the bundle at ``path``; see :class:`BundleModel` for the options."""
-    return BundleModel(read_bundle(path), kernel=kernel, profile=profile)
+    return BundleModel(read_bundle(path), kernel=kernel, profile=profile, engine=engine)
 
 
 class BundleModel:
@@ -101,6 +120,10 @@ class BundleModel:
     ``profile`` at that batch size. ``profile`` is a :class:`KernelProfile`, a path to one,
     ``"static"`` (always :data:`~edgeprune.runtime.kernels.DENSITY_THRESHOLD`) or None (the
     calibrated profile at the default location when it exists, else the static threshold).
+
+    ``engine`` is ``"numpy"`` (the default, always available) or ``"numba"``: one-sample calls
+    then run as one compiled call (:mod:`edgeprune.runtime.fused`, needs the optional numba);
+    batches keep the NumPy/SciPy plans.
 
     ``model(x)`` maps ``(input_dim,)`` to ``(output_dim,)`` and ``(B, input_dim)`` to
     ``(B, output_dim)`` in float32: it gathers the used inputs, runs the layers and scatters the
@@ -114,7 +137,13 @@ class BundleModel:
         bundle: Bundle,
         kernel: str | Sequence[str] = "auto",
         profile: KernelProfile | str | os.PathLike[str] | None = None,
+        engine: str = "numpy",
     ) -> None:
+        if engine not in ENGINES:
+            raise ValueError(f"unknown engine {engine!r}; expected 'numpy' or 'numba'")
+        if engine == "numba":
+            _fused.require()
+        self.engine = engine
         self.bundle = bundle
         n_layers = len(bundle.layers)
         names = [kernel] * n_layers if isinstance(kernel, str) else list(kernel)
@@ -154,13 +183,27 @@ class BundleModel:
 
         def route(what: str, width: int, index: np.ndarray, start: int, stop: int,
                   const: np.ndarray, out_index: np.ndarray) -> _Route:
-            widths = [index.shape[0]]
+            # Per sample: each layer's input with its row of ones (the folded bias), a scratch
+            # for leaky_relu, the last buffer (live outputs, then the constant ones), the result.
+            scatter_all = _is_arange(out_index, const.shape[0])
+            perm, dead = _output_perm(out_index, const.shape[0])
+            widths = [index.shape[0] + 1]
+            for ops in self._ops[start:stop - 1]:
+                widths.append(ops.shape[0] + 1)
             for ops in self._ops[start:stop]:
-                scratch = ops.layer.activation == "leaky_relu" and ops.layer.negative_slope >= 0
-                widths += [ops.shape[0]] * (2 if scratch else 1)
-            widths.append(const.shape[0])
-            return _Route(what, width, index, _is_arange(index, width), start, stop, const,
-                          out_index, _is_arange(out_index, const.shape[0]), {}, widths)
+                if ops.layer.activation == "leaky_relu" and ops.layer.negative_slope >= 0:
+                    widths.append(ops.shape[0])
+            widths += [out_index.shape[0] + (0 if scatter_all else dead.shape[0]),
+                       const.shape[0]]
+            if not scatter_all:  # batches assemble the outputs feature-major, then transpose
+                widths.append(const.shape[0])
+            r = _Route(what, width, index, _is_arange(index, width), start, stop, const,
+                       out_index, scatter_all, perm, const[dead].astype(np.float32), {}, widths)
+            if self.engine == "numba" and stop > start:
+                r.fused = _fused.FusedForward(self._ops[start:stop],
+                                              self.kernels_for(1)[start:stop], index, perm,
+                                              r.dead_const)
+            return r
 
         routes = {"forward": route("input", b.input_dim, b.input_index, 0, n, b.output_const,
                                    b.output_index)}
@@ -293,14 +336,36 @@ class BundleModel:
         if plan is not None:
             return plan
         tail = (batch,) if batch else ()
-        h = inbuf = np.empty((route.index.shape[0], *tail), dtype=np.float32)
-        ops: list[Op] = []
+        layers = self._ops[route.start:route.stop]
         chosen = self.kernels_for(max(batch, 1))[route.start:route.stop]
-        for layer, kern in zip(self._ops[route.start:route.stop], chosen):
-            y = np.empty((layer.shape[0], *tail), dtype=np.float32)
+        # Each layer reads a buffer whose extra last row is 1 and writes straight into the next
+        # layer's buffer; the last one writes above the constant outputs, so that one take()
+        # assembles the result.
+        h = np.empty((route.index.shape[0] + 1, *tail), dtype=np.float32)
+        h[-1] = 1.0
+        inbuf = h[:-1]
+        live = route.out_index.shape[0]
+        last = np.empty((live + (0 if route.scatter_all else route.dead_const.shape[0]), *tail),
+                        dtype=np.float32)
+        last[live:] = route.dead_const.reshape(-1, *([1] * len(tail)))
+        ops: list[Op] = []
+        for k, (layer, kern) in enumerate(zip(layers, chosen)):
+            if k == len(layers) - 1:
+                y = last[:live]
+            else:
+                nxt = np.empty((layer.shape[0] + 1, *tail), dtype=np.float32)
+                nxt[-1] = 1.0
+                y = nxt[:-1]
             ops += layer.ops(kern, h, y)
-            h = y
-        plan = _Plan(inbuf=inbuf, last=h, ops=ops, kernels=list(chosen),
+            if k < len(layers) - 1:
+                h = nxt
+        if not layers and live:  # no layer: the live outputs are the gathered inputs
+            ops.append(functools.partial(np.copyto, last[:live], inbuf))
+        if batch and not route.scatter_all:
+            assembled = np.empty((route.const.shape[0], batch), dtype=np.float32)
+        else:
+            assembled = None
+        plan = _Plan(inbuf=inbuf, last=last, ops=ops, assembled=assembled, kernels=list(chosen),
                      nbytes=limits.run_bytes(max(batch, 1), route.widths))
         if batch == 0:
             route.vec = plan
@@ -355,6 +420,14 @@ class BundleModel:
         if n == 0:
             return np.empty(shape, dtype=np.float32) if out is None else out
         vec = n == 1
+        if vec and route.fused is not None:
+            if out is None:
+                out = np.empty(shape, dtype=np.float32)
+            src = arr if single else arr[0]
+            if src.dtype != np.float32 or not src.flags.c_contiguous:
+                src = np.ascontiguousarray(src, dtype=np.float32)
+            route.fused.run(src, out.reshape(-1))
+            return out
         if not vec and n not in route.plans:
             self._check_batch(route, n)
         plan = route.vec if vec and route.vec is not None else self._plan(route, 0 if vec else n)
@@ -365,18 +438,18 @@ class BundleModel:
             np.take(src, route.index, axis=0, out=plan.inbuf, mode="clip")
         for op in plan.ops:
             op()
-        h = plan.last if vec else plan.last.T
-        if out is None:
-            if route.scatter_all:  # one allocation + copy, always C-contiguous
-                return h.copy().reshape(shape)
-            out = np.empty(shape, dtype=np.float32)
-        target = out if single else (out[0] if vec else out)
+        h = plan.last
         if route.scatter_all:
-            target[...] = h
-        else:
-            target[...] = route.const
-            if vec:
-                target[route.out_index] = h
-            else:
-                target[:, route.out_index] = h
+            if out is None:  # one allocation + copy, always C-contiguous
+                return (h.copy() if vec else h.T.copy()).reshape(shape)
+            (out.reshape(-1) if vec else out)[...] = h if vec else h.T
+            return out
+        if out is None:
+            out = np.empty(shape, dtype=np.float32)
+        if vec:
+            np.take(h, route.perm, out=out.reshape(-1), mode="clip")
+        else:  # rows gathered contiguously, then one transposed copy (not a strided gather)
+            assert plan.assembled is not None
+            np.take(h, route.perm, axis=0, out=plan.assembled, mode="clip")
+            out[...] = plan.assembled.T
         return out

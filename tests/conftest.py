@@ -11,8 +11,11 @@ from tests.factories import make_network
 
 @pytest.fixture(autouse=True)
 def _isolated_kernel_profile(tmp_path_factory, monkeypatch):
-    """Never read a calibrated kernel profile from the developer's real config directory."""
+    """Never read a calibrated kernel profile from the developer's real config directory, and
+    use the static rule rather than this architecture's built-in default (tests that want one
+    set ``kernel_profile.MACHINE``), so kernel choices do not depend on the CPU."""
     monkeypatch.setenv("EDGEPRUNE_HOME", str(tmp_path_factory.mktemp("edgeprune_home")))
+    monkeypatch.setattr("edgeprune.runtime.kernel_profile.MACHINE", "test-machine")
 
 
 @pytest.fixture

@@ -328,12 +328,12 @@ def test_run_header_over_the_array_bound(tmp_path, monkeypatch):
 def test_run_batch_over_the_buffer_bound(tmp_path, monkeypatch):
     np.save(tmp_path / "x.npy", np.zeros((300, 4), np.float32))
     monkeypatch.setattr(limits, "MAX_RUN_BYTES", 4096)
-    _run_fails(tmp_path, tmp_path / "x.npy", "split them into files of at most 102 samples")
+    _run_fails(tmp_path, tmp_path / "x.npy", "split them into files of at most 93 samples")
     model = load(_bundle(tmp_path / "m.npz"))
-    assert model.buffer_widths() == [4, 3, 3]
-    with pytest.raises(limits.LimitError, match="batches of at most 102 samples"):
+    assert model.buffer_widths() == [5, 3, 3]  # the input with its row of ones, layer, result
+    with pytest.raises(limits.LimitError, match="batches of at most 93 samples"):
         model(np.zeros((300, 4), np.float32))
-    assert model(np.zeros((102, 4), np.float32)).shape == (102, 3)
+    assert model(np.zeros((93, 4), np.float32)).shape == (93, 3)
 
 
 @pytest.mark.parametrize("value,where", [(np.nan, "value nan at row 1, column 2"),

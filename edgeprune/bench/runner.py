@@ -21,7 +21,11 @@ from edgeprune.fileio import write_text_atomic
 from edgeprune.inspector import layer_source
 from edgeprune.runtime.bench.energy import load_energy_profile
 from edgeprune.runtime.bench.harness import discover_artifacts, run_benchmark
-from edgeprune.runtime.kernel_profile import default_profile_path, load_kernel_profile
+from edgeprune.runtime.kernel_profile import (
+    builtin_kernel_profile,
+    default_profile_path,
+    load_kernel_profile,
+)
 
 __all__ = [
     "BenchOptions",
@@ -58,7 +62,8 @@ def parse_batches(text: str | Sequence[int]) -> list[int]:
 def kernel_profile_summary(path: str | os.PathLike[str] | None) -> tuple[Any, dict[str, Any]]:
     """``(profile argument for the runtime, summary for the results)``.
 
-    ``path`` None: the default location if a profile is there, else the static rule.
+    ``path`` None: the default location if a profile is there, else this architecture's
+    built-in default, else the static rule.
     """
     from edgeprune.runtime import kernels
 
@@ -66,7 +71,7 @@ def kernel_profile_summary(path: str | os.PathLike[str] | None) -> tuple[Any, di
         profile = load_kernel_profile(path)
     else:
         default = default_profile_path()
-        profile = load_kernel_profile(default) if default.is_file() else None
+        profile = load_kernel_profile(default) if default.is_file() else builtin_kernel_profile()
     if profile is None:
         return kernels.STATIC, {"source": f"static: csr when density < {kernels.DENSITY_THRESHOLD}"}
     return profile, {"source": profile.source, "created": profile.created,
