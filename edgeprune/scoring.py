@@ -145,6 +145,26 @@ def score_network(net: Network, x_explain: np.ndarray, *, estimator: str = "auto
                          peak_memory_bytes=max(0, peak), memory_budget=int(memory_budget))
 
 
+def rule_scores(scores: NetworkScores | list[np.ndarray], net: Network, rule: str = "paper",
+                alpha: float = 0.5) -> list[np.ndarray]:
+    """Per-layer link scores under ``--score-rule`` (:mod:`edgeprune.prune.rules`): ``paper``
+    is LI itself; ``hybrid`` is ``LI^alpha * |w|^(1 - alpha)`` with ``net``'s masked weights;
+    ``rms`` needs the full :class:`NetworkScores` (the mean and variance of phi), not just LI
+    arrays read from a file."""
+    from edgeprune.prune.rules import check_score_rule, hybrid_scores, rms_scores
+
+    check_score_rule(rule, alpha)
+    li = scores.li() if isinstance(scores, NetworkScores) else list(scores)
+    if rule == "hybrid":
+        return hybrid_scores(li, [layer.masked_weight for layer in net.layers], float(alpha))
+    if rule == "rms":
+        if not isinstance(scores, NetworkScores):
+            raise ModelError("--score-rule rms needs the mean and variance of phi, which a "
+                             "--scores file's li arrays do not carry; score without --scores")
+        return rms_scores([s.signed for s in scores.layers], [s.var for s in scores.layers])
+    return li
+
+
 def save_scores(scores: NetworkScores, path: str | os.PathLike) -> Path:
     """Write ``li{k}``, ``ui{k}``, ``signed{k}``, ``var{k}`` (and ``stderr{k}``, ``li_bias{k}``
     with a sampling estimator) to an .npz."""
