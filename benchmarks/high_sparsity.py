@@ -17,6 +17,8 @@ Variants (every one reachable from ``edgeprune compress``):
   over all layers (``prune_global_magnitude``, the paper_mnist row).
 * ``shap-sae``: ``--score-rule paper`` (mean |phi|, eq. 3); ``shap-rms``: ``--score-rule rms``;
   ``hybrid-0.5`` / ``hybrid-0.25``: ``--score-rule hybrid --alpha 0.5|0.25``.
+* ``hybrid-auto``: ``--score-rule hybrid --alpha auto`` (alpha of 0, .25, .5, .75, 1 with the
+  lowest validation MSE of the pruned, not yet fine-tuned network).
 * ``hybrid-0.5-g3`` / ``magnitude-g3``: ``--steps 3`` (cubic schedule 0.63 eta, 0.96 eta, eta),
   re-scoring the pruned network at each step, 3 + 3 epochs between steps and 4 after the last
   (the same 10 epochs in all). Pruned-only rows do not exist for gradual runs.
@@ -47,7 +49,7 @@ import paper_mnist as pm  # noqa: E402  (benchmarks/ is not a package)
 RUNS = HERE / "cache" / "high_sparsity"
 OUT = HERE / "results" / "high_sparsity"
 VARIANTS = ["magnitude", "global-magnitude", "lap", "shap-sae", "shap-rms", "hybrid-0.25",
-            "hybrid-0.5", "magnitude-g3", "hybrid-0.5-g3"]
+            "hybrid-0.5", "magnitude-g3", "hybrid-0.5-g3", "hybrid-auto"]
 RULES = {"shap-sae": ("paper", 1.0), "shap-rms": ("rms", 1.0), "hybrid-0.25": ("hybrid", 0.25),
          "hybrid-0.5": ("hybrid", 0.5), "hybrid-0.5-g3": ("hybrid", 0.5)}
 
@@ -57,7 +59,7 @@ def run_one(spec: str, seed: int, etas: list[float], variants: list[str], quiet:
     from edgeprune.data import explanation_set, load_dataset
     from edgeprune.gradual import gradual_prune
     from edgeprune.prune import baseline_scores, prune_global_magnitude, prune_network
-    from edgeprune.scoring import NetworkScores, rule_scores, score_network
+    from edgeprune.scoring import NetworkScores, auto_alpha_scores, rule_scores, score_network
     from edgeprune.shapley import LayerScores
     from edgeprune.train import accuracy, train_network
 
@@ -76,7 +78,7 @@ def run_one(spec: str, seed: int, etas: list[float], variants: list[str], quiet:
     ft = {"epochs": rc["finetune_epochs"], "lr": rc["finetune_lr"],
           "batch_size": rc["batch_size"], "seed": seed, "quiet": True}
     x_explain = explanation_set(ds, rc["samples"], seed)
-    rows = []
+    rows, extra_alpha = [], {}
 
     def record(variant, eta, net, finetune, seconds):
         recon = net.forward(ds.x_test)
@@ -86,7 +88,8 @@ def run_one(spec: str, seed: int, etas: list[float], variants: list[str], quiet:
                "classifier_accuracy": accuracy(clf, recon, ds.y_test),
                "inputs_read": int(net.layers[0].mask.any(axis=0).sum()),
                "links_kept_per_layer": [layer.n_active for layer in net.layers],
-               "seconds": round(seconds, 2)}
+               "seconds": round(seconds, 2),
+               **({"alpha": extra_alpha[eta]} if variant == "hybrid-auto" else {})}
         rows.append(row)
         if not quiet:
             print(f"  s{seed} {variant:>15} eta={eta:<4} ft={finetune!s:<5} "
@@ -117,7 +120,11 @@ def run_one(spec: str, seed: int, etas: list[float], variants: list[str], quiet:
                                       **{**ft, "epochs": left})[0]
                 record(variant, eta, tuned, True, time.perf_counter() - t0)
                 continue
-            if variant == "global-magnitude":
+            if variant == "hybrid-auto":
+                scores, search = auto_alpha_scores(shap, dense, ds.x_val, ds.y_val, sparsity=eta)
+                res = prune_network(dense, scores, sparsity=eta)
+                extra_alpha[eta] = search["alpha"]
+            elif variant == "global-magnitude":
                 res = prune_global_magnitude(dense, eta)
             elif rule is None:
                 res = prune_network(dense, baseline_scores(variant, dense, seed=seed),

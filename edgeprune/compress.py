@@ -30,7 +30,12 @@ from edgeprune.output_dir import staged_output_dir
 from edgeprune.prune import baseline_scores, compact_network, format_support_set, prune_network
 from edgeprune.prune.rules import check_score_rule
 from edgeprune.report import CompressReport, record_data_spec, record_path, write_json
-from edgeprune.scoring import load_link_scores, rule_scores, score_network
+from edgeprune.scoring import (
+    auto_alpha_scores,
+    load_link_scores,
+    rule_scores,
+    score_network,
+)
 from edgeprune.train import evaluate, train_network
 
 SUPPORT_SET_PRINT_LIMIT = 512  # networks with at most this many links get their support sets
@@ -52,7 +57,7 @@ class CompressOptions:
     memory_budget: int = DEFAULT_MEMORY_BUDGET
     scores_path: str | None = None
     score_rule: str = DEFAULT_SCORE_RULE  # shap-sae: paper (mean |phi|), rms or hybrid
-    alpha: float = DEFAULT_ALPHA  # the hybrid's exponent: LI^alpha * |w|^(1 - alpha)
+    alpha: float | str = DEFAULT_ALPHA  # hybrid: LI^alpha * |w|^(1 - alpha); or "auto"
     steps: int = 1  # gradual pruning: steps of the polynomial schedule towards --sparsity
     # neuron pruning (edgeprune.prune.neuron_walk): units first, then links
     granularity: str = "link"  # "link", "neuron" or "neuron,link"
@@ -126,16 +131,20 @@ def check_data_matches(net: Network, ds: Dataset) -> None:
 def link_scores(net: Network, ds: Dataset, opts: CompressOptions) -> tuple[list, dict | None]:
     """Per-layer non-negative link scores for the chosen method (+ a scoring summary)."""
     if opts.scores_path:
-        return rule_scores(load_link_scores(opts.scores_path, net), net,
-                           opts.score_rule, opts.alpha), {"from": str(opts.scores_path),
-                                                          **_rule_summary(opts)}
-    if opts.method == "shap-sae":
+        scores, summary = load_link_scores(opts.scores_path, net), {"from": str(opts.scores_path)}
+    elif opts.method == "shap-sae":
         x = explanation_set(ds, opts.samples, opts.seed)
         scores = score_network(net, x, estimator=opts.estimator, reference=opts.reference,
                                seed=opts.seed, memory_budget=opts.memory_budget, quiet=opts.quiet)
-        return (rule_scores(scores, net, opts.score_rule, opts.alpha),
-                {**scores.summary(), **_rule_summary(opts)})
-    return baseline_scores(opts.method, net, seed=opts.seed), None
+        summary = scores.summary()
+    else:
+        return baseline_scores(opts.method, net, seed=opts.seed), None
+    if opts.score_rule == "hybrid" and opts.alpha == "auto":
+        li, search = auto_alpha_scores(scores, net, ds.x_val, ds.y_val, sparsity=opts.sparsity,
+                                       importance_level=opts.importance_level)
+        return li, {**summary, "score_rule": "hybrid", **search}
+    return rule_scores(scores, net, opts.score_rule, opts.alpha), {**summary,
+                                                                   **_rule_summary(opts)}
 
 
 def _rule_summary(opts: CompressOptions) -> dict:

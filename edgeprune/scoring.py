@@ -154,6 +154,9 @@ def rule_scores(scores: NetworkScores | list[np.ndarray], net: Network, rule: st
     from edgeprune.prune.rules import check_score_rule, hybrid_scores, rms_scores
 
     check_score_rule(rule, alpha)
+    if alpha == "auto":
+        raise ModelError("--alpha auto is chosen by compress (it needs the data and the target); "
+                         "give a number here")
     li = scores.li() if isinstance(scores, NetworkScores) else list(scores)
     if rule == "hybrid":
         return hybrid_scores(li, [layer.masked_weight for layer in net.layers], float(alpha))
@@ -163,6 +166,30 @@ def rule_scores(scores: NetworkScores | list[np.ndarray], net: Network, rule: st
                              "--scores file's li arrays do not carry; score without --scores")
         return rms_scores([s.signed for s in scores.layers], [s.var for s in scores.layers])
     return li
+
+
+def auto_alpha_scores(scores: NetworkScores | list[np.ndarray], net: Network, x_val, y_val,
+                      *, sparsity: float | None = None,
+                      importance_level: float | None = None) -> tuple[list[np.ndarray], dict]:
+    """``--score-rule hybrid --alpha auto``: the hybrid scores whose pruned network (at the
+    target, before fine-tuning) has the lowest validation loss over ``ALPHA_GRID`` — MSE for an
+    autoencoder, error rate for a classifier (``y_val``) — and a summary of the search."""
+    from edgeprune.prune import prune_network
+    from edgeprune.prune.rules import choose_alpha, hybrid_scores
+
+    li = scores.li() if isinstance(scores, NetworkScores) else list(scores)
+    x_val = np.asarray(x_val, dtype=np.float32)
+
+    def loss(pruned: Network) -> float:
+        out = pruned.forward(x_val)
+        if net.kind == "classifier":
+            return float(np.mean(out.argmax(axis=1) != np.asarray(y_val)))
+        return float(np.mean((out - x_val) ** 2))
+
+    weights = [layer.masked_weight for layer in net.layers]
+    alpha, tried = choose_alpha(li, weights, lambda s: prune_network(
+        net, s, sparsity=sparsity, importance_level=importance_level).network, loss)
+    return hybrid_scores(li, weights, alpha), {"alpha": alpha, "alpha_search": tried}
 
 
 def save_scores(scores: NetworkScores, path: str | os.PathLike) -> Path:

@@ -140,3 +140,44 @@ def test_cli_score_rule_alpha_and_steps(tmp_path, small_model, npy_data):
                                     "--sparsity", "0.6", "--score-rule", "nope", "-o",
                                     str(tmp_path / "b")])
     assert bad.exit_code != 0 and "nope" in bad.output
+
+
+def test_choose_alpha_picks_the_lowest_loss_and_reports_every_candidate():
+    from edgeprune.prune.rules import ALPHA_GRID, choose_alpha
+
+    li, w = [np.ones((2, 2))], [np.ones((2, 2))]
+    losses = iter([3.0, 1.0, 0.5, 0.5, 2.0])
+    alpha, tried = choose_alpha(li, w, lambda s: s, lambda _: next(losses))
+    assert alpha == 0.5 and [t["alpha"] for t in tried] == list(ALPHA_GRID)
+
+
+def test_alpha_auto_end_to_end_api_and_cli(tmp_path, small_model, npy_data):
+    from edgeprune.checkpoint import load_network
+    from edgeprune.prune import prune_network
+    from edgeprune.prune.rules import ALPHA_GRID
+
+    net = load_network(small_model)
+    ds = load_dataset(npy_data)
+    res = compress(net, ds, tmp_path / "a", CompressOptions(
+        sparsity=0.6, score_rule="hybrid", alpha="auto", samples=32, export="npz", quiet=True))
+    sc = res.report.scoring
+    assert sc["alpha"] in ALPHA_GRID and len(sc["alpha_search"]) == len(ALPHA_GRID)
+    best = min(t["val_loss"] for t in sc["alpha_search"])
+    assert [t["val_loss"] for t in sc["alpha_search"] if t["alpha"] == sc["alpha"]] == [best]
+    # the chosen alpha's masks are what was applied
+    work = net.without_zero_links()
+    shap = score_network(work, explanation_set(ds, 32, 0), quiet=True)
+    want = prune_network(work, rule_scores(shap, work, "hybrid", sc["alpha"]), sparsity=0.6)
+    for got, exp in zip(res.network.layers, want.network.layers, strict=True):
+        np.testing.assert_array_equal(got.mask, exp.mask)
+    out = tmp_path / "c"
+    r = CliRunner().invoke(main, ["compress", str(small_model), "--data", npy_data,
+                                  "--sparsity", "0.6", "--score-rule", "hybrid", "--alpha",
+                                  "auto", "--samples", "32", "--export", "npz", "-q", "-o",
+                                  str(out)])
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / "report.json").read_text())["scoring"]["alpha"] == sc["alpha"]
+    bad = CliRunner().invoke(main, ["compress", str(small_model), "--data", npy_data,
+                                    "--sparsity", "0.6", "--alpha", "2", "-o",
+                                    str(tmp_path / "b")])
+    assert bad.exit_code != 0 and "auto" in bad.output

@@ -13,6 +13,12 @@ rules (``--score-rule``):
   exponent of the data term between magnitude (0) and the paper (1); 0.5 is the geometric mean of
   the two scores, the choice that favours neither in log-space.
 
+  ``--alpha auto`` picks alpha from :data:`ALPHA_GRID` by the validation loss of the network
+  pruned (not fine-tuned) at the requested eta or m with each candidate
+  (:func:`choose_alpha`): the data decide how much the data term should count, at the price of
+  one forward pass of the validation split per candidate. alpha = 0 (magnitude) and 1 (paper)
+  are candidates, so auto is never worse than either on that loss.
+
 ``polynomial_schedule`` is TF Model Optimization's ``PolynomialDecay`` with power 3 from 0 to
 eta in ``steps`` equal steps: ``eta_k = eta * (1 - (1 - k / steps)^3)``.
 
@@ -21,22 +27,27 @@ numpy only.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from edgeprune.choices import SCORE_RULES
 from edgeprune.errors import EdgepruneError
 
+#: The candidates of ``--alpha auto``.
+ALPHA_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
 
-def check_score_rule(rule: str, alpha: float) -> None:
-    """Validate ``--score-rule`` and ``--alpha`` (one line naming the fix)."""
+
+def check_score_rule(rule: str, alpha: float | str) -> None:
+    """Validate ``--score-rule`` and ``--alpha`` (a number in [0, 1] or ``auto``)."""
     if rule not in SCORE_RULES:
         raise EdgepruneError(f"--score-rule {rule!r}: use one of {', '.join(SCORE_RULES)}")
+    if alpha == "auto":
+        return
     try:
         a = float(alpha)
     except (TypeError, ValueError):
-        raise EdgepruneError(f"--alpha must be a number in [0, 1], got {alpha!r}") from None
+        raise EdgepruneError(f"--alpha must be a number in [0, 1] or auto, got {alpha!r}") from None
     if not np.isfinite(a) or not 0.0 <= a <= 1.0:
         raise EdgepruneError(f"--alpha must be in [0, 1], e.g. 0.5; got {alpha!r}")
 
@@ -65,3 +76,17 @@ def polynomial_schedule(eta: float, steps: int, power: float = 3.0) -> list[floa
         raise EdgepruneError(f"--steps must be a whole number >= 1, got {steps!r}")
     steps = int(steps)
     return [float(eta * (1.0 - (1.0 - k / steps) ** power)) for k in range(1, steps + 1)]
+
+
+def choose_alpha(li: Sequence[np.ndarray], weights: Sequence[np.ndarray],
+                 prune: Callable, loss: Callable,
+                 grid: Sequence[float] = ALPHA_GRID) -> tuple[float, list[dict]]:
+    """The alpha of ``grid`` whose hybrid scores give the lowest ``loss(prune(scores))``
+    (ties: the first in the grid), and every candidate's loss. ``prune(scores) -> Network``,
+    ``loss(network) -> float`` (e.g. validation MSE)."""
+    tried = []
+    for a in grid:
+        tried.append({"alpha": float(a), "val_loss": float(loss(prune(hybrid_scores(
+            li, weights, float(a)))))})
+    best = min(tried, key=lambda t: t["val_loss"])
+    return best["alpha"], tried
