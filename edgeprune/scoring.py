@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from edgeprune.choices import DEFAULT_MEMORY_BUDGET, ESTIMATORS, REFERENCES
+from edgeprune.choices import DEFAULT_ALPHA, DEFAULT_MEMORY_BUDGET, ESTIMATORS, REFERENCES
 from edgeprune.fileio import atomic_path
 from edgeprune.network import ModelError, Network
 from edgeprune.peak_memory import PeakMemory, current_rss
@@ -146,7 +146,7 @@ def score_network(net: Network, x_explain: np.ndarray, *, estimator: str = "auto
 
 
 def rule_scores(scores: NetworkScores | list[np.ndarray], net: Network, rule: str = "paper",
-                alpha: float = 0.5) -> list[np.ndarray]:
+                alpha: float = DEFAULT_ALPHA) -> list[np.ndarray]:
     """Per-layer link scores under ``--score-rule`` (:mod:`edgeprune.prune.rules`): ``paper``
     is LI itself; ``hybrid`` is ``LI^alpha * |w|^(1 - alpha)`` with ``net``'s masked weights;
     ``rms`` needs the full :class:`NetworkScores` (the mean and variance of phi), not just LI

@@ -7,11 +7,12 @@ rules (``--score-rule``):
 
 * ``rms``: ``sqrt(mean_x phi_ij(x)^2) = sqrt(var + signed^2)``, which weighs the samples where
   the link matters most more than the mean does.
-* ``hybrid``: ``LI^alpha * |w|^(1 - alpha)`` (alpha in [0, 1], ``--alpha``, default 0.5). For a
-  unit that is linear on the explanation set, with the zero reference ``phi_ij(x) = w_ij x_j``,
-  so ``LI = |w_ij| E|x_j|`` and the hybrid is ``|w_ij| (E|x_j|)^alpha``: alpha interpolates the
-  exponent of the data term between magnitude (0) and the paper (1); 0.5 is the geometric mean of
-  the two scores, the choice that favours neither in log-space.
+* ``hybrid``: ``LI^alpha * |w|^(1 - alpha)`` (alpha in [0, 1], ``--alpha``, default 0.25). For
+  a unit that is linear on the explanation set, with the zero reference ``phi_ij(x) = w_ij x_j``,
+  so ``LI = |w_ij| E|x_j|`` and the hybrid is ``|w_ij| (E|x_j|)^alpha``: alpha is the exponent
+  of the data term, between magnitude (0) and the paper (1); 0.5 is the geometric mean of the two
+  scores. 0.25 is the default because it was the best fixed alpha measured
+  (benchmarks/results/high_sparsity: 0.5 drops too many rarely-lit inputs at eta 0.95).
 
   ``--alpha auto`` picks alpha from :data:`ALPHA_GRID` by the validation loss of the network
   pruned (not fine-tuned) at the requested eta or m with each candidate
