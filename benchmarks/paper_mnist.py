@@ -130,8 +130,10 @@ def _cached(path: Path, make):
     return net, time.perf_counter() - t0
 
 
-def trained_models(spec: str, ds, seed: int, rc: dict, quiet: bool) -> tuple[dict, dict]:
-    """Dense, k-sparse and dropout autoencoders and the fixed classifier (cached)."""
+def trained_models(spec: str, ds, seed: int, rc: dict, quiet: bool,
+                   only: tuple[str, ...] | None = None) -> tuple[dict, dict]:
+    """Dense, k-sparse and dropout autoencoders and the fixed classifier (cached); ``only``
+    limits the autoencoders to those names (e.g. ``("dense",)``)."""
     from edgeprune.regularized_training import train_dropout_autoencoder, train_ksparse_autoencoder
     from edgeprune.train import (
         build_autoencoder,
@@ -163,6 +165,8 @@ def trained_models(spec: str, ds, seed: int, rc: dict, quiet: bool) -> tuple[dic
     nets, info = {}, {"in_dim": ds.dim, "hidden": hidden, "ksparse_k": k, "epochs_used": ep,
                       "train_seconds": {}}
     for name, (variant, make) in variants.items():
+        if only is not None and name not in only:
+            continue
         path = CACHE / f"{tag}_ae_{dims}_{variant}_e{ep}_s{seed}.pt"
         nets[name], info["train_seconds"][name] = _cached(path, make)
         if not quiet:
@@ -181,13 +185,18 @@ def trained_models(spec: str, ds, seed: int, rc: dict, quiet: bool) -> tuple[dic
     return nets, info
 
 
+def scores_path(spec: str, net, seed: int, rc: dict) -> Path:
+    """Where :func:`shap_scores` caches the scores of ``net`` (an ``edgeprune score`` .npz)."""
+    return CACHE / (f"{cache_tag(spec)}_scores_{rc['estimator']}_{rc['samples']}_"
+                    f"{net.fingerprint()}_s{seed}.npz")
+
+
 def shap_scores(spec: str, net, ds, seed: int, rc: dict) -> tuple[list, dict]:
     """SHAP-SAE link importances of ``net`` (cached by the network's fingerprint)."""
     from edgeprune.data import explanation_set
     from edgeprune.scoring import load_link_scores, save_scores, score_network
 
-    path = CACHE / (f"{cache_tag(spec)}_scores_{rc['estimator']}_{rc['samples']}_"
-                    f"{net.fingerprint()}_s{seed}.npz")
+    path = scores_path(spec, net, seed, rc)
     if path.is_file():
         return load_link_scores(path, net), {"cached": True, "path": path.name}
     t0 = time.perf_counter()

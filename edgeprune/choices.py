@@ -13,6 +13,11 @@ ESTIMATORS = ("auto", "linear", "exact", "permutation", "kernel", "analytic")
 REFERENCES = ("zero", "mean")
 #: How links are scored for pruning: Shapley values or a baseline.
 METHODS = ("shap-sae", "magnitude", "random", "lap")
+#: How SHAP-SAE turns per-sample Shapley values into a link score (``--score-rule``):
+#: the paper's mean |phi|, their root mean square, or LI^alpha * |w|^(1 - alpha).
+SCORE_RULES = ("paper", "rms", "hybrid")
+DEFAULT_SCORE_RULE = "paper"
+DEFAULT_ALPHA = 0.25  # the best fixed alpha in benchmarks/results/high_sparsity
 #: What is pruned, in the order the stages run.
 GRANULARITIES = ("neuron", "link")
 #: Estimators of the neuron game (``edgeprune.shapley.neuron_game``).

@@ -276,6 +276,23 @@ def score(model, data_spec, estimator, samples, reference, seed, memory_budget, 
         click.echo(f"wrote {output}")
 
 
+class AlphaType(click.ParamType):
+    """``--alpha``: a number in [0, 1] or ``auto``."""
+
+    name = "[0..1|auto]"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, float) or value == "auto":
+            return value
+        try:
+            alpha = float(value)
+        except ValueError:
+            alpha = -1.0
+        if not 0.0 <= alpha <= 1.0:
+            self.fail(f"{value!r} is not a number in [0, 1] or auto", param, ctx)
+        return alpha
+
+
 @main.command(context_settings=CONTEXT)
 @click.argument("model", type=click.Path(dir_okay=False))
 @data_option
@@ -291,6 +308,17 @@ def score(model, data_spec, estimator, samples, reference, seed, memory_budget, 
 @with_scoring_options
 @click.option("--scores", "scores_path", default=None, type=click.Path(dir_okay=False),
               help="Reuse link scores written by `edgeprune score`.")
+@click.option("--score-rule", default=choices.DEFAULT_SCORE_RULE, show_default=True,
+              type=click.Choice(choices.SCORE_RULES),
+              help="shap-sae link score: paper (mean |phi|, eq. 3), rms (root mean square of "
+                   "phi) or hybrid (LI^alpha * |w|^(1-alpha)).")
+@click.option("--alpha", type=AlphaType(), default=str(choices.DEFAULT_ALPHA),
+              show_default=True, help="Exponent of LI in --score-rule hybrid (0: magnitude, "
+                                      "1: paper), or auto: the one of 0, .25, .5, .75, 1 whose "
+                                      "pruned network has the lowest validation loss.")
+@click.option("--steps", type=click.IntRange(1), default=1, show_default=True,
+              help="Gradual pruning: reach --sparsity in N steps of a cubic schedule, "
+                   "re-scoring and fine-tuning between steps (the --finetune-epochs are shared).")
 @click.option("--finetune-epochs", type=click.IntRange(0), default=0, show_default=True,
               help="Epochs of masked fine-tuning after pruning (pruned links stay zero).")
 @click.option("--export", "export_formats", default="auto", show_default=True,

@@ -17,14 +17,25 @@ import numpy as np
 from edgeprune import __version__
 from edgeprune.artifacts import ExportOptions, parse_formats, write_artifacts
 from edgeprune.checkpoint import save_checkpoint
-from edgeprune.choices import DEFAULT_MEMORY_BUDGET, METHODS
+from edgeprune.choices import (
+    DEFAULT_ALPHA,
+    DEFAULT_MEMORY_BUDGET,
+    DEFAULT_SCORE_RULE,
+    METHODS,
+)
 from edgeprune.data import Dataset, explanation_set
 from edgeprune.fileio import write_text_atomic
 from edgeprune.network import ModelError, Network
 from edgeprune.output_dir import staged_output_dir
 from edgeprune.prune import baseline_scores, compact_network, format_support_set, prune_network
+from edgeprune.prune.rules import check_score_rule
 from edgeprune.report import CompressReport, record_data_spec, record_path, write_json
-from edgeprune.scoring import load_link_scores, score_network
+from edgeprune.scoring import (
+    auto_alpha_scores,
+    load_link_scores,
+    rule_scores,
+    score_network,
+)
 from edgeprune.train import evaluate, train_network
 
 SUPPORT_SET_PRINT_LIMIT = 512  # networks with at most this many links get their support sets
@@ -45,6 +56,9 @@ class CompressOptions:
     finetune_lr: float = 1e-3
     memory_budget: int = DEFAULT_MEMORY_BUDGET
     scores_path: str | None = None
+    score_rule: str = DEFAULT_SCORE_RULE  # shap-sae: paper (mean |phi|), rms or hybrid
+    alpha: float | str = DEFAULT_ALPHA  # hybrid: LI^alpha * |w|^(1 - alpha); or "auto"
+    steps: int = 1  # gradual pruning: steps of the polynomial schedule towards --sparsity
     # neuron pruning (edgeprune.prune.neuron_walk): units first, then links
     granularity: str = "link"  # "link", "neuron" or "neuron,link"
     strategy: str | None = None  # svbottom:k, svbottom-p:p, svbucket:p, random:k, wbottom:k
@@ -86,6 +100,15 @@ class CompressOptions:
             raise ModelError(f"--sparsity {self.sparsity}: eta must be in [0, 1), e.g. 0.9")
         if self.method not in METHODS:
             raise ModelError(f"--method {self.method!r}: use one of {', '.join(METHODS)}")
+        check_score_rule(self.score_rule, self.alpha)
+        if self.steps != 1:
+            if int(self.steps) != self.steps or self.steps < 1:
+                raise ModelError(f"--steps {self.steps}: must be a whole number >= 1")
+            if self.sparsity is None or "link" not in self.granularities():
+                raise ModelError("--steps N prunes links towards --sparsity ETA; give --sparsity")
+            if self.scores_path:
+                raise ModelError("--steps N re-scores the pruned network at every step; "
+                                 "drop --scores")
         if self.samples < 1:
             raise ModelError("--samples must be at least 1")
         if self.finetune_epochs < 0:
@@ -115,13 +138,25 @@ def check_data_matches(net: Network, ds: Dataset) -> None:
 def link_scores(net: Network, ds: Dataset, opts: CompressOptions) -> tuple[list, dict | None]:
     """Per-layer non-negative link scores for the chosen method (+ a scoring summary)."""
     if opts.scores_path:
-        return load_link_scores(opts.scores_path, net), {"from": str(opts.scores_path)}
-    if opts.method == "shap-sae":
+        scores, summary = load_link_scores(opts.scores_path, net), {"from": str(opts.scores_path)}
+    elif opts.method == "shap-sae":
         x = explanation_set(ds, opts.samples, opts.seed)
         scores = score_network(net, x, estimator=opts.estimator, reference=opts.reference,
                                seed=opts.seed, memory_budget=opts.memory_budget, quiet=opts.quiet)
-        return scores.li(), scores.summary()
-    return baseline_scores(opts.method, net, seed=opts.seed), None
+        summary = scores.summary()
+    else:
+        return baseline_scores(opts.method, net, seed=opts.seed), None
+    if opts.score_rule == "hybrid" and opts.alpha == "auto":
+        li, search = auto_alpha_scores(scores, net, ds.x_val, ds.y_val, sparsity=opts.sparsity,
+                                       importance_level=opts.importance_level)
+        return li, {**summary, "score_rule": "hybrid", **search}
+    return rule_scores(scores, net, opts.score_rule, opts.alpha), {**summary,
+                                                                   **_rule_summary(opts)}
+
+
+def _rule_summary(opts: CompressOptions) -> dict:
+    return {"score_rule": opts.score_rule,
+            **({"alpha": opts.alpha} if opts.score_rule == "hybrid" else {})}
 
 
 def compress(net: Network, ds: Dataset, outdir: str | os.PathLike,
@@ -143,8 +178,8 @@ def compress(net: Network, ds: Dataset, outdir: str | os.PathLike,
 
             walk = neuron_stage(net, ds, opts)
         work = walk.network if walk is not None else net
-        result, scoring = _prune_links(work, ds, opts)
-        pruned, history = _finetune(result.network, ds, opts)
+        result, scoring, steps, epochs = _prune_links(work, ds, opts)
+        pruned, history = _finetune(result.network, ds, opts, epochs)
         after = evaluate(pruned, ds, opts.seed)
         quantization = None
         if opts.export_options.quantize != "none":  # the accuracy guard, before any file
@@ -158,6 +193,7 @@ def compress(net: Network, ds: Dataset, outdir: str | os.PathLike,
         report = _report(net, pruned, compact_net, ds, opts, result, scoring, walk,
                          {"before": before, "after": after}, history, outdir)
         report.quantization = quantization
+        report.steps = steps
         _write_outputs(staging, net, pruned, compact_net, ds, opts, report, walk, t0)
     return CompressResult(pruned, report, Path(outdir))
 
@@ -167,21 +203,29 @@ def _prune_links(work: Network, ds: Dataset, opts: CompressOptions):
     if "link" not in opts.granularities():
         from edgeprune.prune.neuron_walk import unpruned_links
 
-        return unpruned_links(work), None
+        return unpruned_links(work), None, None, opts.finetune_epochs
+    if opts.steps > 1:  # gradual: re-score and fine-tune between the schedule's steps
+        from edgeprune.gradual import gradual_prune
+
+        return gradual_prune(work, ds, opts, lambda n: link_scores(n, ds, opts),
+                             lambda n, e: _finetune(n, ds, opts, e)[0],
+                             lambda n: evaluate(n, ds, opts.seed))
     scores, scoring = link_scores(work, ds, opts)
     return prune_network(work, scores, importance_level=opts.importance_level,
-                         sparsity=opts.sparsity), scoring
+                         sparsity=opts.sparsity), scoring, None, opts.finetune_epochs
 
 
-def _finetune(pruned: Network, ds: Dataset, opts: CompressOptions) -> tuple[Network, list]:
-    if not opts.finetune_epochs:
+def _finetune(pruned: Network, ds: Dataset, opts: CompressOptions,
+              epochs: int | None = None) -> tuple[Network, list]:
+    epochs = opts.finetune_epochs if epochs is None else epochs
+    if not epochs:
         return pruned, []
     if pruned.kind == "classifier":  # cross-entropy, not MSE
         from edgeprune.train import fit
 
-        return fit(pruned, ds, epochs=opts.finetune_epochs, lr=opts.finetune_lr,
+        return fit(pruned, ds, epochs=epochs, lr=opts.finetune_lr,
                    seed=opts.seed, quiet=opts.quiet, desc="fine-tune")
-    return train_network(pruned, ds.x_train, ds.x_val, epochs=opts.finetune_epochs,
+    return train_network(pruned, ds.x_train, ds.x_val, epochs=epochs,
                          lr=opts.finetune_lr, seed=opts.seed, quiet=opts.quiet,
                          desc="fine-tune")
 

@@ -142,7 +142,10 @@ def format_markdown(report: dict) -> str:
         + (f", estimator `{report['scoring']['estimator']}`"
            if (report.get("scoring") or {}).get("estimator") else "")
         + (f", scores from `{report['scoring']['from']}`"
-           if (report.get("scoring") or {}).get("from") else ""),
+           if (report.get("scoring") or {}).get("from") else "")
+        + (f", score rule `{report['scoring']['score_rule']}`"
+           + (f" (α = {report['scoring']['alpha']:g})" if "alpha" in report["scoring"] else "")
+           if (report.get("scoring") or {}).get("score_rule") else ""),
         f"- achieved sparsity η = {report['sparsity']:.4f}"
         + importance_level_line(report).replace(" at importance", " at SHAP-SAE importance"),
         f"- links kept: {report['links_kept']} of {report['links_total']}",
@@ -170,6 +173,13 @@ def format_markdown(report: dict) -> str:
         + (", ".join(f"output {int(k) + 1} = {v:.4g}"
                      for k, v in list(report["constant_outputs"].items())[:32]) or "none"),
     ]
+    if report.get("steps"):
+        lines += ["", "## Gradual pruning steps", "", "| step | target η | η | fine-tune epochs "
+                  "| test metrics |", "|---:|---:|---:|---:|---|"]
+        lines += [f"| {s['step']} | {s['target_sparsity']:.4f} | {s['sparsity']:.4f} | "
+                  f"{s['finetune_epochs']} | "
+                  + ", ".join(f"{k} {v:.4g}" for k, v in s["metrics"].items()
+                              if isinstance(v, (int, float))) + " |" for s in report["steps"]]
     if report.get("support_sets"):
         lines += ["", "## Support sets (1-based (i, j): unit i of layer l, unit j of layer l-1)", ""]
         lines += [f"- {s}" for s in report["support_sets"]]
@@ -227,6 +237,7 @@ class CompressReport:
     export_notes: list[str] = field(default_factory=list)
     runtime_max_abs_diff: float | None = None
     seconds: float | None = None
+    steps: list[dict] | None = None  # gradual pruning (--steps N): one record per step
 
     def to_dict(self) -> dict:
         """report.json's content (optional parts only when present)."""
@@ -255,7 +266,7 @@ class CompressReport:
 
 
 _OPTIONAL_KEYS = {"network_pruned", "neuron_walk", "support_sets", "runtime_max_abs_diff",
-                  "seconds", "quantization"}
+                  "seconds", "quantization", "steps"}
 
 PATH_SPECS = ("idx:", "npy:", "csv:")  # data specs that name a file
 

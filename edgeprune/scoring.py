@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from edgeprune.choices import DEFAULT_MEMORY_BUDGET, ESTIMATORS, REFERENCES
+from edgeprune.choices import DEFAULT_ALPHA, DEFAULT_MEMORY_BUDGET, ESTIMATORS, REFERENCES
 from edgeprune.fileio import atomic_path
 from edgeprune.network import ModelError, Network
 from edgeprune.peak_memory import PeakMemory, current_rss
@@ -143,6 +143,53 @@ def score_network(net: Network, x_explain: np.ndarray, *, estimator: str = "auto
         results.append(scores)
     return NetworkScores(results, estimator, reference, len(x_explain), seed,
                          peak_memory_bytes=max(0, peak), memory_budget=int(memory_budget))
+
+
+def rule_scores(scores: NetworkScores | list[np.ndarray], net: Network, rule: str = "paper",
+                alpha: float = DEFAULT_ALPHA) -> list[np.ndarray]:
+    """Per-layer link scores under ``--score-rule`` (:mod:`edgeprune.prune.rules`): ``paper``
+    is LI itself; ``hybrid`` is ``LI^alpha * |w|^(1 - alpha)`` with ``net``'s masked weights;
+    ``rms`` needs the full :class:`NetworkScores` (the mean and variance of phi), not just LI
+    arrays read from a file."""
+    from edgeprune.prune.rules import check_score_rule, hybrid_scores, rms_scores
+
+    check_score_rule(rule, alpha)
+    if alpha == "auto":
+        raise ModelError("--alpha auto is chosen by compress (it needs the data and the target); "
+                         "give a number here")
+    li = scores.li() if isinstance(scores, NetworkScores) else list(scores)
+    if rule == "hybrid":
+        return hybrid_scores(li, [layer.masked_weight for layer in net.layers], float(alpha))
+    if rule == "rms":
+        if not isinstance(scores, NetworkScores):
+            raise ModelError("--score-rule rms needs the mean and variance of phi, which a "
+                             "--scores file's li arrays do not carry; score without --scores")
+        return rms_scores([s.signed for s in scores.layers], [s.var for s in scores.layers])
+    return li
+
+
+def auto_alpha_scores(scores: NetworkScores | list[np.ndarray], net: Network, x_val, y_val,
+                      *, sparsity: float | None = None,
+                      importance_level: float | None = None) -> tuple[list[np.ndarray], dict]:
+    """``--score-rule hybrid --alpha auto``: the hybrid scores whose pruned network (at the
+    target, before fine-tuning) has the lowest validation loss over ``ALPHA_GRID`` — MSE for an
+    autoencoder, error rate for a classifier (``y_val``) — and a summary of the search."""
+    from edgeprune.prune import prune_network
+    from edgeprune.prune.rules import choose_alpha, hybrid_scores
+
+    li = scores.li() if isinstance(scores, NetworkScores) else list(scores)
+    x_val = np.asarray(x_val, dtype=np.float32)
+
+    def loss(pruned: Network) -> float:
+        out = pruned.forward(x_val)
+        if net.kind == "classifier":
+            return float(np.mean(out.argmax(axis=1) != np.asarray(y_val)))
+        return float(np.mean((out - x_val) ** 2))
+
+    weights = [layer.masked_weight for layer in net.layers]
+    alpha, tried = choose_alpha(li, weights, lambda s: prune_network(
+        net, s, sparsity=sparsity, importance_level=importance_level).network, loss)
+    return hybrid_scores(li, weights, alpha), {"alpha": alpha, "alpha_search": tried}
 
 
 def save_scores(scores: NetworkScores, path: str | os.PathLike) -> Path:

@@ -1,0 +1,60 @@
+"""benchmarks/high_sparsity.py: paired differences and the report (fast), one real run (slow)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+
+def _rows():
+    rows = []
+    for seed, (mag, hyb) in enumerate([(0.80, 0.82), (0.70, 0.73), (0.75, 0.76)]):
+        for variant, acc in (("magnitude", mag), ("hybrid-0.5", hyb), ("dense", 0.9)):
+            for ft in (True, False):
+                rows.append({"dataset": "digits", "variant": variant,
+                             "eta": 0.0 if variant == "dense" else 0.9, "finetune": ft,
+                             "seed": seed, "classifier_accuracy": acc, "mse": 1 - acc,
+                             "inputs_read": 10})
+    return rows
+
+
+def test_paired_differences_are_per_seed():
+    import high_sparsity as hs  # benchmarks/ is on pytest's pythonpath
+
+    d = hs.paired(_rows(), "hybrid-0.5", 0.9, True, "classifier_accuracy")
+    np.testing.assert_allclose(d, [2.0, 3.0, 1.0])
+    assert hs.fmt(d) == "+2.00 ± 1.00"
+
+
+def test_report_writes_table_and_plot(tmp_path):
+    import high_sparsity as hs
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    rows = _rows()
+    for seed in range(3):
+        (runs / f"s{seed}.json").write_text(json.dumps(
+            {"dataset": "digits", "seed": seed, "etas": [0.9],
+             "rows": [r for r in rows if r["seed"] == seed]}))
+    assert hs.main(["--report", "--runs", str(runs), "--out", str(tmp_path / "out")]) == 0
+    md = (tmp_path / "out" / "summary.md").read_text()
+    assert "measured on this host" in md and "| hybrid-0.5 | 77.00 | +2.00 ± 1.00 | 10 |" in md
+    assert (tmp_path / "out" / "high_sparsity.png").stat().st_size > 0
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["measured_on"]
+
+
+@pytest.mark.slow
+def test_one_digits_run_end_to_end(tmp_path, monkeypatch):
+    import high_sparsity as hs
+    import paper_mnist
+
+    monkeypatch.setattr(paper_mnist, "CACHE", tmp_path / "cache")
+    assert hs.main(["--data", "digits", "--seeds", "0", "--etas", "0.9", "--variants",
+                    "magnitude,hybrid-0.5,hybrid-0.5-g3", "--runs", str(tmp_path / "r"),
+                    "--quiet"]) == 0
+    doc = json.loads(next((tmp_path / "r").glob("*.json")).read_text())
+    got = {(r["variant"], r["finetune"]) for r in doc["rows"]}
+    assert ("hybrid-0.5-g3", True) in got and ("hybrid-0.5", False) in got
+    assert all(abs(r["achieved_eta"] - 0.9) < 0.02 for r in doc["rows"] if r["eta"] == 0.9)
