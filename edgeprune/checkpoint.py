@@ -29,7 +29,7 @@ import numpy as np
 
 from edgeprune.errors import first_line
 from edgeprune.fileio import atomic_path
-from edgeprune.layer_chain import Op, build_network, fold_chain
+from edgeprune.layer_chain import Op, batchnorm_op, build_network, fold_chain
 from edgeprune.network import Layer, ModelError, Network, parse_activations
 
 CHECKPOINT_FORMAT = "edgeprune-checkpoint"
@@ -361,11 +361,8 @@ def _from_state_dict(state: dict, path: Path, activations: str | None, latent: i
     for prefix, params in groups.items():
         w = params.get("weight")
         if "running_mean" in params and "running_var" in params:
-            n = params["running_mean"].shape[0]
-            entries.append(Op("batchnorm", prefix, "BatchNorm1d", bn={
-                "gamma": w if w is not None else np.ones(n),
-                "beta": params.get("bias", np.zeros(n)), "mean": params["running_mean"],
-                "var": params["running_var"], "eps": 1e-5}))
+            entries.append(batchnorm_op(prefix, "BatchNorm1d", params["running_mean"],
+                                        params["running_var"], w, params.get("bias")))
         elif w is not None and w.ndim == 2:
             b = params.get("bias")
             entries.append(Op("linear", prefix, "Linear", w,
@@ -460,14 +457,11 @@ def _module_op(name: str, leaf, source) -> Op | None:
                              "(track_running_stats=False), so in eval mode it normalises with "
                              "each batch's own statistics and cannot be folded; retrain with "
                              "running statistics")
-        n = leaf.running_mean.shape[0]
         weight = getattr(leaf, "weight", None)
         bias = getattr(leaf, "bias", None)
-        return Op("batchnorm", name, tname, bn={
-            "gamma": _numpy(weight) if weight is not None else np.ones(n),
-            "beta": _numpy(bias) if bias is not None else np.zeros(n),
-            "mean": _numpy(leaf.running_mean), "var": _numpy(leaf.running_var),
-            "eps": _bn_eps(leaf)})
+        return batchnorm_op(name, tname, _numpy(leaf.running_mean), _numpy(leaf.running_var),
+                            None if weight is None else _numpy(weight),
+                            None if bias is None else _numpy(bias), _bn_eps(leaf))
     if tname in _ACT_BY_TYPE:
         return Op("act", name, tname, activation=_ACT_BY_TYPE[tname],
                   negative_slope=float(getattr(leaf, "negative_slope", 0.01)))

@@ -25,6 +25,9 @@ NEURON_ESTIMATORS = ("auto", "exact", "permutation", "subset")
 #: What a unit outside a coalition emits in the neuron game.
 SILENCE = ("zero", "mean")
 
+#: Data specs (``--data``) that name a file: ``idx:PATH``, ``npy:PATH``, ``csv:PATH``.
+PATH_SPECS = ("idx:", "npy:", "csv:")
+
 #: Memory scoring may hold at once (``--memory-budget``), in GB and in bytes.
 DEFAULT_MEMORY_BUDGET_GB = 2.0
 DEFAULT_MEMORY_BUDGET = int(DEFAULT_MEMORY_BUDGET_GB * 1024**3)

@@ -42,6 +42,17 @@ class Op:
     negative_slope: float = 0.01  # act: leaky_relu
 
 
+def batchnorm_op(name: str, type_name: str, mean, var, gamma=None, beta=None,
+                 eps: float = 1e-5) -> Op:
+    """A BatchNorm in eval mode; no ``gamma``/``beta`` means a BN without affine parameters."""
+    n = np.asarray(mean).shape[0]
+    return Op("batchnorm", name, type_name, bn={
+        "gamma": np.ones(n) if gamma is None else np.asarray(gamma, np.float64),
+        "beta": np.zeros(n) if beta is None else np.asarray(beta, np.float64),
+        "mean": np.asarray(mean, np.float64), "var": np.asarray(var, np.float64),
+        "eps": float(eps)})
+
+
 @dataclass
 class FoldedChain:
     """The layers of a model with its BatchNorms folded in, and what was done."""

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeprune.errors import first_line
-from edgeprune.layer_chain import Op, build_network, fold_chain
+from edgeprune.layer_chain import Op, batchnorm_op, build_network, fold_chain
 from edgeprune.network import ModelError, Network
 
 _ACTIVATIONS = {"Relu": "relu", "LeakyRelu": "leaky_relu", "Sigmoid": "sigmoid", "Tanh": "tanh"}
@@ -150,8 +150,7 @@ def _node_op(node, where: str, consts: dict, path: Path) -> Op | None:
         return Op("bias", name, t, bias=_const(consts, other[0], where, path).reshape(-1))
     if t == "BatchNormalization":
         gamma, beta, mean, var = (_const(consts, i, where, path) for i in node.input[1:5])
-        return Op("batchnorm", name, t, bn={"gamma": gamma, "beta": beta, "mean": mean,
-                                            "var": var, "eps": float(_attr(node, "epsilon", 1e-5))})
+        return batchnorm_op(name, t, mean, var, gamma, beta, _attr(node, "epsilon", 1e-5))
     if t in _ACTIVATIONS:
         return Op("act", name, t, activation=_ACTIVATIONS[t],
                   negative_slope=float(_attr(node, "alpha", 0.01)))

@@ -36,6 +36,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from edgeprune import __version__
+from edgeprune.choices import PATH_SPECS
 from edgeprune.errors import EdgepruneError
 from edgeprune.fileio import write_text_atomic
 
@@ -222,7 +223,7 @@ def check_output_file(output: str | os.PathLike, inputs: dict[str, object],
         if source is None:
             continue
         source = str(source)
-        for prefix in ("idx:", "npy:", "csv:"):
+        for prefix in PATH_SPECS:
             source = source.removeprefix(prefix)
         if output.exists() and Path(source).exists() and _same(output, Path(source)) or \
                 output.resolve() == Path(source).resolve():

@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from edgeprune.choices import PATH_SPECS
 from edgeprune.fileio import write_text_atomic
 
 
@@ -268,7 +269,6 @@ class CompressReport:
 _OPTIONAL_KEYS = {"network_pruned", "neuron_walk", "support_sets", "runtime_max_abs_diff",
                   "seconds", "quantization", "steps"}
 
-PATH_SPECS = ("idx:", "npy:", "csv:")  # data specs that name a file
 
 
 def record_path(path: str | os.PathLike, outdir: str | os.PathLike) -> str:
