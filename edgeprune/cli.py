@@ -479,14 +479,19 @@ def export(pruned, formats, data_spec, onnx_sparse_initializers, tflite_sparse, 
               help="Where to write the outputs (.npy); never the bundle or the inputs.")
 @click.option("--kernel", type=click.Choice(["auto", "dense", "csr"]), default="auto", help="Layer kernel (auto: dense or CSR by density).",
               show_default=True)
+@click.option("--engine", type=click.Choice(["numpy", "numba"]), default="numpy",
+              show_default=True,
+              help="numba: one compiled call per sample over all layers (pip install "
+                   "'edgeprune[fast]'); numpy: always available.")
 @click.option("--encode", "mode", flag_value="encode", help="Return the latent code.")
 @click.option("--decode", "mode", flag_value="decode", help="Inputs are latent codes.")
 @_user_errors
-def run(bundle, inputs, output, kernel, mode):
-    """Run a model.npz bundle on INPUTS (.npy) with the NumPy runtime; write OUTPUT (.npy)."""
+def run(bundle, inputs, output, kernel, engine, mode):
+    """Run a model.npz bundle on INPUTS (.npy) with the edgeprune runtime; write OUTPUT (.npy)."""
     from edgeprune.workflows import run_bundle
 
-    shape = run_bundle(bundle, inputs, output, kernel=kernel, mode=mode or "forward")
+    shape = run_bundle(bundle, inputs, output, kernel=kernel, mode=mode or "forward",
+                       engine=engine)
     click.echo(f"wrote {output} {shape}")
 
 

@@ -97,7 +97,8 @@ def _read_inputs(path: Path, width: int, what: str, widths: list[int]) -> np.nda
 
 
 def run_bundle(bundle: str | os.PathLike, inputs: str | os.PathLike, output: str | os.PathLike,
-               *, kernel: str = "auto", mode: str = "forward") -> tuple[int, ...]:
+               *, kernel: str = "auto", mode: str = "forward",
+               engine: str = "numpy") -> tuple[int, ...]:
     """Run ``bundle`` on the samples in ``inputs`` (.npy) and write the result to ``output``.
 
     Everything is checked before the model runs: ``output`` may not be the bundle or the inputs;
@@ -108,7 +109,7 @@ def run_bundle(bundle: str | os.PathLike, inputs: str | os.PathLike, output: str
 
     bundle, inputs, output = Path(bundle), Path(inputs), Path(output)
     check_output_file(output, {"model bundle": bundle, "input file": inputs})
-    model = runtime.load(bundle, kernel=kernel)
+    model = runtime.load(bundle, kernel=kernel, engine=engine)
     if mode != "forward" and not model.is_autoencoder:
         raise ModelError(f"{bundle}: --{mode} needs an autoencoder bundle with a latent layer; "
                          f"this one is {model.kind!r} without one")

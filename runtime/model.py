@@ -32,6 +32,7 @@ from . import fused as _fused
 from . import kernels as _kernels
 from . import limits
 from .bundle import Bundle, read_bundle
+from .errors import EdgepruneError
 from .kernel_profile import KernelProfile
 from .kernels import KERNELS, LayerOps, Op, resolve_profile
 
@@ -140,7 +141,7 @@ class BundleModel:
         engine: str = "numpy",
     ) -> None:
         if engine not in ENGINES:
-            raise ValueError(f"unknown engine {engine!r}; expected 'numpy' or 'numba'")
+            raise EdgepruneError(f"unknown engine {engine!r}; expected 'numpy' or 'numba'")
         if engine == "numba":
             _fused.require()
         self.engine = engine

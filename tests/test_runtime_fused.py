@@ -128,3 +128,32 @@ def test_kernel_floor_structure(tmp_path: Path) -> None:
         assert floor["chosen_sum_us"] == pytest.approx(sum(r["csr_us"] for r in floor["layers"]))
     np.testing.assert_allclose(model(np.ones(net.input_dim, np.float32)),
                                net.forward(np.ones((1, net.input_dim), np.float32))[0], atol=1e-5)
+
+
+def test_numba_engine_from_the_cli_run_and_bench(tmp_path):
+    """The compiled engine is reachable from the CLI: `run --engine numba` gives the numpy
+    engine's outputs, and `bench --backends edgeprune-numba` measures it."""
+    import json
+
+    from click.testing import CliRunner
+
+    from edgeprune.cli import main
+
+    pytest.importorskip("numba")
+    net = NETS["mlp"]()
+    bundle = save_bundle(net, tmp_path / "m.npz")
+    np.save(tmp_path / "x.npy",
+            np.random.default_rng(0).random((5, net.input_dim), dtype=np.float32))
+    runner = CliRunner()
+    for engine in ("numpy", "numba"):
+        result = runner.invoke(main, ["run", str(bundle), str(tmp_path / "x.npy"), "--engine",
+                                      engine, "-o", str(tmp_path / f"{engine}.npy")])
+        assert result.exit_code == 0, result.output
+    np.testing.assert_allclose(np.load(tmp_path / "numba.npy"), np.load(tmp_path / "numpy.npy"),
+                               atol=1e-6)
+    result = runner.invoke(main, ["bench", str(bundle), "--backends", "edgeprune-numba",
+                                  "--batch", "1", "--runs", "3", "--warmup", "1", "--min-time",
+                                  "0", "-q", "--json", str(tmp_path / "b.json")])
+    assert result.exit_code == 0, result.output
+    rows = json.loads((tmp_path / "b.json").read_text())["latency"]
+    assert [r["backend"] for r in rows] == ["edgeprune-numba"]

@@ -193,7 +193,8 @@ class TorchBackend:
 
 def resolve_backends(spec: str | Sequence[str], kernel_profile: Any = None) -> list[Any]:
     """``"auto"`` (every backend) or names from :data:`BACKEND_NAMES`; ``edgeprune`` expands to
-    ``edgeprune-auto``, ``edgeprune-csr`` and ``edgeprune-dense`` (each also accepted alone)."""
+    ``edgeprune-auto``, ``edgeprune-csr`` and ``edgeprune-dense`` (each also accepted alone);
+    ``edgeprune-numba`` (the optional compiled engine) only when named."""
     names = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec)]
     names = [n for n in names if n]
     if not names:
@@ -207,12 +208,15 @@ def resolve_backends(spec: str | Sequence[str], kernel_profile: Any = None) -> l
     for name in names:
         if name == "edgeprune":
             out += [RuntimeBackend(k, kernel_profile) for k in EDGEPRUNE_KERNELS]
+        elif name == "edgeprune-numba":  # opt-in: the compiled engine (JIT on first load)
+            out.append(RuntimeBackend("auto", kernel_profile, engine="numba"))
         elif name.startswith("edgeprune-") and name[10:] in EDGEPRUNE_KERNELS:
             out.append(RuntimeBackend(name[10:], kernel_profile))
         elif name in others:
             out.append(others[name]())
         else:
-            valid = ", ".join([*BACKEND_NAMES, *(f"edgeprune-{k}" for k in EDGEPRUNE_KERNELS)])
+            valid = ", ".join([*BACKEND_NAMES, *(f"edgeprune-{k}" for k in EDGEPRUNE_KERNELS),
+                               "edgeprune-numba"])
             raise EdgepruneError(f"unknown backend {name!r}; use auto or some of: {valid}")
     seen: dict[str, Any] = {}
     for backend in out:

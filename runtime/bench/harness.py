@@ -287,25 +287,33 @@ class Backend(Protocol):
 
 
 class RuntimeBackend:
-    """The numpy/scipy runtime with a fixed kernel choice: ``edgeprune-auto|csr|dense``."""
+    """The edgeprune runtime with a fixed kernel choice, ``edgeprune-auto|csr|dense``, or the
+    optional compiled engine, ``edgeprune-numba`` (auto kernels; needs numba)."""
 
     formats = ("npz",)
 
-    def __init__(self, kernel: str = "auto", kernel_profile: Any = None) -> None:
+    def __init__(self, kernel: str = "auto", kernel_profile: Any = None,
+                 engine: str = "numpy") -> None:
         if kernel not in ("auto", "csr", "dense"):
-            raise ValueError(f"unknown kernel {kernel!r}; expected auto, csr or dense")
+            raise EdgepruneError(f"unknown kernel {kernel!r}; expected auto, csr or dense")
         self.kernel = kernel
-        self.name = f"edgeprune-{kernel}"
+        self.engine = engine
+        self.name = "edgeprune-numba" if engine == "numba" else f"edgeprune-{kernel}"
         self.kernel_profile = kernel_profile
 
     def available(self) -> tuple[bool, str]:
+        if self.engine == "numba":
+            import importlib.util
+
+            if importlib.util.find_spec("numba") is None:
+                return False, "numba is not installed (pip install 'edgeprune[fast]')"
         return True, ""
 
     def load(self, path: Path, threads: int) -> LoadedModel:
         from ..model import load
 
-        model = load(path, kernel=self.kernel, profile=self.kernel_profile)
-        info = {"kernel_rule": model.kernel_rule}
+        model = load(path, kernel=self.kernel, profile=self.kernel_profile, engine=self.engine)
+        info = {"kernel_rule": model.kernel_rule, "engine": self.engine}
         return LoadedModel(model, model.input_dim, model.kernels_for, info)
 
 
