@@ -102,6 +102,15 @@ def format_available(fmt: str) -> tuple[bool, str]:
     return False, f"unknown format {fmt!r}"
 
 
+def bundle_meta(pruned: Network, metadata: dict | None = None) -> tuple[dict, dict]:
+    """The provenance (every artifact) and the report (model.npz) recorded for ``pruned``."""
+    provenance = {"edgeprune_version": __version__, "source_fingerprint": pruned.fingerprint(),
+                  "sparsity": pruned.sparsity, **(metadata or {})}
+    report = {"sparsity": pruned.sparsity, "links_total": pruned.n_links,
+              "links_kept": pruned.n_active, **(metadata or {}).get("report", {})}
+    return provenance, report
+
+
 def write_artifacts(pruned: Network, compact_net: CompactNetwork, x_verify: np.ndarray,
                     outdir: Path, formats: list[str], options: ExportOptions | None = None,
                     metadata: dict | None = None,
@@ -122,8 +131,7 @@ def write_artifacts(pruned: Network, compact_net: CompactNetwork, x_verify: np.n
         from edgeprune.exporters.quantize import quantized_network
 
         q_reference = torch_forward(quantized_network(pruned, options.quantize), x)
-    meta = {"edgeprune_version": __version__, "source_fingerprint": pruned.fingerprint(),
-            "sparsity": pruned.sparsity, **(metadata or {})}
+    meta, bundle_report = bundle_meta(pruned, metadata)
     written: dict[str, dict] = {}
     extra: dict[str, dict] = {}
     for fmt in formats:
@@ -133,9 +141,7 @@ def write_artifacts(pruned: Network, compact_net: CompactNetwork, x_verify: np.n
             from edgeprune.exporters.csr import save_bundle
 
             save_bundle(compact_net, path, provenance=meta, quantize=options.quantize,
-                        report={"sparsity": pruned.sparsity, "links_total": pruned.n_links,
-                                "links_kept": pruned.n_active, **(metadata or {}).get(
-                                    "report", {})})
+                        report=bundle_report)
             out = runtime.load(path)(x)
             diff = _max_diff(out, q_reference if quantized else reference)
             if quantized:

@@ -59,6 +59,8 @@ class CompressOptions:
     score_rule: str = DEFAULT_SCORE_RULE  # shap-sae: paper (mean |phi|), rms or hybrid
     alpha: float | str = DEFAULT_ALPHA  # hybrid: LI^alpha * |w|^(1 - alpha); or "auto"
     steps: int = 1  # gradual pruning: steps of the polynomial schedule towards --sparsity
+    target_macs: int | None = None  # instead of m / eta: the least sparsity within this budget
+    target_size: int | None = None  # ... or within this many bytes of model.npz
     # neuron pruning (edgeprune.prune.neuron_walk): units first, then links
     granularity: str = "link"  # "link", "neuron" or "neuron,link"
     strategy: str | None = None  # svbottom:k, svbottom-p:p, svbucket:p, random:k, wbottom:k
@@ -87,12 +89,19 @@ class CompressOptions:
             from edgeprune.prune.neuron_walk import check_neuron_options
 
             check_neuron_options(self)
-        if "link" not in grains and (self.importance_level is not None
-                                     or self.sparsity is not None):
-            raise ModelError("--importance-level/--sparsity prune links; use --granularity "
-                             "neuron,link to prune links after the units")
-        if "link" in grains and (self.importance_level is None) == (self.sparsity is None):
-            raise ModelError("give exactly one of --importance-level M or --sparsity ETA")
+        goals = [v for v in (self.importance_level, self.sparsity, self.target_macs,
+                             self.target_size) if v is not None]
+        if "link" not in grains and goals:
+            raise ModelError("--importance-level/--sparsity/--target-macs/--target-size prune "
+                             "links; use --granularity neuron,link to prune links after the units")
+        if "link" in grains and len(goals) != 1:
+            raise ModelError("give exactly one of --importance-level M, --sparsity ETA, "
+                             "--target-macs N or --target-size BYTES")
+        for name, value in (("--target-macs", self.target_macs),
+                            ("--target-size", self.target_size)):
+            if value is not None and (isinstance(value, bool) or int(value) != value
+                                      or value < 1):
+                raise ModelError(f"{name} {value}: must be a whole number >= 1")
         if self.importance_level is not None and not 0.0 < self.importance_level <= 1.0:
             raise ModelError(f"--importance-level {self.importance_level}: m must be in (0, 1], "
                              "e.g. 0.8")
@@ -178,8 +187,11 @@ def compress(net: Network, ds: Dataset, outdir: str | os.PathLike,
 
             walk = neuron_stage(net, ds, opts)
         work = walk.network if walk is not None else net
-        result, scoring, steps, epochs = _prune_links(work, ds, opts)
+        result, scoring, steps, epochs = _prune_links(
+            work, ds, opts, _artifact_metadata(net, ds, opts, outdir, walk, None))
         pruned, history = _finetune(result.network, ds, opts, epochs)
+        metadata = _artifact_metadata(net, ds, opts, outdir, walk, result.importance_level)
+        pruned = _keep_size_budget(pruned, scoring, opts, metadata)
         after = evaluate(pruned, ds, opts.seed)
         quantization = None
         if opts.export_options.quantize != "none":  # the accuracy guard, before any file
@@ -194,11 +206,11 @@ def compress(net: Network, ds: Dataset, outdir: str | os.PathLike,
                          {"before": before, "after": after}, history, outdir)
         report.quantization = quantization
         report.steps = steps
-        _write_outputs(staging, net, pruned, compact_net, ds, opts, report, walk, t0)
+        _write_outputs(staging, net, pruned, compact_net, ds, opts, report, walk, t0, metadata)
     return CompressResult(pruned, report, Path(outdir))
 
 
-def _prune_links(work: Network, ds: Dataset, opts: CompressOptions):
+def _prune_links(work: Network, ds: Dataset, opts: CompressOptions, metadata: dict):
     """Score and prune the links (or, for --granularity neuron, keep every remaining link)."""
     if "link" not in opts.granularities():
         from edgeprune.prune.neuron_walk import unpruned_links
@@ -211,8 +223,55 @@ def _prune_links(work: Network, ds: Dataset, opts: CompressOptions):
                              lambda n, e: _finetune(n, ds, opts, e)[0],
                              lambda n: evaluate(n, ds, opts.seed))
     scores, scoring = link_scores(work, ds, opts)
+    if opts.target_macs is not None or opts.target_size is not None:
+        from edgeprune.prune.targets import prune_to_target, target_measure
+
+        kind = "macs" if opts.target_macs is not None else "bytes"
+        result, search = prune_to_target(
+            work, scores, int(opts.target_macs or opts.target_size), kind,
+            target_measure(kind, opts.export_options.quantize, metadata))
+        return result, {**(scoring or {}), "target": search}, None, opts.finetune_epochs
     return prune_network(work, scores, importance_level=opts.importance_level,
                          sparsity=opts.sparsity), scoring, None, opts.finetune_epochs
+
+
+def _artifact_metadata(net, ds, opts, outdir, walk, importance_level) -> dict:
+    """What every artifact records about where it came from (also measured by --target-size)."""
+    return {**_recorded_source(ds.name, opts, outdir),
+            "source_model_fingerprint": net.fingerprint(),
+            "report": {"method": _method_name(opts, walk), "importance_level": importance_level}}
+
+
+def _method_name(opts, walk) -> str:
+    if walk is None:
+        return opts.method
+    return f"neuron:{walk.strategy}" + (f"+{opts.method}" if "link" in opts.granularities()
+                                        else "")
+
+
+def _keep_size_budget(pruned: Network, scoring: dict | None, opts: CompressOptions,
+                      metadata: dict) -> Network:
+    """Fine-tuning changes weight values, and with them the deflated size of model.npz (a few
+    per cent, measured). When that breaks --target-size, the fine-tuned network's smallest
+    remaining weights are pruned until it fits again (no further fine-tuning), and the search
+    record says how many links that took."""
+    target = (scoring or {}).get("target")
+    if not target or target["kind"] != "bytes":
+        return pruned
+    from edgeprune.prune import baseline_scores
+    from edgeprune.prune.targets import prune_to_target, target_measure
+
+    measure = target_measure("bytes", opts.export_options.quantize, metadata)
+    size = measure(pruned)  # exactly the model.npz that will be published
+    if size <= target["target"]:
+        target["value"] = size
+        return pruned
+    trimmed, search = prune_to_target(pruned, baseline_scores("magnitude", pruned),
+                                      target["target"], "bytes", measure)
+    target["trimmed_after_finetune"] = {"links": int(pruned.n_active - trimmed.network.n_active),
+                                        "bytes": search["value"]}
+    target["value"] = search["value"]
+    return trimmed.network
 
 
 def _finetune(pruned: Network, ds: Dataset, opts: CompressOptions,
@@ -232,13 +291,11 @@ def _finetune(pruned: Network, ds: Dataset, opts: CompressOptions,
 
 def _report(net, pruned, compact_net, ds, opts, result, scoring, walk, metrics,
             history, outdir) -> CompressReport:
-    links_link_stage = "link" in opts.granularities()
     return CompressReport(
         edgeprune_version=__version__,
         network=net.describe(),
         source=_recorded_source(ds.name, opts, outdir),
-        method=opts.method if walk is None else f"neuron:{walk.strategy}" + (
-            f"+{opts.method}" if links_link_stage else ""),
+        method=_method_name(opts, walk),
         scoring=scoring,
         importance_level=result.importance_level,
         sparsity=pruned.sparsity,  # eta of the written network
@@ -280,7 +337,7 @@ def _recorded_source(data: str, opts: CompressOptions, outdir) -> dict:
 
 
 def _write_outputs(staging: Path, net, pruned, compact_net, ds, opts, report: CompressReport,
-                   walk, t0) -> None:
+                   walk, t0, metadata: dict) -> None:
     """pruned.pt, every artifact (each verified against PyTorch), report.json and report.md."""
     pruned.meta = {**pruned.meta, "pruning": {"method": report.method,
                                               "importance_level": report.importance_level,
@@ -290,9 +347,7 @@ def _write_outputs(staging: Path, net, pruned, compact_net, ds, opts, report: Co
     formats = ["npz"] + [f for f in formats if f != "npz"]  # the bundle is always written
     artifacts = write_artifacts(
         pruned, compact_net, ds.x_test, staging, formats, opts.export_options,
-        metadata={**report.source, "source_model_fingerprint": net.fingerprint(),
-                  "report": {"method": report.method,
-                             "importance_level": report.importance_level}},
+        metadata=metadata,
         x_calibration=ds.x_train)
     report.artifacts = {fmt: {k: v for k, v in a.items() if k != "path"}
                         for fmt, a in artifacts.items()}
@@ -303,6 +358,11 @@ def _write_outputs(staging: Path, net, pruned, compact_net, ds, opts, report: Co
                                       opts.export_options.tflite_sparse)
     report.export_notes = notes
     report.runtime_max_abs_diff = artifacts["npz"]["max_abs_diff_vs_pytorch"]
+    target = (report.scoring or {}).get("target")
+    if target and target["kind"] == "bytes" and artifacts["npz"]["bytes"] > target["target"]:
+        raise ModelError(  # measured the same way just before: a bug if it ever differs
+            f"model.npz is {artifacts['npz']['bytes']} bytes, over --target-size "
+            f"{target['target']}; this is a bug, please report it")
     report.seconds = round(time.perf_counter() - t0, 3)
     write_json(staging / "report.json", report.to_dict())
     md = report.markdown()

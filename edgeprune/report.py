@@ -63,6 +63,18 @@ def importance_level_line(report: dict) -> str:
         "shap-sae" in str(report.get("method", "shap-sae")) else ""
 
 
+def target_line(target: dict) -> str:
+    """How --target-macs / --target-size was met: the least sparsity within the budget."""
+    what = "multiply-adds per inference" if target["kind"] == "macs" else "bytes of model.npz"
+    line = (f"budget: at most {target['target']:,} {what}; the least sparsity within it "
+            f"gives {target['value']:,} (searched {len(target['probes'])} sparsities)")
+    trim = target.get("trimmed_after_finetune")
+    if trim:
+        line += (f"; fine-tuning grew the file, so {trim['links']} more of the smallest "
+                 "weights were pruned to stay within it")
+    return line
+
+
 def size_line(report: dict) -> str | None:
     """model.npz's bytes against the original model's dense fp32 weights and biases."""
     dense = report.get("original_dense_fp32_bytes")
@@ -109,6 +121,9 @@ def format_summary(report: dict) -> str:
     lines.append(f"achieved sparsity eta = {report['sparsity']:.4f}"
                  + importance_level_line(report)
                  + f" ({report['links_kept']}/{report['links_total']} links kept)")
+    target = (report.get("scoring") or {}).get("target")
+    if target:
+        lines.append(target_line(target))
     if report.get("unused_inputs"):
         lines.append(f"unused inputs: {len(report['unused_inputs'])} of {report['input_dim']}")
     if report.get("constant_outputs"):
