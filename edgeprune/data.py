@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeprune.errors import EdgepruneError
+from edgeprune.errors import EdgepruneError, first_line
 from edgeprune.runtime import limits
 
 __all__ = ["DataError", "Dataset", "available_datasets", "explanation_set", "load_dataset"]
@@ -216,8 +216,7 @@ def _npy(path: Path, spec: str) -> tuple[np.ndarray, np.ndarray | None]:
     except DataError:
         raise
     except Exception as exc:  # noqa: BLE001 - any read failure becomes a one-line DataError
-        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DataError(f"{spec}: cannot read {path}: {text}; {fix}") from exc
+        raise DataError(f"{spec}: cannot read {path}: {first_line(exc)}; {fix}") from exc
     if x.dtype.kind not in "biuf":
         raise DataError(f"{spec}: array dtype {x.dtype} is not numeric; save a float array")
     return x, y

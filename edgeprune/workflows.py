@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeprune.errors import first_line
 from edgeprune.fileio import atomic_path
 from edgeprune.network import ModelError
 from edgeprune.output_dir import check_output_file
@@ -82,7 +83,7 @@ def _read_inputs(path: Path, width: int, what: str, widths: list[int]) -> np.nda
     try:
         x = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
-        raise ModelError(f"{path}: cannot read the array ({str(exc).splitlines()[0]}); "
+        raise ModelError(f"{path}: cannot read the array ({first_line(exc)}); "
                          f"{fix}") from None
     with np.errstate(over="ignore", invalid="ignore"):
         x32 = x.astype(np.float32, copy=False)

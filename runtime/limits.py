@@ -43,7 +43,7 @@ from typing import IO, NamedTuple
 
 import numpy as np
 
-from .errors import EdgepruneError
+from .errors import EdgepruneError, first_line
 
 __all__ = [
     "MAX_ARRAY_BYTES",
@@ -132,8 +132,7 @@ def read_npy_header(fp: IO[bytes]) -> NpyHeader:
     except ValueError as exc:
         if "format version" in str(exc):
             raise
-        text = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        raise ValueError(f"has a malformed .npy header ({text})") from None
+        raise ValueError(f"has a malformed .npy header ({first_line(exc)[:200]})") from None
     except EOFError:
         raise ValueError("is truncated inside its .npy header") from None
     offset = fp.tell() - start
