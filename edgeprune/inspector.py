@@ -47,7 +47,7 @@ _TFLITE_FUSED = {fused: name for name, (fused, after) in TFLITE_ACTIVATIONS.item
 _TFLITE_AFTER = {after: name for name, (_, after) in TFLITE_ACTIVATIONS.items() if after}
 
 
-def _onnx_constants(graph: Any) -> tuple[dict[str, np.ndarray], dict[str, tuple[list, int]]]:
+def onnx_constants(graph: Any) -> tuple[dict[str, np.ndarray], dict[str, tuple[list, int]]]:
     """Constant weights of a graph: dense arrays, and sparse ``(dims, non-zeros)``; edgeprune
     stores sparse weights in ``Constant(sparse_value=...)`` nodes, other tools in
     ``graph.sparse_initializer``."""
@@ -84,7 +84,7 @@ def describe_onnx(path: Path) -> dict:
     graph = model.graph
     if not graph.node:  # an empty file parses as an empty model
         raise ModelError(f"{path}: holds no ONNX graph (empty or not a model); check the file")
-    dense, sparse = _onnx_constants(graph)
+    dense, sparse = onnx_constants(graph)
     consumers: dict[str, list[str]] = {}
     for node in graph.node:
         for name in node.input:

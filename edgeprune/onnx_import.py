@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeprune.errors import first_line
+from edgeprune.inspector import onnx_constants
 from edgeprune.layer_chain import Op, batchnorm_op, build_network, fold_chain
 from edgeprune.network import ModelError, Network
 
@@ -36,7 +37,6 @@ def network_from_onnx(path: str | Path, *, activations: str | None = None,
     path = Path(path)
     try:
         import onnx
-        from onnx import numpy_helper
     except ImportError as exc:  # pragma: no cover - exercised only without the extra
         raise ModelError("reading .onnx models needs onnx: pip install 'edgeprune[export]'") \
             from exc
@@ -46,13 +46,9 @@ def network_from_onnx(path: str | Path, *, activations: str | None = None,
         raise ModelError(f"{path}: is not a readable ONNX model ({first_line(exc)[:120]}); "
                          "check the file") from None
     graph = model.graph
-    consts = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    for node in graph.node:  # constants, and Identity copies of them (torch's exporter)
-        if node.op_type == "Constant" and node.attribute:
-            attr = node.attribute[0]
-            if attr.name == "value":
-                consts[node.output[0]] = numpy_helper.to_array(attr.t)
-        elif node.op_type == "Identity" and node.input and node.input[0] in consts:
+    consts, _sparse = onnx_constants(graph)  # initializers and Constant(value=...) nodes
+    for node in graph.node:  # and Identity copies of them (torch's exporter)
+        if node.op_type == "Identity" and node.input and node.input[0] in consts:
             consts[node.output[0]] = consts[node.input[0]]
     inputs = [i for i in graph.input if i.name not in consts]
     if len(inputs) != 1 or len(graph.output) != 1:
