@@ -119,6 +119,9 @@ class CompressOptions:
             if self.scores_path:
                 raise ModelError("--steps N re-scores the pruned network at every step; "
                                  "drop --scores")
+        if self.compensate and "link" not in self.granularities():
+            raise ModelError("--compensate folds the means of pruned links into the biases; "
+                             "use it with --granularity link or neuron,link")
         if self.samples < 1:
             raise ModelError("--samples must be at least 1")
         if self.finetune_epochs < 0:

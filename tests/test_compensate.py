@@ -101,6 +101,15 @@ def test_compress_compensate_api_and_cli(tmp_path, small_model, npy_data):
     assert any("--compensate" in n for n in rep["notes"])
 
 
+def test_compensate_without_link_pruning_is_refused():
+    from edgeprune.errors import EdgepruneError
+
+    with pytest.raises(EdgepruneError, match="--compensate"):
+        CompressOptions(granularity="neuron", strategy="svbottom:1", threshold=0.1,
+                        compensate=True).validate()
+    CompressOptions(sparsity=0.5, compensate=True).validate()  # links: fine
+
+
 def test_gradual_steps_compensate_every_step(tmp_path, npy_data):
     net = make_network(ACTS, DIMS, latent=2)
     ds = load_dataset(npy_data)
