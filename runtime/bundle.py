@@ -337,9 +337,9 @@ def _read_packed(zf: zipfile.ZipFile, headers: dict[str, limits.NpyHeader],
     header = headers[BLOB]
     check.declared(BLOB, header.dtype, header.shape, np.dtype(np.uint8),
                    int(meta["blob"]["bytes"]))
-    _refuse_unexpected([name for name, *_ in table], meta, check)
+    _refuse_unexpected([entry[0] for entry in table], meta, check)
     declared = _declared_arrays(meta)
-    for name, dtype, _, length in table:
+    for name, dtype, _, length, _ in table:
         want, bound, at_most = declared[name]
         check.declared(name, dtype.newbyteorder("="), (length,), want, bound, at_most)
     return unpack_blob(_read_member(zf, BLOB, check), table, check)

@@ -8,7 +8,11 @@ weights, measured). Version 3 holds two members:
 ``meta.npy``
     the JSON meta as before, plus ``meta["blob"] = {"bytes": N, "arrays": [[name, dtype, offset,
     length], ...]}``: every array of the bundle, its little-endian dtype (one of
-    :data:`BLOB_DTYPES`), its byte offset in the blob and its element count.
+    :data:`BLOB_DTYPES`), its byte offset in the blob and its element count. A fifth item
+    ``"shuffle"`` says the array's bytes are stored plane by plane (every element's first byte,
+    then every second byte, ...: the HDF5/Blosc shuffle filter), which lets deflate/LZMA see the
+    slowly varying sign-and-exponent bytes of float32 values side by side (6 % fewer bytes on
+    the float32 weights of a digits autoencoder after LZMA, measured).
 ``blob.npy``
     one 1-D uint8 array of exactly ``N`` bytes: the arrays back to back.
 
@@ -29,13 +33,23 @@ import numpy as np
 from .checks import Checker
 
 BLOB = "blob"
+SHUFFLE = "shuffle"
 BLOB_DTYPES = ("int8", "uint8", "uint16", "int32", "int64", "float32")
 
-__all__ = ["BLOB", "BLOB_DTYPES", "blob_table", "unpack_blob"]
+__all__ = ["BLOB", "BLOB_DTYPES", "SHUFFLE", "Entry", "blob_table", "shuffle_bytes",
+           "unpack_blob"]
+
+Entry = tuple[str, np.dtype, int, int, bool]  # name, dtype, offset, length, shuffled
 
 
-def blob_table(meta: dict[str, Any], check: Checker) -> list[tuple[str, np.dtype, int, int]]:
-    """``meta["blob"]`` checked for shape and tiling: ``[(name, dtype, offset, length)]``."""
+def shuffle_bytes(raw: bytes, itemsize: int) -> bytes:
+    """The byte planes of ``raw`` (elements of ``itemsize`` bytes): the writer's transform."""
+    return np.frombuffer(raw, np.uint8).reshape(-1, itemsize).T.tobytes()
+
+
+def blob_table(meta: dict[str, Any], check: Checker) -> list[Entry]:
+    """``meta["blob"]`` checked for shape and tiling: ``[(name, dtype, offset, length,
+    shuffled)]``."""
     spec = meta.get("blob")
     if not isinstance(spec, dict):
         raise check.fail("meta.blob", f"must be a JSON object, got {type(spec).__name__}")
@@ -43,14 +57,17 @@ def blob_table(meta: dict[str, Any], check: Checker) -> list[tuple[str, np.dtype
     entries = spec.get("arrays")
     if not isinstance(entries, list):
         raise check.fail("meta.blob.arrays", f"must be a list, got {type(entries).__name__}")
-    table: list[tuple[str, np.dtype, int, int]] = []
+    table: list[Entry] = []
     seen: set[str] = set()
     end = 0
     for i, entry in enumerate(entries):
         field = f"meta.blob.arrays[{i}]"
-        if not isinstance(entry, list) or len(entry) != 4 or not isinstance(entry[0], str):
-            raise check.fail(field, f"must be [name, dtype, offset, length], got {entry!r:.200}")
-        name, dtype, offset, length = entry
+        if (not isinstance(entry, list) or len(entry) not in (4, 5)
+                or not isinstance(entry[0], str) or entry[4:] not in ([], [SHUFFLE])):
+            raise check.fail(field, "must be [name, dtype, offset, length] or [name, dtype, "
+                             f"offset, length, {SHUFFLE!r}], got {entry!r:.200}")
+        name, dtype, offset, length = entry[:4]
+        shuffled = len(entry) == 5
         field = f"meta.blob.arrays[{i}] ({name[:100]!r})"
         if name in seen:
             raise check.fail(field, "names an array a second time")
@@ -60,6 +77,8 @@ def blob_table(meta: dict[str, Any], check: Checker) -> list[tuple[str, np.dtype
         if dtype not in BLOB_DTYPES:
             raise check.fail(f"{field} dtype", f"is {dtype!r:.100}, expected one of "
                              f"{', '.join(BLOB_DTYPES)}")
+        if shuffled and np.dtype(dtype).itemsize == 1:
+            raise check.fail(field, f"shuffles the bytes of a one-byte dtype ({dtype})")
         offset = check.integer(offset, f"{field} offset", 0)
         length = check.integer(length, f"{field} length", 0)
         nbytes = length * np.dtype(dtype).itemsize
@@ -73,20 +92,23 @@ def blob_table(meta: dict[str, Any], check: Checker) -> list[tuple[str, np.dtype
         if end > total:
             raise check.fail(field, f"ends at byte {end}, beyond the blob's {total} bytes "
                              "(meta.blob.bytes)")
-        table.append((name, np.dtype(dtype).newbyteorder("<"), offset, length))
+        table.append((name, np.dtype(dtype).newbyteorder("<"), offset, length, shuffled))
     if end != total:
         raise check.fail("meta.blob.bytes", f"is {total} but the arrays end at byte {end}")
     return table
 
 
-def unpack_blob(blob: np.ndarray, table: list[tuple[str, np.dtype, int, int]],
-                check: Checker) -> dict[str, np.ndarray]:
+def unpack_blob(blob: np.ndarray, table: list[Entry], check: Checker) -> dict[str, np.ndarray]:
     """The arrays of a checked ``table`` cut out of ``blob`` (uint8, exactly the table's size)."""
     if blob.dtype != np.uint8 or blob.ndim != 1:
         raise check.fail(BLOB, f"must be a 1-D uint8 array, got {blob.dtype} {blob.shape}")
     total = table[-1][2] + table[-1][3] * table[-1][1].itemsize if table else 0
     if blob.shape[0] != total:
         raise check.fail(BLOB, f"holds {blob.shape[0]} bytes, the table declares {total}")
-    raw = blob.tobytes()
-    return {name: np.frombuffer(raw, dtype, length, offset).astype(dtype.newbyteorder("="))
-            for name, dtype, offset, length in table}
+    out = {}
+    for name, dtype, offset, length, shuffled in table:
+        part = blob[offset:offset + length * dtype.itemsize]
+        if shuffled:  # planes back to elements
+            part = part.reshape(dtype.itemsize, length).T
+        out[name] = np.frombuffer(part.tobytes(), dtype).astype(dtype.newbyteorder("="))
+    return out

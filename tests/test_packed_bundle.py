@@ -61,7 +61,7 @@ def test_packed_layout_narrow_maps_and_table(tmp_path: Path) -> None:
     names = [entry[0] for entry in meta["blob"]["arrays"]]
     assert names[:4] == ["layer1.qdata", "layer2.qdata", "layer3.qdata", "layer4.qdata"]
     ends = [offset + length * np.dtype(dtype).itemsize
-            for _, dtype, offset, length in meta["blob"]["arrays"]]
+            for _, dtype, offset, length, *_ in meta["blob"]["arrays"]]
     assert ends[-1] == meta["blob"]["bytes"]
     assert read_bundle(tmp_path / "m.npz").input_index.dtype == np.int64  # widened at load
 
@@ -93,6 +93,18 @@ def test_bitmask_round_trip_and_dense_layer(tmp_path: Path) -> None:
     assert meta_of(read_arrays(path))["layers"][0]["indices"] == "bitmask"
     x = rng.random((3, 40)).astype(np.float32)
     assert np.abs(load(path)(x) - x @ w.T).max() < 1e-5
+
+
+def test_float_arrays_are_byte_shuffled_where_that_compresses_better(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    w = rng.normal(0, 0.1, size=(40, 50)).astype(np.float32)
+    net = compact_mlp([compact_layer(w, rng.normal(size=40), "identity")], 50, 40)
+    path = save_bundle(net, tmp_path / "f.npz")
+    table = {e[0]: e for e in meta_of(read_arrays(path))["blob"]["arrays"]}
+    assert table["layer1.data"][4:] == ["shuffle"]  # float32 weights: shuffled
+    assert len(table["layer1.indices"]) == 4  # uint8 codes: never
+    x = rng.random((3, 50)).astype(np.float32)
+    assert np.abs(load(path)(x) - (x @ w.T + net.layers[0].bias)).max() < 1e-5
 
 
 def test_unpacked_layout_is_still_written_on_request(tmp_path: Path) -> None:
@@ -199,6 +211,10 @@ CONTAINER: dict[str, tuple[Callable[[Arrays], Arrays], str]] = {
                                 "meta.blob.bytes is"),
     "wrong dtype for qdata": (_entry(0, 1, "uint8"), "layer1.qdata has dtype uint8, expected int8"),
     "unknown dtype": (_entry(0, 1, "float64"), "dtype is 'float64', expected one of"),
+    "shuffled int8": (_table(lambda b: b["arrays"][0].append("shuffle")),
+                      "shuffles the bytes of a one-byte dtype (int8)"),
+    "unknown fifth item": (_table(lambda b: b["arrays"][0].append("zstd")),
+                           "must be [name, dtype, offset, length] or"),
     "object dtype": (_entry(0, 1, "O"), "dtype is 'O', expected one of"),
     "negative offset": (_entry(0, 2, -4), "offset must be >= 0"),
     "float length": (_entry(0, 3, 2.5), "length must be an integer"),
