@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from edgeprune.fileio import atomic_path
 from edgeprune.runtime.bundle import FORMAT, PACKED_VERSION, BundleError, validate_bundle
 from edgeprune.runtime.quant import CODEBOOK_SIZES, INDEX_CODINGS, VERSION_3_CODINGS
 
-from .packing import COMPRESSIONS, pack_arrays, zip_members
+from .packing import COMPRESSIONS, compressed_bytes, pack_arrays, zip_members
 from .quantize import (
     QUANTIZE_CHOICES,
     encode_indices,
@@ -75,8 +74,8 @@ def bundle_arrays(
     float32 values (k-means, or the layer's own values when it has no more than that: a
     network whose codebooks were fine-tuned, :mod:`edgeprune.weight_sharing`);
     ``indices`` picks the column-index coding per layer: one of ``INDEX_CODINGS`` or ``"auto"``
-    (the one whose compressed bytes are fewest, measured on the layer; ties go to the plain
-    narrow dtype).
+    (the one whose compressed bytes are fewest, measured on the layer with deflate and, when
+    packed, LZMA; ties go to the plain narrow dtype).
     ``packed=True`` (the default) describes a version-3 bundle: row lengths and the codings
     above for every layer, index maps in the narrowest unsigned dtype, and :func:`serialize`
     packs the arrays into one blob. ``packed=False`` describes the one-member-per-array layout
@@ -202,7 +201,7 @@ def _compact_layer(arrays: dict[str, np.ndarray], k: int, csr: sp.csr_matrix, qu
         options = (narrow, "delta8", "bitmask") if packed else (narrow, "delta8")
         candidates = {c: encode_indices(csr.indices, csr.indptr, cols, c, rows)
                       for c in options}
-        coding = min(candidates, key=lambda c: (len(zlib.compress(candidates[c].tobytes(), 9)),
+        coding = min(candidates, key=lambda c: (compressed_bytes(candidates[c].tobytes(), packed),
                                                 options.index(c)))
         coded = candidates[coding]
     else:

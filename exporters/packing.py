@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import lzma
 import zipfile
 import zlib
 
@@ -24,7 +25,16 @@ COMPRESSIONS = {"stored": zipfile.ZIP_STORED, "deflate": zipfile.ZIP_DEFLATED,
 _KIND_ORDER = ("data", "qdata", "codes", "indices", "rowlen", "scale", "codebook", "bias",
                "input_index", "output_index", "latent_index", "output_const", "latent_const")
 
-__all__ = ["COMPRESSIONS", "pack_arrays", "zip_members"]
+__all__ = ["COMPRESSIONS", "compressed_bytes", "pack_arrays", "zip_members"]
+
+_LZMA_RAW = {"format": lzma.FORMAT_RAW, "filters": [{"id": lzma.FILTER_LZMA1}]}  # as zipfile
+
+
+def compressed_bytes(raw: bytes, with_lzma: bool = True) -> int:
+    """The fewest bytes deflate (level 9) or, with ``with_lzma``, LZMA packs ``raw`` into: the
+    measure by which codings are chosen (the container then picks per member)."""
+    size = len(zlib.compress(raw, 9))
+    return min(size, len(lzma.compress(raw, **_LZMA_RAW))) if with_lzma else size
 
 
 def _kind(name: str) -> int:
