@@ -107,8 +107,10 @@ def unpack_blob(blob: np.ndarray, table: list[Entry], check: Checker) -> dict[st
         raise check.fail(BLOB, f"holds {blob.shape[0]} bytes, the table declares {total}")
     out = {}
     for name, dtype, offset, length, shuffled in table:
-        part = blob[offset:offset + length * dtype.itemsize]
-        if shuffled:  # planes back to elements
-            part = part.reshape(dtype.itemsize, length).T
-        out[name] = np.frombuffer(part.tobytes(), dtype).astype(dtype.newbyteorder("="))
+        if shuffled:  # planes back to elements: one aligned copy
+            planes = blob[offset:offset + length * dtype.itemsize].reshape(dtype.itemsize, length)
+            arr = np.ascontiguousarray(planes.T).view(dtype).reshape(length)
+        else:  # a (possibly unaligned) view of the blob, copied once below
+            arr = np.frombuffer(blob, dtype, length, offset)
+        out[name] = arr.astype(dtype.newbyteorder("="), copy=True)
     return out
