@@ -205,6 +205,8 @@ def compress(net: Network, ds: Dataset, outdir: str | os.PathLike,
             from edgeprune.quantization import quantization_stage
 
             shared, codebook_history = _shared_codebooks(pruned, ds, opts)
+            if shared is not None:  # the tuned codebooks are what model.npz measures now
+                shared = _keep_size_budget(shared, scoring, opts, metadata)
             quantization = quantization_stage(pruned, ds, opts.seed, opts.export_options.quantize,
                                               opts.max_metric_drop, fp32_metrics=after,
                                               quantized=shared)

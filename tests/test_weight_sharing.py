@@ -108,3 +108,19 @@ def test_compress_codebook_epochs_cli(tmp_path, small_model, npy_data) -> None:
                                "-o", str(tmp_path / "bad")])
     assert bad.exit_code != 0 and "add --quantize shared4, shared5 or shared6" in bad.output
     assert not (tmp_path / "bad").exists()
+
+
+def test_size_budget_holds_after_codebook_finetuning(tmp_path, small_model, npy_data) -> None:
+    """--target-size is measured again on the tuned codebooks: the published file fits."""
+    runner = CliRunner()
+    base = ["compress", str(small_model), "--data", npy_data, "--method", "magnitude",
+            "--export", "npz", "-q", "--quantize", "shared4", "--finetune-epochs", "1",
+            "--codebook-epochs", "2"]
+    full = runner.invoke(main, [*base, "--sparsity", "0", "-o", str(tmp_path / "full")])
+    assert full.exit_code == 0, full.output
+    budget = (tmp_path / "full" / "model.npz").stat().st_size - 120
+    res = runner.invoke(main, [*base, "--target-size", str(budget), "-o", str(tmp_path / "t")])
+    assert res.exit_code == 0, res.output
+    size = (tmp_path / "t" / "model.npz").stat().st_size
+    target = json.loads((tmp_path / "t" / "report.json").read_text())["scoring"]["target"]
+    assert size <= budget and target["value"] == size
