@@ -122,12 +122,14 @@ def bundle_meta(pruned: Network, metadata: dict | None = None) -> tuple[dict, di
 def write_artifacts(pruned: Network, compact_net: CompactNetwork, x_verify: np.ndarray,
                     outdir: Path, formats: list[str], options: ExportOptions | None = None,
                     metadata: dict | None = None,
-                    x_calibration: np.ndarray | None = None) -> dict[str, dict]:
+                    x_calibration: np.ndarray | None = None,
+                    float32_net: Network | None = None) -> dict[str, dict]:
     """Write ``model.<fmt>`` for each format into ``outdir``; verify each against PyTorch.
 
     Returns per format: path, bytes on disk, max |artifact - PyTorch| on ``x_verify``; a
     quantized artifact is checked against the dequantized model (``max_abs_diff_vs_pytorch``,
-    same tolerance) and also reports ``max_abs_diff_vs_fp32`` against ``pruned``."""
+    same tolerance) and also reports ``max_abs_diff_vs_fp32`` against ``float32_net`` (default
+    ``pruned``; after codebook fine-tuning, the float32 network the shared one came from)."""
     from edgeprune.torch_network import torch_forward
 
     options = options or ExportOptions()
@@ -139,6 +141,8 @@ def write_artifacts(pruned: Network, compact_net: CompactNetwork, x_verify: np.n
         from edgeprune.exporters.quantize import quantized_network
 
         q_reference = torch_forward(quantized_network(pruned, options.quantize), x)
+        if float32_net is not None:
+            reference = torch_forward(float32_net, x)
     meta, bundle_report = bundle_meta(pruned, metadata)
     written: dict[str, dict] = {}
     extra: dict[str, dict] = {}

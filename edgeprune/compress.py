@@ -200,7 +200,7 @@ def compress(net: Network, ds: Dataset, outdir: str | os.PathLike,
         metadata = _artifact_metadata(net, ds, opts, outdir, walk, result.importance_level)
         pruned = _keep_size_budget(pruned, scoring, opts, metadata)
         after = evaluate(pruned, ds, opts.seed)
-        quantization = None
+        quantization, float32_net = None, None
         if opts.export_options.quantize != "none":  # the accuracy guard, before any file
             from edgeprune.quantization import quantization_stage
 
@@ -213,7 +213,7 @@ def compress(net: Network, ds: Dataset, outdir: str | os.PathLike,
             if shared is not None:  # what model.npz stores exactly, and pruned.pt with it
                 quantization["codebook_epochs"] = opts.codebook_epochs
                 quantization["codebook_history"] = codebook_history
-                pruned = shared
+                float32_net, pruned = pruned, shared
         compact_net = compact_network(pruned)
         if scoring and scoring.get("from"):
             scoring["from"] = record_path(scoring["from"], outdir)
@@ -221,7 +221,8 @@ def compress(net: Network, ds: Dataset, outdir: str | os.PathLike,
                          {"before": before, "after": after}, history, outdir)
         report.quantization = quantization
         report.steps = steps
-        _write_outputs(staging, net, pruned, compact_net, ds, opts, report, walk, t0, metadata)
+        _write_outputs(staging, net, pruned, compact_net, ds, opts, report, walk, t0, metadata,
+                       float32_net)
     return CompressResult(pruned, report, Path(outdir))
 
 
@@ -366,7 +367,7 @@ def _recorded_source(data: str, opts: CompressOptions, outdir) -> dict:
 
 
 def _write_outputs(staging: Path, net, pruned, compact_net, ds, opts, report: CompressReport,
-                   walk, t0, metadata: dict) -> None:
+                   walk, t0, metadata: dict, float32_net=None) -> None:
     """pruned.pt, every artifact (each verified against PyTorch), report.json and report.md."""
     pruned.meta = {**pruned.meta, "pruning": {"method": report.method,
                                               "importance_level": report.importance_level,
@@ -377,7 +378,7 @@ def _write_outputs(staging: Path, net, pruned, compact_net, ds, opts, report: Co
     artifacts = write_artifacts(
         pruned, compact_net, ds.x_test, staging, formats, opts.export_options,
         metadata=metadata,
-        x_calibration=ds.x_train)
+        x_calibration=ds.x_train, float32_net=float32_net)
     report.artifacts = {fmt: {k: v for k, v in a.items() if k != "path"}
                         for fmt, a in artifacts.items()}
     if opts.export_options.quantize != "none":

@@ -94,6 +94,8 @@ def test_compress_codebook_epochs_cli(tmp_path, small_model, npy_data) -> None:
     report = json.loads((out / "report.json").read_text())
     stage = report["quantization"]
     assert stage["codebook_epochs"] == 2 and len(stage["codebook_history"]) == 2
+    # compared with the float32 network before sharing, not with itself
+    assert report["artifacts"]["npz"]["max_abs_diff_vs_fp32"] > 1e-4
     pruned = load_network(out / "pruned.pt")  # the shared network, as model.npz stores it
     for layer in pruned.layers:
         assert np.unique(layer.masked_weight[layer.masked_weight != 0]).size <= 16
