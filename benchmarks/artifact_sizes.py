@@ -407,6 +407,7 @@ def seeds_markdown(result: dict) -> list[str]:
 def plot(result: dict, path: Path) -> None:
     try:
         import matplotlib
+        import matplotlib.ticker
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
@@ -414,9 +415,10 @@ def plot(result: dict, path: Path) -> None:
         print("matplotlib missing: no plot (pip install 'edgeprune[bench]')")
         return
     runs = result["etas"]
-    fig, axes = plt.subplots(1, len(runs), figsize=(7 * len(runs), 6), squeeze=False)
+    fig, axes = plt.subplots(1, len(runs), figsize=(9 * len(runs), 7), squeeze=False)
     for ax, run in zip(axes[0], runs, strict=True):
-        rows = [r for r in run["rows"] if "compression" not in r or r["compression"] == "deflate"]
+        rows = [r for r in run["rows"] if "compression" not in r  # each layout at its best:
+                or r["compression"] == ("lzma" if r["packed"] else "deflate")]
         names = [r["artifact"].replace("model.npz ", "npz ") for r in rows]
         y = np.arange(len(rows))
         ax.barh(y + 0.2, [r["bytes"] / 1024 for r in rows], 0.4, label="raw")
@@ -426,6 +428,9 @@ def plot(result: dict, path: Path) -> None:
         ax.set_yticks(y, names, fontsize=7)
         ax.invert_yaxis()
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("KiB (log)")
         ax.set_title(f"η = {run['achieved_sparsity']:.3f} (measured on this host)", fontsize=9)
         ax.legend(fontsize=7)
