@@ -374,3 +374,25 @@ def test_truncated_and_damaged_lzma_files(tmp_path: Path) -> None:
     bad = tmp_path / "damaged.npz"
     bad.write_bytes(bytes(damaged))
     _refused(bad, "blob")
+
+
+def test_gib_blob_is_refused_from_its_header(tmp_path: Path) -> None:
+    """A packed bundle whose blob member inflates to 1 GiB of zeros (its .npy header declaring
+    2**30 bytes, meta.blob.bytes the true few hundred) is refused before the blob is read."""
+    from tests.test_hostile_inputs import GiB, _npy_header, _read_in_subprocess
+
+    good = save_bundle(make_net(), tmp_path / "good.npz", quantize="int8")
+    with zipfile.ZipFile(good) as zf:
+        meta = zf.read("meta.npy")
+    bomb = tmp_path / "bomb.npz"
+    chunk = bytes(1 << 20)
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        zf.writestr("meta.npy", meta)
+        with zf.open("blob.npy", "w", force_zip64=True) as fh:
+            fh.write(_npy_header((GiB,), "|u1"))
+            for _ in range(GiB // len(chunk)):
+                fh.write(chunk)
+    assert bomb.stat().st_size < 8 * 1024**2
+    verdict, peak = _read_in_subprocess(bomb)
+    assert verdict.startswith("REFUSED") and f"blob has length {GiB}, expected" in verdict
+    assert peak < 300 * 1024**2, f"peak RSS {peak / 1024**2:.0f} MiB"
