@@ -330,6 +330,10 @@ class AlphaType(click.ParamType):
 @click.option("--steps", type=click.IntRange(1), default=1, show_default=True,
               help="Gradual pruning: reach --sparsity in N steps of a cubic schedule, "
                    "re-scoring and fine-tuning between steps (the --finetune-epochs are shared).")
+@click.option("--compensate", is_flag=True,
+              help="Replace each pruned link by its mean instead of 0: every live unit's bias "
+                   "is set to keep its mean pre-activation on the training split (the "
+                   "consistent pruning for --reference mean; works with every --method).")
 @click.option("--finetune-epochs", type=click.IntRange(0), default=0, show_default=True,
               help="Epochs of masked fine-tuning after pruning (pruned links stay zero).")
 @click.option("--codebook-epochs", type=click.IntRange(0), default=0, show_default=True,
