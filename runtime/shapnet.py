@@ -192,12 +192,26 @@ class ShapNetModel:
         if layer.activation != "identity":
             apply_activation(y, layer.activation, layer.slope, out=y)
 
-    def _run_one(self, x: np.ndarray, t: float, out: np.ndarray, skipped: np.ndarray) -> None:
+    def deviations(self, x: Any) -> np.ndarray:
+        """``(modules,)`` for one sample: each module's ``max |input - reference|`` in the
+        unpruned run (what the skip rule compares with the threshold)."""
+        arr = np.asarray(x, dtype=np.float32).reshape(self.input_dim)
+        self._inbuf[:self.input_dim] = arr
+        dev = np.empty(self.n_modules)
+        out = np.empty(self.layout.output_dim, dtype=np.float32)
+        self._run_one(self._inbuf, -1.0, out, np.zeros(self.n_modules, dtype=bool), dev)
+        return dev
+
+    def _run_one(self, x: np.ndarray, t: float, out: np.ndarray, skipped: np.ndarray,
+                 deviations: np.ndarray | None = None) -> None:
         h, offset = x, 0
         for plan in self._plans:
             pos, ref = plan["positions"], plan["reference"]
             n = pos.shape[0]
-            skip = np.abs(h[pos] - ref).max(axis=1) <= t
+            dev = np.abs(h[pos] - ref).max(axis=1)
+            if deviations is not None:
+                deviations[offset:offset + n] = dev
+            skip = dev <= t
             skipped[offset:offset + n] = skip
             offset += n
             runs = _runs(~skip)

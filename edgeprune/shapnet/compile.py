@@ -30,9 +30,10 @@ from edgeprune.runtime.shapnet_layout import (
     shapley_weights,
 )
 
-from .spec import ShapnetSpec, SpecError, TransformSpec
+from .spec import InnerLayer, ModuleSpec, ShapnetSpec, SpecError, TransformSpec
 
-__all__ = ["ChainLayer", "CompiledShapnet", "MAX_DENSE_ELEMENTS", "compile_spec"]
+__all__ = ["ChainLayer", "CompiledShapnet", "MAX_DENSE_ELEMENTS", "compile_shapnet",
+           "compile_spec", "spec_from_model"]
 
 #: The dense exporters (ONNX, TFLite) materialize every layer; above this many weights in all
 #: (256 MiB of float32) they refuse with a one-line error. The ``.npz`` bundle stays CSR.
@@ -215,3 +216,73 @@ def compile_spec(spec: ShapnetSpec) -> CompiledShapnet:
     layout = {"variant": spec.variant, "features": d, "inputs": n_in, "prediction_dim": n_out,
               "explanation_channels": n_out, "transforms": transforms_meta}
     return CompiledShapnet(layers, layout, arrays, dict(spec.meta))
+
+
+# -- from the PyTorch models ----------------------------------------------------------------------
+_TORCH_ACTIVATIONS = {"ReLU": "relu", "LeakyReLU": "leaky_relu", "Tanh": "tanh",
+                      "Sigmoid": "sigmoid", "Identity": "identity"}
+
+
+def _numpy(tensor: Any) -> np.ndarray:
+    return tensor.detach().cpu().numpy()
+
+
+def _inner_layers(inner: Any, where: str) -> list[InnerLayer]:
+    """``nn.Sequential`` of ``Linear`` and elementwise activations -> :class:`InnerLayer` s."""
+    layers: list[InnerLayer] = []
+    for part in inner:
+        name = type(part).__name__
+        if name == "Linear":
+            bias = part.bias if part.bias is not None else None
+            layers.append(InnerLayer(_numpy(part.weight).astype(np.float32),
+                                     np.zeros(part.out_features, np.float32) if bias is None
+                                     else _numpy(bias).astype(np.float32)))
+        elif name in _TORCH_ACTIVATIONS and layers and layers[-1].activation == "identity":
+            layers[-1].activation = _TORCH_ACTIVATIONS[name]
+            layers[-1].negative_slope = float(getattr(part, "negative_slope", 0.01))
+        elif name == "Identity" or name == "Dropout":
+            continue
+        else:
+            raise SpecError(f"{where}: inner layer {type(part).__name__} cannot be compiled "
+                            "(Linear and elementwise ReLU/LeakyReLU/Tanh/Sigmoid only)")
+    return layers
+
+
+def _module_spec(module: Any, where: str) -> ModuleSpec:
+    """A :class:`~edgeprune.shapnet.modules.ShapleyModule` (one reference per player, the
+    same for every channel) -> :class:`ModuleSpec`."""
+    reference = np.repeat(_numpy(module.reference).astype(np.float32), module.in_channels)
+    return ModuleSpec(_numpy(module.active).astype(np.int64), reference,
+                      _inner_layers(module.inner, where))
+
+
+def spec_from_model(model: Any) -> ShapnetSpec:
+    """The :class:`ShapnetSpec` of a :class:`~edgeprune.shapnet.models.ShallowShapNet` or
+    :class:`~edgeprune.shapnet.models.DeepShapNet`."""
+    from edgeprune.shapnet.models import DeepShapNet, ShallowShapNet
+
+    meta = {"config": model.config()} if hasattr(model, "config") else {}
+    if isinstance(model, ShallowShapNet):
+        modules = [_module_spec(m, f"module {j}") for j, m in enumerate(model.modules_list)]
+        return ShapnetSpec(model.in_dim, [TransformSpec(1, model.channels, modules)],
+                           _numpy(model.linear.weight).astype(np.float32),
+                           _numpy(model.linear.bias).astype(np.float32), variant="shallow",
+                           meta=meta)
+    if isinstance(model, DeepShapNet):
+        transforms = []
+        for t, modules in enumerate(model.transforms, start=1):
+            specs = [_module_spec(m, f"transform {t}, module {j}") for j, m in enumerate(modules)]
+            transforms.append(TransformSpec(int(modules[0].in_channels),
+                                            int(modules[0].out_channels), specs))
+        out = model.out_dim
+        return ShapnetSpec(model.width, transforms, np.eye(out, dtype=np.float32),
+                           _numpy(model.bias).astype(np.float32), variant="deep", meta=meta,
+                           inputs=model.in_dim)
+    raise SpecError(f"cannot compile a {type(model).__name__}: a ShallowShapNet or DeepShapNet "
+                    "is needed")
+
+
+def compile_shapnet(model: Any) -> CompiledShapnet:
+    """Compile a PyTorch Shallow/Deep ShapNet (or a :class:`ShapnetSpec`)."""
+    spec = model if isinstance(model, ShapnetSpec) else spec_from_model(model)
+    return compile_spec(spec)
