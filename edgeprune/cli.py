@@ -491,11 +491,38 @@ def export(pruned, formats, data_spec, onnx_sparse_initializers, tflite_sparse, 
                    "'edgeprune[fast]'); numpy: always available.")
 @click.option("--encode", "mode", flag_value="encode", help="Return the latent code.")
 @click.option("--decode", "mode", flag_value="decode", help="Inputs are latent codes.")
+@click.option("--explanations", type=click.Path(dir_okay=False), default=None,
+              help="ShapNet bundles: also write the per-feature Shapley values (.npy, "
+                   "samples x features x outputs).")
+@click.option("--skip-threshold", type=float, default=None, metavar="T",
+              help="ShapNet bundles: skip the Shapley modules whose inputs are all within T "
+                   "of their reference (dynamic pruning; 0 changes no output).")
 @_user_errors
-def run(bundle, inputs, output, kernel, engine, mode):
-    """Run a model.npz bundle on INPUTS (.npy) with the edgeprune runtime; write OUTPUT (.npy)."""
-    from edgeprune.workflows import run_bundle
+def run(bundle, inputs, output, kernel, engine, mode, explanations, skip_threshold):
+    """Run a model.npz bundle on INPUTS (.npy) with the edgeprune runtime; write OUTPUT (.npy).
 
+    For a ShapNet bundle OUTPUT is the prediction; --explanations writes its Shapley values."""
+    from edgeprune.runtime.bundle import read_bundle
+    from edgeprune.workflows import run_bundle, run_shapnet_bundle
+
+    shapnet = explanations is not None or skip_threshold is not None
+    if not shapnet and mode is None and os.path.isfile(bundle):
+        shapnet = read_bundle(bundle).shapnet is not None
+    if shapnet:
+        if mode is not None:
+            raise EdgepruneError(f"--{mode} needs an autoencoder bundle; a ShapNet bundle "
+                                 "runs forward only")
+        info = run_shapnet_bundle(bundle, inputs, output, explanations=explanations,
+                                  skip_threshold=skip_threshold,
+                                  kernel="csr" if kernel == "auto" else kernel, engine=engine)
+        line = f"wrote {output} {info['prediction']}"
+        if explanations is not None:
+            line += f" and {explanations} {info['explanation']}"
+        if skip_threshold is not None:
+            line += (f"; skipped {info['skipped_fraction']:.1%} of {info['modules']} Shapley "
+                     f"modules per sample (output change <= {info['bound']:.3g})")
+        click.echo(line)
+        return
     shape = run_bundle(bundle, inputs, output, kernel=kernel, mode=mode or "forward",
                        engine=engine)
     click.echo(f"wrote {output} {shape}")
@@ -577,10 +604,17 @@ def _deploy_options(identity, ssh_config, accept_new_host_key, connect_timeout, 
               help="Also run on this board over SSH (deploying ARTIFACTS first, a no-op when "
                    "already there) and report host vs board side by side; --calibrate then "
                    "calibrates the board.")
+@click.option("--skip-threshold", "skip_thresholds", type=float, multiple=True, metavar="T",
+              help="ShapNet bundles: also time dynamic pruning at batch 1 with this threshold "
+                   "(repeatable), on the samples of --inputs; reports modules skipped and "
+                   "latency saved per input.")
+@click.option("--inputs", "skip_inputs", type=click.Path(dir_okay=False), default=None,
+              help="The .npy samples (samples x features) --skip-threshold is measured on.")
 @with_ssh_options
 @_user_errors
 def bench(artifacts, batches, backends, warmup, runs, min_time, threads, json_path, md_path,
           plot_path, energy_profile, calibrate, profile_out, kernel_profile, quiet, remote,
+          skip_thresholds, skip_inputs,
           identity, ssh_config, accept_new_host_key, connect_timeout, remote_dir, remote_python):
     """Benchmark ARTIFACTS (model.npz, .onnx, .tflite, pruned.pt or compress output dirs)."""
     from edgeprune import bench as benchmark
@@ -589,6 +623,9 @@ def bench(artifacts, batches, backends, warmup, runs, min_time, threads, json_pa
         if not quiet:
             click.echo(msg, err=True)
 
+    if remote and skip_thresholds:
+        raise EdgepruneError("--skip-threshold is measured on this host; drop --remote (or "
+                             "run `edgeprune bench --skip-threshold` on the board)")
     if remote:
         _bench_remote(remote, artifacts, batches, warmup, runs, min_time, threads, json_path,
                       md_path, energy_profile, calibrate, say,
@@ -598,7 +635,8 @@ def bench(artifacts, batches, backends, warmup, runs, min_time, threads, json_pa
 
     opts = benchmark.BenchOptions(batches=benchmark.parse_batches(batches), backends=backends,
                                   warmup=warmup, runs=runs, min_time=min_time, threads=threads,
-                                  energy_profile=energy_profile, kernel_profile=kernel_profile)
+                                  energy_profile=energy_profile, kernel_profile=kernel_profile,
+                                  skip_thresholds=skip_thresholds, skip_inputs=skip_inputs)
     opts.validate()
     if calibrate:
         path = benchmark.calibrate_device(artifacts, opts, profile_out, progress=say)
