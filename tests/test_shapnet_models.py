@@ -164,3 +164,19 @@ def test_bad_architectures_are_one_line_errors():
         covering_active_sets(5, 2, n_modules=2)
     with pytest.raises(ShapNetError, match="input of shape"):
         DeepShapNet(4, 1)(torch.zeros(3, 5))
+
+
+def test_batched_modules_equal_each_module_alone():
+    torch.manual_seed(5)
+    model = DeepShapNet(8, 3, np.linspace(-1, 1, 8), channels=4, hidden=[8, 6])
+    x = torch.randn(7, 8)
+    with torch.no_grad():
+        zs = model.representations(x)
+        z = torch.zeros(7, 8, 1)
+        z[:, :, 0] = x
+        for layer, modules in enumerate(model.transforms):
+            new = torch.zeros(7, 8, modules[0].out_channels)
+            for m in modules:
+                new[:, m.active] = m(z[:, m.active])
+            assert torch.allclose(new, zs[layer], atol=1e-6)
+            z = new

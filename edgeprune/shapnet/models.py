@@ -26,7 +26,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgeprune.shapnet.modules import ShapleyModule, ShapNetError, _check_k
+from edgeprune.shapnet.modules import (
+    ShapleyModule,
+    ShapNetError,
+    _check_k,
+    shapley_modules_forward,
+)
 
 
 def _reference(reference, in_dim: int) -> np.ndarray:
@@ -108,9 +113,18 @@ class ShallowShapNet(nn.Module):
     def representations(self, x: torch.Tensor) -> list[torch.Tensor]:
         """[phi]: the one Shapley representation (batch, in_dim, out_dim)."""
         z = x.new_zeros(x.shape[0], self.in_dim, self.channels)
-        for module in self.modules_list:
-            z = z.index_add(1, module.active, module(x[:, module.active]))
+        for group, index in self._groups():
+            phi = shapley_modules_forward(group, x[:, :, None])  # (batch, M, k, channels)
+            z = z.index_add(1, index, phi.reshape(x.shape[0], -1, self.channels))
         return [z @ self.linear.weight.T]
+
+    def _groups(self):
+        """The modules by active-set size (alike modules run as one batch), with the features
+        their outputs go to, in order."""
+        by_k: dict[int, list[ShapleyModule]] = {}
+        for module in self.modules_list:
+            by_k.setdefault(module.k, []).append(module)
+        return [(group, torch.cat([m.active for m in group])) for group in by_k.values()]
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         phi = self.representations(_check_input(x, self.in_dim))[-1]
@@ -190,19 +204,16 @@ class DeepShapNet(nn.Module):
         z[:, :self.in_dim, 0] = x
         out = []
         for layer, modules in enumerate(self.transforms):
-            parts, skips = [], []
-            for module in modules:
-                inputs = z[:, module.active]
-                phi = module(inputs)
-                if skip_threshold is not None:
-                    dist = (inputs - module.reference[None, :, None]).abs().amax(dim=(1, 2))
-                    skip = dist <= skip_threshold
-                    phi = torch.where(skip[:, None, None], torch.zeros_like(phi), phi)
-                    skips.append(skip)
-                parts.append(phi)
-            z = torch.cat(parts, dim=1)[:, getattr(self, f"_inverse{layer}")]
-            if skipped is not None and skips:
-                skipped.append(torch.stack(skips, dim=1))
+            phi = shapley_modules_forward(list(modules), z)  # (batch, M, k, c_out)
+            if skip_threshold is not None:
+                active = torch.stack([m.active for m in modules])
+                ref = torch.stack([m.reference for m in modules])
+                dist = (z[:, active] - ref[None, :, :, None]).abs().amax(dim=(2, 3))
+                skip = dist <= skip_threshold  # (batch, M)
+                phi = torch.where(skip[:, :, None, None], torch.zeros_like(phi), phi)
+                if skipped is not None:
+                    skipped.append(skip)
+            z = phi.reshape(z.shape[0], self.width, -1)[:, getattr(self, f"_inverse{layer}")]
             out.append(z)
         return out
 

@@ -180,3 +180,33 @@ class ShapleyModule(nn.Module):
     def extra_repr(self) -> str:
         return (f"active={self.active.tolist()}, in_channels={self.in_channels}, "
                 f"out_channels={self.out_channels}")
+
+
+def shapley_modules_forward(modules: list[ShapleyModule], z: torch.Tensor) -> torch.Tensor:
+    """The outputs of several alike Shapley modules (same k, channels, inner widths and
+    activation) on the feature tensor ``z`` (batch, features, in_channels) in one batched pass:
+    returns (batch, modules, k, out_channels), row m equal to ``modules[m](z[:, active_m])``.
+
+    Per-module calls cost a few small kernels each; a Deep ShapNet has tens of modules per
+    transform, so their inner MLPs run as one ``torch.baddbmm`` per layer over weights
+    stacked on the fly (the stack is differentiable: training updates each module's own
+    ``inner``)."""
+    first = modules[0]
+    k, c_in, n = first.k, first.in_channels, len(modules)
+    active = torch.stack([m.active for m in modules])  # (M, k)
+    ref = torch.stack([m.reference for m in modules]).to(z.dtype)  # (M, k)
+    x = z[:, active]  # (batch, M, k, c_in)
+    copies = torch.where(first._masks[None, None, :, :, None], x[:, :, None],
+                         ref[None, :, None, :, None])  # (batch, M, 2^k, k, c_in)
+    b = z.shape[0]
+    h = copies.permute(1, 0, 2, 3, 4).reshape(n, b * 2 ** k, k * c_in)
+    for layer_index, layer in enumerate(first.inner):
+        if isinstance(layer, nn.Linear):
+            weight = torch.stack([m.inner[layer_index].weight for m in modules])  # (M, out, in)
+            bias = torch.stack([m.inner[layer_index].bias for m in modules])  # (M, out)
+            h = torch.baddbmm(bias[:, None, :], h, weight.transpose(1, 2))
+        else:
+            h = layer(h)
+    values = h.reshape(n, b, 2 ** k, first.out_channels).permute(1, 0, 2, 3)  # (batch, M, 2^k, o)
+    marginal = values[:, :, first._with] - values[:, :, first._without]  # (b, M, k, 2^(k-1), o)
+    return torch.einsum("kp,bmkpo->bmko", first._pair_weights.to(values.dtype), marginal)
