@@ -203,3 +203,54 @@ def test_plain_bundle_is_not_a_shapnet(tmp_path):
     assert load(path)(np.zeros(4, np.float32)).shape == (3,)  # version 1 still loads
     with pytest.raises(Exception, match="is not a ShapNet bundle"):
         load_shapnet(path)
+
+
+# -- SHAP-SAE link pruning of the inner MLPs -------------------------------------------------
+def _brute_force_shapley(f, x: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Exact Shapley values of ``f`` (batch -> (batch, out)) at one sample ``x`` vs ``ref``."""
+    from itertools import combinations
+    from math import factorial
+
+    d = x.shape[0]
+    phi = 0.0
+    rows, weights = [], []
+    for i in range(d):
+        for size in range(d):
+            for s in combinations([j for j in range(d) if j != i], size):
+                w = factorial(size) * factorial(d - size - 1) / factorial(d)
+                base = ref.copy()
+                base[list(s)] = x[list(s)]
+                with_i = base.copy()
+                with_i[i] = x[i]
+                rows += [with_i, base]
+                weights.append((i, w))
+    values = f(np.array(rows, np.float32)).astype(np.float64)
+    phi = np.zeros((d, values.shape[1]))
+    for n, (i, w) in enumerate(weights):
+        phi[i] += w * (values[2 * n] - values[2 * n + 1])
+    return phi
+
+
+def test_inner_link_pruning_keeps_exact_shapley_values():
+    from edgeprune.shapnet.link_pruning import prune_inner_links
+
+    name, model = torch_models(seed=4)[0]  # the Shallow ShapNet: exact Shapley values
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(64, model.in_dim)).astype(np.float32)
+    pruned, report = prune_inner_links(model, x, sparsity=0.5)
+    assert 0.3 < report["inner_sparsity"] < 0.8
+    assert report["transforms"][0]["links_kept"] < report["transforms"][0]["links"]
+    before, after = compile_shapnet(model), compile_shapnet(pruned)
+    assert after.nnz < before.nnz
+    ref = model.reference.numpy()
+    pred, expl = torch_outputs(pruned, x[:2])
+    for b in range(2):
+        exact = _brute_force_shapley(lambda v: torch_outputs(pruned, v)[0], x[b], ref)
+        assert np.abs(expl[b] - exact).max() <= 1e-5
+    # the compiled pruned model runs in the runtime like the pruned PyTorch model
+    runtime = ShapNetModel(validate_bundle(shapnet_bundle_arrays(after)))
+    got = runtime(x)
+    ref_pred, ref_expl = torch_outputs(pruned, x)
+    assert np.abs(got[0] - ref_pred).max() <= TOL and np.abs(got[1] - ref_expl).max() <= TOL
+    with pytest.raises(Exception, match="exactly one of"):
+        prune_inner_links(model, x)
