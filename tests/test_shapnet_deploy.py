@@ -254,3 +254,19 @@ def test_inner_link_pruning_keeps_exact_shapley_values():
     assert np.abs(got[0] - ref_pred).max() <= TOL and np.abs(got[1] - ref_expl).max() <= TOL
     with pytest.raises(Exception, match="exactly one of"):
         prune_inner_links(model, x)
+
+
+def test_export_shapnet_writes_every_format_checked_against_pytorch(tmp_path):
+    from edgeprune.shapnet.deploy import export_shapnet
+
+    name, model = torch_models(seed=6)[1]
+    x = np.random.default_rng(8).normal(size=(40, model.in_dim)).astype(np.float32)
+    result = export_shapnet(model, tmp_path / "out", x, formats="npz")
+    art = result["written"]["npz"]
+    assert art["max_abs_diff_prediction"] <= TOL and art["max_abs_diff_explanation"] <= TOL
+    assert (tmp_path / "out" / "model.npz").is_file()
+    assert (tmp_path / "out" / "manifest.json").is_file()
+    assert result["compiled"]["modules"] == sum(len(t) for t in model.transforms)
+    with pytest.raises(Exception, match="the ShapNet reads"):
+        export_shapnet(model, tmp_path / "bad", x[:, :2], formats="npz")
+    assert not (tmp_path / "bad").exists()
