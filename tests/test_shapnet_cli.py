@@ -98,3 +98,14 @@ def test_bench_skip_threshold_needs_inputs(files):
     bundle, _, _ = files
     res = CliRunner().invoke(main, ["bench", str(bundle), "--skip-threshold", "0.1"])
     assert res.exit_code == 1 and "--skip-threshold needs --inputs FILE.npy" in res.output
+
+
+def test_info_describes_the_shapnet_layout(files):
+    bundle, _, _ = files
+    res = CliRunner().invoke(main, ["info", str(bundle)])
+    assert res.exit_code == 0, res.output
+    assert "ShapNet (shapnet): prediction 2, explanation 7 x 2" in res.output
+    assert "transform 3 (layers 11-15): 4 modules of k=2, channels 4 -> 2" in res.output
+    res = CliRunner().invoke(main, ["info", str(bundle), "--json"])
+    desc = json.loads(res.output)
+    assert desc["version"] == 3 and desc["shapnet"]["features"] == 8
