@@ -452,15 +452,27 @@ def explain(model_or_outdir, data_spec, importance_level, scores_path, estimator
 @click.option("--tflite-sparse", is_flag=True, help="Store TFLite weights as sparse tensors.")
 @quantize_options
 @seed_option
+@click.option("--inner-sparsity", type=float, default=None, metavar="ETA",
+              help="ShapNet checkpoints: first prune this fraction of each inner MLP's links "
+                   "(SHAP-SAE scores on its masked-copy inputs; no fine-tuning).")
 @click.option("-o", "--output", "outdir", required=True, type=click.Path(file_okay=False),
               help="Output directory; replaced as a whole when the run succeeds.")
 @with_model_options
 @_user_errors
 def export(pruned, formats, data_spec, onnx_sparse_initializers, tflite_sparse, quantize,
-           max_metric_drop, seed, outdir, model_opts):
+           max_metric_drop, seed, inner_sparsity, outdir, model_opts):
     """Export PRUNED (a compress output directory or a pruned checkpoint) to npz/ONNX/TFLite,
-    each checked against PyTorch on real inputs."""
+    each checked against PyTorch on real inputs. A ShapNet checkpoint (train --task
+    shapnet-*) is compiled; its artifacts return the prediction and the explanation."""
     from edgeprune.artifacts import ExportOptions, export_pruned
+
+    if _is_shapnet_file(pruned):
+        _export_shapnet(pruned, outdir, formats, data_spec, seed, inner_sparsity,
+                        onnx_sparse_initializers or tflite_sparse, quantize, max_metric_drop)
+        return
+    if inner_sparsity is not None:
+        raise EdgepruneError("--inner-sparsity prunes a ShapNet's inner MLPs; PRUNED is not a "
+                             "ShapNet checkpoint")
 
     result = export_pruned(pruned, outdir, formats=formats, data_spec=data_spec, seed=seed,
                            options=ExportOptions(onnx_sparse_initializers, tflite_sparse,
@@ -476,6 +488,41 @@ def export(pruned, formats, data_spec, onnx_sparse_initializers, tflite_sparse, 
 
         click.echo("\n".join(quantization_lines({"quantization": result["quantization"],
                                                  "artifacts": result["written"]})))
+
+
+def _is_shapnet_file(path) -> bool:
+    try:
+        from edgeprune.shapnet.checkpoint import is_shapnet_file
+    except ImportError:  # torch missing: not a ShapNet this install can read
+        return False
+    return is_shapnet_file(path)
+
+
+def _export_shapnet(source, outdir, formats, data_spec, seed, inner_sparsity, sparse, quantize,
+                    max_metric_drop):
+    from edgeprune.shapnet.deploy import export_shapnet_checkpoint
+
+    if sparse or quantize != "none" or max_metric_drop is not None:
+        raise EdgepruneError("a ShapNet is exported in float32 with dense ONNX/TFLite weights; "
+                             "drop --quantize/--max-metric-drop/--onnx-sparse-initializers/"
+                             "--tflite-sparse")
+    result = export_shapnet_checkpoint(source, outdir, formats=formats, data_spec=data_spec,
+                                       seed=seed, inner_sparsity=inner_sparsity)
+    for note in result["notes"]:
+        click.echo(f"note: {note}")
+    pruning = result.get("inner_pruning")
+    if pruning:
+        metric = ", ".join(f"{k} {pruning['before'].get(k, float('nan')):.4g} -> {v:.4g}"
+                           for k, v in pruning["after"].items())
+        click.echo(f"pruned {pruning['inner_sparsity']:.1%} of the inner MLPs' links"
+                   + (f" ({metric}, no fine-tuning)" if metric else ""))
+    c = result["compiled"]
+    click.echo(f"compiled {c['transforms']} Shapley transforms, {c['modules']} modules: "
+               f"{c['layers']} CSR layers, {c['nnz']} non-zeros")
+    for art in result["written"].values():
+        click.echo(f"wrote {art['path']} ({art['bytes']} bytes; max |diff| vs PyTorch "
+                   f"prediction {art['max_abs_diff_prediction']:.2e}, explanation "
+                   f"{art['max_abs_diff_explanation']:.2e} on {result['data']})")
 
 
 @main.command(context_settings=CONTEXT)
