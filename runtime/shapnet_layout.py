@@ -299,14 +299,17 @@ def _check_inner(layer: Any, n: int, m: int, width_in: int, name: str, check: Ch
     lens = rowlen.reshape(n, m, per_block)
     if not (lens == lens[:, :1]).all():
         raise check.fail(f"layer{name}", "has copies of a module with different links")
-    ptr = layer.indptr
-    for j in range(n):
-        lo, hi = int(ptr[j * m * per_block]), int(ptr[(j + 1) * m * per_block])
-        seg_d = layer.data[lo:hi].reshape(m, -1)
-        seg_i = local[lo:hi].reshape(m, -1)
-        if not ((seg_d == seg_d[:1]).all() and (seg_i == seg_i[:1]).all()):
-            raise check.fail(f"layer{name}", f"has copies of module {j} with different "
-                             "weights; every copy must apply the same inner function")
+    # Each non-zero against the same position in its module's first copy (copy blocks of a
+    # module are contiguous and equally long: q[j] non-zeros each).
+    q = lens[:, 0].sum(axis=1)  # (n,)
+    nnz_module = np.repeat(block // m, rowlen)
+    nnz_copy = np.repeat(block % m, rowlen)
+    first = np.arange(local.shape[0]) - nnz_copy * q[nnz_module]
+    differs = (layer.data != layer.data[first]) | (local != local[first])
+    if differs.any():
+        j = int(nnz_module[int(np.argmax(differs))])
+        raise check.fail(f"layer{name}", f"has copies of module {j} with different "
+                         "weights; every copy must apply the same inner function")
 
 
 def validate_shapnet(meta: dict[str, Any], arrays: dict[str, np.ndarray], layers: tuple,

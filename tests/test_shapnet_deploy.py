@@ -141,6 +141,17 @@ def _tamper_difference(a):
     a["layer4.data"][0] = np.float32(-2)
 
 
+def _tamper_inner_bias(a):
+    a["layer2.bias"] = a["layer2.bias"].copy()
+    a["layer2.bias"][-1] += np.float32(1)
+
+
+def _outside_block(a):
+    first_row_end = int(a["layer2.indptr"][1])
+    a["layer2.indices"] = a["layer2.indices"].copy()
+    a["layer2.indices"][first_row_end - 1] += 1  # the next (module, copy) block's first input
+
+
 def _duplicate_feature(a):
     a["shapnet.t1.active"] = a["shapnet.t1.active"].copy()
     a["shapnet.t1.active"][1] = a["shapnet.t1.active"][0]
@@ -153,6 +164,8 @@ def _duplicate_feature(a):
     (_tamper_copy_block, "layer2 has copies of module 3 with different weights"),
     (_tamper_difference, "layer4 is not the difference layer"),
     (_duplicate_feature, "shapnet.t1.active repeats a feature in module 0"),
+    (_tamper_inner_bias, "layer2.bias differs between the copies of a module"),
+    (_outside_block, "layer2 reads outside its"),
     (lambda a: a.pop("shapnet.t2.reference"), "shapnet.t2.reference is missing"),
 ])
 def test_tampered_arrays_are_refused(tamper, message):
