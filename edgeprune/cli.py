@@ -25,7 +25,8 @@ memory_budget_option = click.option(
     help="Memory scoring may hold at once, in GB (finite, > 0).")
 data_option = click.option(
     "--data", "data_spec", default="digits", show_default=True, metavar="SPEC",
-    help="synthetic6, digits, mnist5k, idx:PATH (MNIST/Fashion-MNIST IDX), npy:PATH or csv:PATH.")
+    help="synthetic6, synthetic16 (regression), digits, mnist5k, breast-cancer, idx:PATH "
+         "(MNIST/Fashion-MNIST IDX), npy:PATH or csv:PATH.")
 
 
 def quantize_options(fn):
@@ -185,14 +186,70 @@ def main() -> None:
     """Shapley-value pruning (SHAP-SAE) of autoencoders and MLPs for edge devices."""
 
 
+SHAPNET_DEFAULTS = {"target": "auto", "active_size": 2, "transforms": None, "modules": None,
+                    "channels": 8, "shapnet_reference": "mean", "explanation_l1": 0.0,
+                    "l1_layers": "last", "explanation_smooth": 0.0}
+
+
+def shapnet_options(fn):
+    """The ShapNet options of ``train`` (``--task shapnet-shallow|shapnet-deep`` only)."""
+    for option in reversed([
+        click.option("--target", type=click.Choice(["auto", "regression", "classification"]),
+                     default=None, help="ShapNets: regression on float targets (synthetic16, "
+                     "npy: with a float y) or classification on labels  [default: auto]."),
+        click.option("--active-size", type=click.IntRange(1, 4), default=None, metavar="K",
+                     help="ShapNets: inputs per Shapley module (1-4; Deep: >= 2)  [default: 2]."),
+        click.option("--transforms", type=click.IntRange(1, 64), default=None, metavar="L",
+                     help="Deep ShapNet: Shapley transforms (butterfly stages)  "
+                          "[default: log_K of the padded width]."),
+        click.option("--modules", type=click.IntRange(1), default=None, metavar="N",
+                     help="Shallow ShapNet: Shapley modules  [default: 2*ceil(d/K)]."),
+        click.option("--channels", type=click.IntRange(1, 4096), default=None,
+                     help="ShapNets: channels per feature between transforms (Deep) or per "
+                          "module output (Shallow)  [default: 8]."),
+        click.option("--reference", "shapnet_reference", type=click.Choice(["mean", "zero"]),
+                     default=None, help="ShapNets: the input reference (absent features), the "
+                     "training mean or zero  [default: mean]."),
+        click.option("--explanation-l1", type=float, default=None, metavar="λ",
+                     help="ShapNets: ℓ1 penalty on the explanation (paper §2.4)  [default: 0]."),
+        click.option("--l1-layers", type=click.Choice(["last", "all"]), default=None,
+                     help="ShapNets: --explanation-l1 on the last representation or on every "
+                          "Shapley representation  [default: last]."),
+        click.option("--explanation-smooth", type=float, default=None, metavar="λ",
+                     help="ShapNets: ℓ∞ penalty (largest attribution per sample, §2.4)  "
+                          "[default: 0]."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+def _train_shapnet(task, data_spec, hidden, activation, epochs, lr, batch_size, seed, output,
+                   quiet, shapnet):
+    """``train --task shapnet-*``: the options into the library's spec objects."""
+    from edgeprune.shapnet.training import Regularisation, ShapNetSpec, train_shapnet_file
+    from edgeprune.train import parse_hidden
+
+    opts = {k: (SHAPNET_DEFAULTS[k] if v is None else v) for k, v in shapnet.items()}
+    spec = ShapNetSpec(kind=task, active_size=opts["active_size"],
+                       transforms=opts["transforms"], modules=opts["modules"],
+                       channels=opts["channels"], hidden=tuple(parse_hidden(hidden or "32")),
+                       activation=activation, reference=opts["shapnet_reference"])
+    reg = Regularisation(l1=opts["explanation_l1"], l1_layers=opts["l1_layers"],
+                         smooth=opts["explanation_smooth"])
+    return train_shapnet_file(data_spec, spec, target=opts["target"], reg=reg, epochs=epochs,
+                              lr=lr, batch_size=batch_size, seed=seed, output=output, quiet=quiet)
+
+
 @main.command(context_settings=CONTEXT)
 @data_option
-@click.option("--task", type=click.Choice(["autoencode", "classify"]), default="autoencode",
+@click.option("--task", type=click.Choice(["autoencode", "classify", "shapnet-shallow",
+                                           "shapnet-deep"]), default="autoencode",
               show_default=True, help="classify: an MLP classifier (softmax cross-entropy, "
-              "logits out, needs labelled data) instead of an autoencoder.")
+              "logits out, needs labelled data) instead of an autoencoder; shapnet-shallow / "
+              "shapnet-deep: a ShapNet that returns its own Shapley values (ICLR 2021).")
 @click.option("--hidden", default=None,
               help="Encoder widths, mirrored (default 32,8); a classifier's hidden widths "
-                   "(default 40).")
+                   "(default 40); a ShapNet's inner-MLP widths (default 32).")
 @click.option("--activation", default="relu", show_default=True,
               help="Hidden activation: identity, relu, leaky_relu, sigmoid or tanh.")
 @click.option("--latent-activation", default=None, help="Activation of the latent layer.")
@@ -207,15 +264,25 @@ def main() -> None:
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Checkpoint to write (model.pt).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+@shapnet_options
 @_user_errors
 def train(data_spec, hidden, activation, latent_activation, output_activation, epochs, lr,
-          batch_size, seed, output, quiet, task="autoencode"):
-    """Train a symmetric autoencoder (or, with --task classify, an MLP classifier) and write an
-    edgeprune checkpoint."""
+          batch_size, seed, output, quiet, task="autoencode", **shapnet):
+    """Train a symmetric autoencoder (or, with --task classify, an MLP classifier; with --task
+    shapnet-shallow|shapnet-deep, a ShapNet) and write an edgeprune checkpoint."""
     from edgeprune.output_dir import check_output_file
     from edgeprune.workflows import train_autoencoder
 
     check_output_file(output, {"data file": data_spec})
+    if task.startswith("shapnet-"):
+        click.echo(_train_shapnet(task, data_spec, hidden, activation, epochs, lr, batch_size,
+                                  seed, output, quiet, shapnet))
+        return
+    given = [k for k, v in shapnet.items() if v is not None]
+    if given:
+        name = "--reference" if given[0] == "shapnet_reference" else (
+            "--" + given[0].replace("_", "-"))
+        raise EdgepruneError(f"{name} applies to --task shapnet-shallow or shapnet-deep only")
     if task == "classify":  # --latent-activation/--output-activation do not apply
         from edgeprune.train import train_classifier_file
 
@@ -421,7 +488,8 @@ def explain(model_or_outdir, data_spec, importance_level, scores_path, estimator
             reference, seed, memory_budget, top, outdir, quiet, model_opts):
     """Explain MODEL_OR_OUTDIR (a model file or a compress output directory): input unit
     importance, per-layer LI heatmaps, the inputs the pruned model never reads (PNG, 640x480),
-    explain.json and explain.md in OUTPUT."""
+    explain.json and explain.md in OUTPUT. A ShapNet model explains itself: its own Shapley
+    values of --samples rows (no scoring, no sampling), written as PNGs, .npy and JSON/MD."""
     from edgeprune.explain import ExplainOptions
     from edgeprune.explain import explain as run_explain
     from edgeprune.scoring import memory_budget_bytes
@@ -433,11 +501,8 @@ def explain(model_or_outdir, data_spec, importance_level, scores_path, estimator
     result = run_explain(model_or_outdir, outdir, opts, data_spec=data_spec,
                          **model_opts,
                          progress=None if quiet else lambda msg: click.echo(msg, err=True))
-    summary = result.explanation.to_dict()
-    click.echo("most important inputs: "
-               + ", ".join(e["name"] for e in summary["most_important"][:5]))
-    click.echo(f"never read by the pruned model: {len(summary['never_read'])} of "
-               f"{summary['input_dim']} inputs")
+    for line in result.explanation.summary_lines():
+        click.echo(line)
     click.echo(f"wrote {os.path.join(outdir, '')}: " + ", ".join(result.files))
 
 

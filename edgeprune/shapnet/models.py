@@ -126,9 +126,13 @@ class ShallowShapNet(nn.Module):
             by_k.setdefault(module.k, []).append(module)
         return [(group, torch.cat([m.active for m in group])) for group in by_k.values()]
 
+    def outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """``(prediction, explanation, representations)`` of one pass (training uses all)."""
+        reps = self.representations(_check_input(x, self.in_dim))
+        return reps[-1].sum(1) + self.linear.bias, reps[-1], reps
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        phi = self.representations(_check_input(x, self.in_dim))[-1]
-        return phi.sum(1) + self.linear.bias, phi
+        return self.outputs(x)[:2]
 
 
 def butterfly_groups(width: int, k: int, stage: int) -> list[list[int]]:
@@ -217,11 +221,18 @@ class DeepShapNet(nn.Module):
             out.append(z)
         return out
 
+    def outputs(self, x: torch.Tensor, skip_threshold: float | None = None,
+                skipped: list | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """``(prediction, explanation, representations)`` of one pass (see
+        :meth:`representations` for ``skip_threshold`` and ``skipped``)."""
+        reps = self.representations(_check_input(x, self.in_dim), skip_threshold, skipped)
+        h = reps[-1][:, :self.in_dim]
+        return h.sum(1) + self.bias, h, reps
+
     def forward(self, x: torch.Tensor, skip_threshold: float | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.representations(_check_input(x, self.in_dim), skip_threshold)[-1]
-        h = h[:, :self.in_dim]
-        return h.sum(1) + self.bias, h
+        return self.outputs(x, skip_threshold)[:2]
 
 
 def _check_input(x: torch.Tensor, in_dim: int) -> torch.Tensor:
