@@ -105,7 +105,10 @@ def build_shapnet_onnx(compiled: CompiledShapnet, metadata: dict | None = None):
 
     from edgeprune.exporters.onnx import build_onnx_model
 
-    model = build_onnx_model(compiled.to_compact_network(), metadata=metadata)
+    # Sparse constants: the chain is block-diagonal (mostly zeros); ONNX Runtime densifies
+    # them at load, so this saves disk, not memory.
+    model = build_onnx_model(compiled.to_compact_network(), metadata=metadata,
+                             sparse_initializers=True)
     graph = model.graph
     for node in graph.node:
         node.output[:] = ["chain_output" if o == "output" else o for o in node.output]
@@ -182,7 +185,8 @@ def export_shapnet_tflite(compiled: CompiledShapnet, path: str | os.PathLike[str
 
     x, pred, expl = _reference(compiled, verify_inputs, verify_reference)
     p, d, o = compiled.prediction_dim, compiled.inputs, compiled.explanation_channels
-    blob = build_tflite_model(compiled.to_compact_network(),
+    # CSR weight tensors: LiteRT's FULLY_CONNECTED runs them without densifying.
+    blob = build_tflite_model(compiled.to_compact_network(), sparse=True,
                               metadata={**(metadata or {}), "shapnet": compiled.layout},
                               split_outputs=(p, d, o))
 

@@ -109,3 +109,54 @@ def test_info_describes_the_shapnet_layout(files):
     res = CliRunner().invoke(main, ["info", str(bundle), "--json"])
     desc = json.loads(res.output)
     assert desc["version"] == 3 and desc["shapnet"]["features"] == 8
+
+
+@pytest.fixture
+def shapnet_checkpoint(tmp_path):
+    """A small Deep ShapNet (16 features, k = 4: two transforms of 4 modules) saved as a
+    regression checkpoint trained on synthetic16 (random weights: export does not care)."""
+    import torch
+
+    from edgeprune.shapnet import DeepShapNet
+    from edgeprune.shapnet.checkpoint import save_shapnet
+
+    torch.manual_seed(0)
+    model = DeepShapNet(16, 1, k=4, channels=2, hidden=(4,))
+    path = tmp_path / "shapnet.pt"
+    save_shapnet(model.eval(), path, "regression", {"trained_on": "synthetic16"})
+    return path
+
+
+def test_export_compiles_a_shapnet_checkpoint(shapnet_checkpoint, tmp_path):
+    out = tmp_path / "out"
+    runner = CliRunner()
+    res = runner.invoke(main, ["export", str(shapnet_checkpoint), "-o", str(out), "--format",
+                               "npz,onnx", "--inner-sparsity", "0.5"])
+    assert res.exit_code == 0, res.output
+    assert "pruned " in res.output and "of the inner MLPs' links (test_mse" in res.output
+    assert "compiled 2 Shapley transforms, 8 modules" in res.output
+    assert (out / "model.npz").is_file() and (out / "model.onnx").is_file()
+    x = np.random.default_rng(0).random((5, 16), dtype=np.float32)
+    np.save(tmp_path / "x.npy", x)
+    res = runner.invoke(main, ["run", str(out / "model.npz"), str(tmp_path / "x.npy"), "-o",
+                               str(tmp_path / "y.npy"), "--explanations", str(tmp_path / "e.npy")])
+    assert res.exit_code == 0, res.output
+    expl, pred = np.load(tmp_path / "e.npy"), np.load(tmp_path / "y.npy")
+    assert expl.shape == (5, 16, 1) and pred.shape == (5, 1)
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--quantize", "int8"], "a ShapNet is exported in float32"),
+    (["--inner-sparsity", "1.5"], "--inner-sparsity 1.5: give a fraction in [0, 1)"),
+])
+def test_export_shapnet_errors(shapnet_checkpoint, tmp_path, extra, message):
+    res = CliRunner().invoke(main, ["export", str(shapnet_checkpoint), "-o",
+                                    str(tmp_path / "o"), "--format", "npz", *extra])
+    assert res.exit_code == 1 and message in res.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_inner_sparsity_needs_a_shapnet(tmp_path, small_model):
+    res = CliRunner().invoke(main, ["export", str(small_model), "-o", str(tmp_path / "o"),
+                                    "--inner-sparsity", "0.5"])
+    assert res.exit_code == 1 and "PRUNED is not a ShapNet checkpoint" in res.output

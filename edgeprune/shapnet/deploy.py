@@ -127,7 +127,7 @@ def export_shapnet_checkpoint(source: str | os.PathLike, outdir: str | os.PathLi
         raise ModelError(f"{source}: no record of the data it was trained on; pass --data SPEC "
                          "so the artifacts can be checked on real inputs")
     regression = task == "regression"
-    ds = load_dataset(spec, seed=seed, **({"regression": True} if regression else {}))
+    ds = load_dataset(spec, seed=seed, regression=regression)
     if ds.dim != model.in_dim:
         raise ModelError(f"data {spec!r} has {ds.dim} features but the ShapNet reads "
                          f"{model.in_dim}; pass --data with {model.in_dim}-feature samples")
