@@ -28,13 +28,16 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "results" / "shapnet_dynamic"
+CACHE = HERE / "cache"
 DATASETS = {"breast-cancer": "classification", "synthetic16": "regression"}
 L1 = 0.01
 LABEL = "measured on this host (batch 1, one BLAS thread)"
 
 
 def train(data: str, task: str, l1: float, seed: int, epochs: int):
+    """The trained model (cached in ``benchmarks/cache/``), its test inputs and targets."""
     from edgeprune.data import load_dataset
+    from edgeprune.shapnet.checkpoint import load_shapnet, save_shapnet
     from edgeprune.shapnet.training import (
         Regularisation,
         ShapNetSpec,
@@ -46,12 +49,17 @@ def train(data: str, task: str, l1: float, seed: int, epochs: int):
 
     ds = load_dataset(data, seed=seed, regression=task == "regression")
     task, out_dim, (t_train, t_val, t_test) = task_data(ds, task)
+    cached = CACHE / f"shapnet_deep_{data}_l1-{l1:g}_s{seed}_e{epochs}.pt"
+    if cached.is_file():
+        return load_shapnet(cached)[0].eval(), ds.x_test, t_test
     spec = ShapNetSpec(kind="shapnet-deep", active_size=2, channels=4, hidden=(16,))
     model = build_shapnet(spec, ds.dim, out_dim, reference_values(ds, spec.reference), seed)
     reg = Regularisation(l1=l1, l1_layers="all")
     train_shapnet(model, ds.x_train, t_train, ds.x_val, t_val, task=task, reg=reg,
                   epochs=epochs, seed=seed, quiet=True)
-    return model.eval(), ds.x_test, t_test
+    CACHE.mkdir(parents=True, exist_ok=True)
+    save_shapnet(model.eval(), cached, task, {"trained_on": data, "epochs": epochs})
+    return model, ds.x_test, t_test
 
 
 def measure(data: str, task: str, l1: float, seed: int, epochs: int) -> dict:

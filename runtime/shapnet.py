@@ -43,8 +43,10 @@ from .shapnet_layout import ShapnetLayout
 
 __all__ = ["ShapNetModel", "ShapnetOutput", "load_shapnet", "check_skip_threshold"]
 
-#: Skip patterns whose op lists a transform keeps (the cache is emptied when full).
+#: Skip patterns whose op lists a transform keeps, and the bytes of their arrays (the cache is
+#: emptied when either is reached).
 MAX_CACHED_PATTERNS = 256
+MAX_CACHE_BYTES = 16 * 1024**2
 _LIPSCHITZ = {"identity": 1.0, "relu": 1.0, "tanh": 1.0, "sigmoid": 0.25}
 
 
@@ -105,13 +107,15 @@ class _TransformPlan:
     layers: list[int]  # the per-module layers: copies, inner, differences
     rows: list[int]  # rows per module of each
     mix: int  # the mixing (or output) layer
-    positions: np.ndarray  # (modules * k * C,) transform-input positions of the module inputs
-    reference: np.ndarray  # (modules * k * C,)
+    positions: np.ndarray  # (modules * W,) transform-input positions of the module inputs
+    reference: np.ndarray  # (modules * W,); W = k * C rounded up to a multiple of 8
     source: np.ndarray  # the transform's input buffer
-    gathered: np.ndarray
-    deviation: np.ndarray
-    skip: np.ndarray
+    gathered: np.ndarray  # (modules * W,) float32
+    real: np.ndarray  # (modules, W) bool: False on the padding
+    beyond: np.ndarray  # (modules, W) bool
+    skip: np.ndarray  # (modules,) bool
     cache: dict[bytes, list[Op]] = field(default_factory=dict)
+    cache_bytes: int = 0
 
 
 class ShapNetModel:
@@ -174,12 +178,21 @@ class ShapNetModel:
 
     def _transform_plan(self, t: Any, source: np.ndarray) -> _TransformPlan:
         per_module = list(range(t.first_layer, t.mixing_layer))
-        pos = t.input_positions()
-        return _TransformPlan(per_module, t.module_rows(), t.mixing_layer, pos.reshape(-1),
-                              t.reference.reshape(-1), source,
-                              np.empty(pos.size, dtype=np.float32),
-                              np.empty(t.n_modules, dtype=np.float32),
-                              np.empty(t.n_modules, dtype=bool))
+        pos = t.input_positions()  # (n, k*C)
+        n, width = pos.shape
+        # Each module's inputs padded to a multiple of 8: the skip test's booleans of a module
+        # are then whole uint64 words (no per-module reduction; padding masked out).
+        padded = -(-width // 8) * 8
+        real = np.zeros((n, padded), dtype=bool)
+        real[:, :width] = True
+        positions = np.zeros((n, padded), dtype=np.int64)
+        positions[:, :width] = pos
+        reference = np.zeros((n, padded), dtype=np.float32)
+        reference[:, :width] = t.reference
+        return _TransformPlan(per_module, t.module_rows(), t.mixing_layer, positions.reshape(-1),
+                              reference.reshape(-1), source,
+                              np.empty(n * padded, dtype=np.float32), real,
+                              np.empty((n, padded), dtype=bool), np.empty(n, dtype=bool))
 
     # -- running ------------------------------------------------------------------------------
     def __call__(self, x: Any, skip_threshold: float | None = None
@@ -221,56 +234,103 @@ class ShapNetModel:
         offset = 0
         for plan in self._plans:
             n = plan.skip.shape[0]
-            np.take(plan.source, plan.positions, out=plan.gathered)
-            np.subtract(plan.gathered, plan.reference, out=plan.gathered)
-            np.abs(plan.gathered, out=plan.gathered)
-            np.max(plan.gathered.reshape(n, -1), axis=1, out=plan.deviation)
-            np.less_equal(plan.deviation, t, out=plan.skip)
+            g = plan.gathered
+            np.take(plan.source, plan.positions, out=g)
+            np.subtract(g, plan.reference, out=g)
+            np.abs(g, out=g)
+            # skip <=> no real input deviates by more than t: booleans as uint64 words
+            beyond = plan.beyond
+            np.greater(g.reshape(beyond.shape), t, out=beyond)
+            np.logical_and(beyond, plan.real, out=beyond)
+            words = beyond.view(np.uint64)
+            if words.shape[1] == 1:
+                np.equal(words[:, 0], 0, out=plan.skip)
+            else:
+                np.equal(np.bitwise_or.reduce(words, axis=1), 0, out=plan.skip)
             if skipped is not None:
                 skipped[offset:offset + n] = plan.skip
             if deviations is not None:
-                deviations[offset:offset + n] = plan.deviation
+                deviations[offset:offset + n] = np.where(plan.real, g.reshape(beyond.shape),
+                                                         0).max(axis=1)
             offset += n
             for op in self._ops_for(plan):
                 op()
         return self._layers[-1].out
 
     def _ops_for(self, plan: _TransformPlan) -> list[Op]:
-        """The bound ops of ``plan`` for its current skip pattern (cached per pattern)."""
+        """The bound ops of ``plan`` for its current skip pattern (cached per pattern, at most
+        :data:`MAX_CACHED_PATTERNS` and :data:`MAX_CACHE_BYTES` of arrays per transform)."""
         key = plan.skip.tobytes()
-        ops = plan.cache.get(key)
-        if ops is None:
-            if len(plan.cache) >= MAX_CACHED_PATTERNS:
+        entry = plan.cache.get(key)
+        if entry is None:
+            ops, nbytes = self._build_ops(plan, plan.skip.copy())
+            if len(plan.cache) >= MAX_CACHED_PATTERNS or plan.cache_bytes + nbytes > \
+                    MAX_CACHE_BYTES:
                 plan.cache.clear()
-            ops = plan.cache[key] = self._build_ops(plan, plan.skip.copy())
-        return ops
+                plan.cache_bytes = 0
+            plan.cache[key] = entry = ops
+            plan.cache_bytes += nbytes
+        return entry
 
-    def _build_ops(self, plan: _TransformPlan, skip: np.ndarray) -> list[Op]:
-        """Row-range CSR ops for the modules not skipped; zero differences for the skipped."""
-        ops: list[Op] = []
-        src = plan.source
-        active = _runs(~skip)
+    def _build_ops(self, plan: _TransformPlan, skip: np.ndarray) -> tuple[list[Op], int]:
+        """Ops for one skip pattern and the bytes of the arrays they hold.
+
+        Nothing skipped: the chain's own layers. Otherwise each per-module layer becomes one
+        CSR matrix of the active modules' rows only (the same rows, columns renumbered into the
+        compact buffer of the layer before: same products in the same order), and the mixing
+        layer keeps only the entries that read active modules' differences (a skipped module's
+        differences are 0). Either way a layer is three calls, however the active modules lie.
+        """
+        active = np.flatnonzero(~skip)
+        mix = self._layers[plan.mix]
+        if active.size == skip.size:
+            ops: list[Op] = []
+            src = plan.source
+            for index in plan.layers:
+                layer = self._layers[index]
+                ops += self._csr_ops(layer.indptr, layer.indices, layer.data, layer.bias, src,
+                                     layer.out, layer)
+                src = layer.out
+            return ops + self._csr_ops(mix.indptr, mix.indices, mix.data, mix.bias, src,
+                                       mix.out, mix), 0
+        if active.size == 0:  # every difference is 0: the mixing layer gives its bias
+            return [functools.partial(np.copyto, mix.out, mix.bias)], 0
+        position = np.full(skip.size, -1, dtype=np.int64)
+        position[active] = np.arange(active.size)
+        ops, nbytes, src, prev = [], 0, plan.source, None
         for index, per in zip(plan.layers, plan.rows):
             layer = self._layers[index]
-            for j0, j1 in active:
-                ops += self._row_ops(layer, j0 * per, j1 * per, src)
-            src = layer.out
-        per = plan.rows[-1]
-        for j0, j1 in _runs(skip):  # skipped modules: Shapley values exactly 0
-            ops.append(functools.partial(layer.out[j0 * per:j1 * per].fill, 0.0))
-        mix = self._layers[plan.mix]
-        return ops + self._row_ops(mix, 0, mix.rows, src)
+            rows = (active[:, None] * per + np.arange(per)).reshape(-1)
+            indptr, pos = _row_subset(layer.indptr, rows)
+            cols = layer.indices[pos]
+            if prev is not None:  # renumber into the previous compact buffer
+                cols = (position[cols // prev] * prev + cols % prev).astype(np.int32)
+            y = np.empty(rows.size, dtype=np.float32)
+            data, bias = layer.data[pos], layer.bias[rows]
+            ops += self._csr_ops(indptr, cols, data, bias, src, y, layer)
+            nbytes += indptr.nbytes + cols.nbytes + data.nbytes + bias.nbytes + y.nbytes
+            src, prev = y, per
+        keep = position[mix.indices // prev] >= 0
+        kept_before = np.concatenate([[0], np.cumsum(keep)])
+        indptr = kept_before[mix.indptr].astype(np.int32)  # per row: the entries kept
+        cols = mix.indices[keep]
+        cols = (position[cols // prev] * prev + cols % prev).astype(np.int32)
+        data = mix.data[keep]
+        nbytes += indptr.nbytes + cols.nbytes + data.nbytes
+        return ops + self._csr_ops(indptr, cols, data, mix.bias, src, mix.out, mix), nbytes
 
-    def _row_ops(self, layer: _Layer, r0: int, r1: int, h: np.ndarray) -> list[Op]:
-        """``out[r0:r1] = act(W[r0:r1] @ h + b[r0:r1])`` with the chain's CSR row kernel."""
-        y = layer.out[r0:r1]
-        ops: list[Op] = [functools.partial(np.copyto, y, layer.bias[r0:r1])]
+    def _csr_ops(self, indptr: np.ndarray, indices: np.ndarray, data: np.ndarray,
+                 bias: np.ndarray, h: np.ndarray, y: np.ndarray, layer: _Layer) -> list[Op]:
+        """``y = act(W @ h + bias)`` with the chain's CSR row kernel (``W`` given as CSR)."""
+        ops: list[Op] = [functools.partial(np.copyto, y, bias)]
+        rows = y.shape[0]
         if self._matvec is not None:
-            ops.append(functools.partial(self._matvec, r1 - r0, layer.cols,
-                                         layer.indptr[r0:r1 + 1], layer.indices, layer.data, h,
-                                         y))
+            ops.append(functools.partial(self._matvec, rows, h.shape[0], indptr, indices, data,
+                                         h, y))
         else:  # pragma: no cover - scipy without the private kernels
-            sub = layer.matrix()[r0:r1]
+            import scipy.sparse as sp
+
+            sub = sp.csr_matrix((data, indices, indptr), shape=(rows, h.shape[0]))
             ops.append(lambda: np.add(y, sub @ h, out=y))
         return ops + activation_ops(layer.activation, layer.slope, y,
                                     functools.partial(np.empty_like, y))
@@ -313,9 +373,10 @@ class ShapNetModel:
         return self.layout.split(self.skip_gain() * t)
 
 
-def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
-    """``[(start, stop), ...]`` of the runs of True in ``mask``."""
-    if not mask.any():
-        return []
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.view(np.int8), [0]])))
-    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
+def _row_subset(indptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The ``indptr`` of the CSR rows ``rows`` and the positions of their entries."""
+    starts, lens = indptr[rows], indptr[rows + 1] - indptr[rows]
+    sub = np.zeros(rows.size + 1, dtype=np.int32)
+    np.cumsum(lens, out=sub[1:])
+    pos = np.repeat(starts.astype(np.int64) - sub[:-1], lens) + np.arange(int(sub[-1]))
+    return sub, pos
