@@ -339,6 +339,12 @@ class ShapNetModel:
         return ops + activation_ops(layer.activation, layer.slope, y,
                                     functools.partial(np.empty_like, y))
 
+    def clear_pattern_cache(self) -> None:
+        """Forget the ops built per skip pattern (``bench`` times first-seen patterns so)."""
+        for plan in self._plans:
+            plan.cache.clear()
+            plan.cache_bytes = 0
+
     def run_unpruned_path(self, x: Any) -> np.ndarray:
         """One sample through the per-module path with nothing skipped (the chain output): what
         the skipping machinery costs on its own (``bench --skip-threshold`` times it)."""

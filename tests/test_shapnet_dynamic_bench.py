@@ -24,7 +24,7 @@ def test_shapnet_dynamic_benchmark_writes_its_results(tmp_path):
         assert rows[0]["threshold"] == 0.0 and rows[0]["max_prediction_change"] == 0.0
         assert all(r["max_prediction_change"] <= r["bound"] + 1e-5 for r in rows)
         assert rows[-1]["skipped_fraction"] >= rows[0]["skipped_fraction"]
-        assert {"p50_us", "latency_saved_us", "accuracy"} <= set(rows[0])
+        assert {"p50_us", "latency_saved_us", "accuracy", "p50_first_pattern_us"} <= set(rows[0])
     assert "measured on this host" in (tmp_path / "results.md").read_text()
     assert (tmp_path / "dynamic_pruning.png").stat().st_size > 10_000
     assert shapnet_dynamic.main(["--from-json", "--out", str(tmp_path)]) == 0

@@ -150,10 +150,12 @@ def _dynamic_section(results: dict[str, Any]) -> list[str]:
                      f"per-module path without skipping {base['no_skip_p50_us']:,.1f} µs.")
         lines.append("")
         lines += _table(["threshold", "modules skipped", "MACs skipped", "p50", "saved",
-                         "saved vs no-skip path", "max pred. change", "bound", "stable"],
+                         "saved vs no-skip path", "p50 new patterns", "max pred. change",
+                         "bound", "stable"],
                         [[f"{r['threshold']:g}", f"{r['skipped_fraction']:.1%}",
                           f"{r['macs_skipped_fraction']:.1%}", r["p50_us"],
                           r["latency_saved_us"], r["saved_vs_no_skip_us"],
+                          r["p50_first_pattern_us"],
                           f"{r['max_prediction_change']:.3g}", f"{r['bound']:.3g}",
                           "**unstable**" if r["unstable"] else "yes"]
                          for r in d["thresholds"]])
