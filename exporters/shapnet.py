@@ -1,4 +1,4 @@
-"""Write a compiled ShapNet: the ``.npz`` bundle (version 3), ONNX and TFLite with two outputs.
+"""Write a compiled ShapNet: the ``.npz`` bundle (version 4), ONNX and TFLite with two outputs.
 
 The bundle holds the chain as version-1 CSR layers (float32 weights, int32 indices, indptr,
 bias), ``meta.version = 3``, ``meta.kind = "shapnet"``, ``meta.shapnet`` (the layout) and per
@@ -35,7 +35,7 @@ __all__ = ["export_shapnet_onnx", "export_shapnet_tflite", "run_shapnet_onnx",
 
 def shapnet_bundle_arrays(compiled: CompiledShapnet, *, provenance: dict | None = None,
                           report: dict | None = None) -> dict[str, np.ndarray]:
-    """The validated arrays (``meta`` included) of the version-3 bundle of ``compiled``."""
+    """The validated arrays (``meta`` included) of the version-4 bundle of ``compiled``."""
     arrays: dict[str, np.ndarray] = {}
     layers = []
     for k, layer in enumerate(compiled.layers, start=1):
@@ -72,7 +72,7 @@ def save_shapnet_bundle(compiled: CompiledShapnet, path: str | os.PathLike[str],
                         provenance: dict | None = None, report: dict | None = None) -> Path:
     """Write the bundle of ``compiled`` to ``path`` atomically (deflated when smaller)."""
     arrays = shapnet_bundle_arrays(compiled, provenance=provenance, report=report)
-    payload, _ = serialize(arrays)
+    payload = serialize(arrays)
     target = Path(path)
     with atomic_path(target) as tmp, open(tmp, "wb") as handle:
         handle.write(payload)

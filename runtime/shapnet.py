@@ -84,7 +84,7 @@ class ShapnetOutput:
 
 def load_shapnet(path: str | os.PathLike[str], kernel: str = "csr",
                  engine: str = "numpy") -> ShapNetModel:
-    """Load and validate a ShapNet bundle (version 3) at ``path``."""
+    """Load and validate a ShapNet bundle (version 4) at ``path``."""
     return ShapNetModel(read_bundle(path), kernel=kernel, engine=engine)
 
 

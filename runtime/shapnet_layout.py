@@ -1,4 +1,4 @@
-"""The layout of a compiled ShapNet in a bundle (version 3), its structures and their checks.
+"""The layout of a compiled ShapNet in a bundle (version 4), its structures and their checks.
 
 numpy only, like the rest of :mod:`edgeprune.runtime`. A ShapNet (Wang, Wang & Inouye, ICLR
 2021) is a cascade of Shapley transforms; each transform is a set of Shapley modules, module
@@ -315,7 +315,7 @@ def _check_inner(layer: Any, n: int, m: int, width_in: int, name: str, check: Ch
 def validate_shapnet(meta: dict[str, Any], arrays: dict[str, np.ndarray], layers: tuple,
                      input_index: np.ndarray, output_index: np.ndarray,
                      check: Checker) -> ShapnetLayout:
-    """The checked :class:`ShapnetLayout` of a version-3 bundle whose layers are validated."""
+    """The checked :class:`ShapnetLayout` of a version-4 bundle whose layers are validated."""
     sec = meta["shapnet"]
     d, out_dim = int(sec["features"]), int(meta["output_dim"])
     n_in = int(sec["inputs"])

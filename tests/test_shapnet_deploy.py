@@ -1,4 +1,4 @@
-"""Compiled ShapNets: the chain against the definition, the bundle (version 3) and its
+"""Compiled ShapNets: the chain against the definition, the bundle (version 4) and its
 validation, the runtime, ONNX and TFLite against PyTorch (prediction and explanation)."""
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def test_runtime_matches_pytorch(tmp_path, name, model):
     flat = load(path)(x)
     assert np.abs(flat[:, :pred.shape[1]] - pred).max() <= TOL
     meta = runtime.bundle.meta
-    assert meta["version"] == 3 and meta["kind"] == "shapnet"
+    assert meta["version"] == 4 and meta["kind"] == "shapnet"
     assert meta["shapnet"]["variant"] == name.split("-")[0]
 
 
@@ -180,7 +180,7 @@ def test_tampered_arrays_are_refused(tamper, message):
     (lambda m: m["shapnet"]["transforms"].pop(), "describe 10 layers, the bundle has 15"),
     (lambda m: m["shapnet"].update(inputs=9), "meta.shapnet.inputs is 9, over"),
     (lambda m: m.update(version=2), r"meta.layers\[1\].weights is missing"),
-    (lambda m: m.update(version=1), "meta.shapnet is a version-3 field in a version-1 bundle"),
+    (lambda m: m.update(version=1), "meta.shapnet is a version-4 field in a version-1 bundle"),
     (lambda m: m["shapnet"]["transforms"][1].update(in_channels=2), "the transform before it "
                                                                      "gives 3 channels"),
     (lambda m: m["layers"][1].update(activation="identity"), None),

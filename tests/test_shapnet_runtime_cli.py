@@ -108,7 +108,7 @@ def test_info_describes_the_shapnet_layout(files):
     assert "transform 3 (layers 11-15): 4 modules of k=2, channels 4 -> 2" in res.output
     res = CliRunner().invoke(main, ["info", str(bundle), "--json"])
     desc = json.loads(res.output)
-    assert desc["version"] == 3 and desc["shapnet"]["features"] == 8
+    assert desc["version"] == 4 and desc["shapnet"]["features"] == 8
 
 
 @pytest.fixture
