@@ -517,15 +517,27 @@ def explain(model_or_outdir, data_spec, importance_level, scores_path, estimator
 @click.option("--tflite-sparse", is_flag=True, help="Store TFLite weights as sparse tensors.")
 @quantize_options
 @seed_option
+@click.option("--inner-sparsity", type=float, default=None, metavar="ETA",
+              help="ShapNet checkpoints: first prune this fraction of each inner MLP's links "
+                   "(SHAP-SAE scores on its masked-copy inputs; no fine-tuning).")
 @click.option("-o", "--output", "outdir", required=True, type=click.Path(file_okay=False),
               help="Output directory; replaced as a whole when the run succeeds.")
 @with_model_options
 @_user_errors
 def export(pruned, formats, data_spec, onnx_sparse_initializers, tflite_sparse, quantize,
-           max_metric_drop, seed, outdir, model_opts):
+           max_metric_drop, seed, inner_sparsity, outdir, model_opts):
     """Export PRUNED (a compress output directory or a pruned checkpoint) to npz/ONNX/TFLite,
-    each checked against PyTorch on real inputs."""
+    each checked against PyTorch on real inputs. A ShapNet checkpoint (train --task
+    shapnet-*) is compiled; its artifacts return the prediction and the explanation."""
     from edgeprune.artifacts import ExportOptions, export_pruned
+
+    if _is_shapnet_file(pruned):
+        _export_shapnet(pruned, outdir, formats, data_spec, seed, inner_sparsity,
+                        onnx_sparse_initializers or tflite_sparse, quantize, max_metric_drop)
+        return
+    if inner_sparsity is not None:
+        raise EdgepruneError("--inner-sparsity prunes a ShapNet's inner MLPs; PRUNED is not a "
+                             "ShapNet checkpoint")
 
     result = export_pruned(pruned, outdir, formats=formats, data_spec=data_spec, seed=seed,
                            options=ExportOptions(onnx_sparse_initializers, tflite_sparse,
@@ -543,6 +555,41 @@ def export(pruned, formats, data_spec, onnx_sparse_initializers, tflite_sparse, 
                                                  "artifacts": result["written"]})))
 
 
+def _is_shapnet_file(path) -> bool:
+    try:
+        from edgeprune.shapnet.checkpoint import is_shapnet_file
+    except ImportError:  # torch missing: not a ShapNet this install can read
+        return False
+    return is_shapnet_file(path)
+
+
+def _export_shapnet(source, outdir, formats, data_spec, seed, inner_sparsity, sparse, quantize,
+                    max_metric_drop):
+    from edgeprune.shapnet.deploy import export_shapnet_checkpoint
+
+    if sparse or quantize != "none" or max_metric_drop is not None:
+        raise EdgepruneError("a ShapNet is exported in float32 with dense ONNX/TFLite weights; "
+                             "drop --quantize/--max-metric-drop/--onnx-sparse-initializers/"
+                             "--tflite-sparse")
+    result = export_shapnet_checkpoint(source, outdir, formats=formats, data_spec=data_spec,
+                                       seed=seed, inner_sparsity=inner_sparsity)
+    for note in result["notes"]:
+        click.echo(f"note: {note}")
+    pruning = result.get("inner_pruning")
+    if pruning:
+        metric = ", ".join(f"{k} {pruning['before'].get(k, float('nan')):.4g} -> {v:.4g}"
+                           for k, v in pruning["after"].items())
+        click.echo(f"pruned {pruning['inner_sparsity']:.1%} of the inner MLPs' links"
+                   + (f" ({metric}, no fine-tuning)" if metric else ""))
+    c = result["compiled"]
+    click.echo(f"compiled {c['transforms']} Shapley transforms, {c['modules']} modules: "
+               f"{c['layers']} CSR layers, {c['nnz']} non-zeros")
+    for art in result["written"].values():
+        click.echo(f"wrote {art['path']} ({art['bytes']} bytes; max |diff| vs PyTorch "
+                   f"prediction {art['max_abs_diff_prediction']:.2e}, explanation "
+                   f"{art['max_abs_diff_explanation']:.2e} on {result['data']})")
+
+
 @main.command(context_settings=CONTEXT)
 @click.argument("bundle", type=click.Path(dir_okay=False))
 @click.argument("inputs", type=click.Path(dir_okay=False))
@@ -556,11 +603,38 @@ def export(pruned, formats, data_spec, onnx_sparse_initializers, tflite_sparse, 
                    "'edgeprune[fast]'); numpy: always available.")
 @click.option("--encode", "mode", flag_value="encode", help="Return the latent code.")
 @click.option("--decode", "mode", flag_value="decode", help="Inputs are latent codes.")
+@click.option("--explanations", type=click.Path(dir_okay=False), default=None,
+              help="ShapNet bundles: also write the per-feature Shapley values (.npy, "
+                   "samples x features x outputs).")
+@click.option("--skip-threshold", type=float, default=None, metavar="T",
+              help="ShapNet bundles: skip the Shapley modules whose inputs are all within T "
+                   "of their reference (dynamic pruning; 0 changes no output).")
 @_user_errors
-def run(bundle, inputs, output, kernel, engine, mode):
-    """Run a model.npz bundle on INPUTS (.npy) with the edgeprune runtime; write OUTPUT (.npy)."""
-    from edgeprune.workflows import run_bundle
+def run(bundle, inputs, output, kernel, engine, mode, explanations, skip_threshold):
+    """Run a model.npz bundle on INPUTS (.npy) with the edgeprune runtime; write OUTPUT (.npy).
 
+    For a ShapNet bundle OUTPUT is the prediction; --explanations writes its Shapley values."""
+    from edgeprune.runtime.bundle import read_bundle
+    from edgeprune.workflows import run_bundle, run_shapnet_bundle
+
+    shapnet = explanations is not None or skip_threshold is not None
+    if not shapnet and mode is None and os.path.isfile(bundle):
+        shapnet = read_bundle(bundle).shapnet is not None
+    if shapnet:
+        if mode is not None:
+            raise EdgepruneError(f"--{mode} needs an autoencoder bundle; a ShapNet bundle "
+                                 "runs forward only")
+        info = run_shapnet_bundle(bundle, inputs, output, explanations=explanations,
+                                  skip_threshold=skip_threshold,
+                                  kernel="csr" if kernel == "auto" else kernel, engine=engine)
+        line = f"wrote {output} {info['prediction']}"
+        if explanations is not None:
+            line += f" and {explanations} {info['explanation']}"
+        if skip_threshold is not None:
+            line += (f"; skipped {info['skipped_fraction']:.1%} of {info['modules']} Shapley "
+                     f"modules per sample (output change <= {info['bound']:.3g})")
+        click.echo(line)
+        return
     shape = run_bundle(bundle, inputs, output, kernel=kernel, mode=mode or "forward",
                        engine=engine)
     click.echo(f"wrote {output} {shape}")
@@ -642,10 +716,17 @@ def _deploy_options(identity, ssh_config, accept_new_host_key, connect_timeout, 
               help="Also run on this board over SSH (deploying ARTIFACTS first, a no-op when "
                    "already there) and report host vs board side by side; --calibrate then "
                    "calibrates the board.")
+@click.option("--skip-threshold", "skip_thresholds", type=float, multiple=True, metavar="T",
+              help="ShapNet bundles: also time dynamic pruning at batch 1 with this threshold "
+                   "(repeatable), on the samples of --inputs; reports modules skipped and "
+                   "latency saved per input.")
+@click.option("--inputs", "skip_inputs", type=click.Path(dir_okay=False), default=None,
+              help="The .npy samples (samples x features) --skip-threshold is measured on.")
 @with_ssh_options
 @_user_errors
 def bench(artifacts, batches, backends, warmup, runs, min_time, threads, json_path, md_path,
           plot_path, energy_profile, calibrate, profile_out, kernel_profile, quiet, remote,
+          skip_thresholds, skip_inputs,
           identity, ssh_config, accept_new_host_key, connect_timeout, remote_dir, remote_python):
     """Benchmark ARTIFACTS (model.npz, .onnx, .tflite, pruned.pt or compress output dirs)."""
     from edgeprune import bench as benchmark
@@ -654,6 +735,9 @@ def bench(artifacts, batches, backends, warmup, runs, min_time, threads, json_pa
         if not quiet:
             click.echo(msg, err=True)
 
+    if remote and skip_thresholds:
+        raise EdgepruneError("--skip-threshold is measured on this host; drop --remote (or "
+                             "run `edgeprune bench --skip-threshold` on the board)")
     if remote:
         _bench_remote(remote, artifacts, batches, warmup, runs, min_time, threads, json_path,
                       md_path, energy_profile, calibrate, say,
@@ -663,7 +747,8 @@ def bench(artifacts, batches, backends, warmup, runs, min_time, threads, json_pa
 
     opts = benchmark.BenchOptions(batches=benchmark.parse_batches(batches), backends=backends,
                                   warmup=warmup, runs=runs, min_time=min_time, threads=threads,
-                                  energy_profile=energy_profile, kernel_profile=kernel_profile)
+                                  energy_profile=energy_profile, kernel_profile=kernel_profile,
+                                  skip_thresholds=skip_thresholds, skip_inputs=skip_inputs)
     opts.validate()
     if calibrate:
         path = benchmark.calibrate_device(artifacts, opts, profile_out, progress=say)

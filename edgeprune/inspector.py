@@ -251,4 +251,12 @@ def format_info(desc: dict) -> str:
             if isinstance(val, float):
                 val = f"{val:.4f}"
             lines.append(f"  {key.replace('_', ' ')}: {val}")
+    shapnet = desc.get("shapnet")
+    if shapnet:
+        lines.append(f"  ShapNet ({shapnet['variant']}): prediction {shapnet['prediction_dim']}, "
+                     f"explanation {shapnet['explanation'][0]} x {shapnet['explanation'][1]}")
+        for n, t in enumerate(shapnet["transforms"], start=1):
+            lines.append(f"    transform {n} (layers {t['layers'][0]}-{t['layers'][1]}): "
+                         f"{t['modules']} modules of k={t['k']}, channels {t['in_channels']} -> "
+                         f"{t['out_channels']}, inner {t['inner_widths']}")
     return "\n".join(lines)

@@ -32,9 +32,16 @@ from .quant import (
     delta8_max_codes,
     dequantize,
 )
+from .shapnet_layout import (
+    ShapnetLayout,
+    declared_shapnet_arrays,
+    parse_shapnet_meta,
+    validate_shapnet,
+)
 
 FORMAT = "edgeprune-csr"
-SUPPORTED_VERSIONS = (1, 2)
+SUPPORTED_VERSIONS = (1, 2, 3)
+SHAPNET_VERSION = 3  # version 1 layers plus meta.shapnet and its arrays (a compiled ShapNet)
 
 _DATA_DTYPE = np.dtype(np.float32)
 _CSR_INDEX_DTYPE = np.dtype(np.int32)
@@ -89,6 +96,7 @@ class Bundle:
     output_const: np.ndarray  # (output_dim,) float32
     latent_index: np.ndarray | None = None  # (live latent units,) int64, unique
     latent_const: np.ndarray | None = None  # (latent_dim,) float32
+    shapnet: ShapnetLayout | None = None  # version 3: the compiled ShapNet's layout
 
     @property
     def kind(self) -> str:
@@ -113,12 +121,14 @@ class Bundle:
 
 _MEMBER = re.compile(
     r"(meta|input_index|output_index|output_const|latent_index|latent_const"
-    r"|layer[1-9][0-9]{0,5}\.(?:data|qdata|scale|codes|codebook|indices|indptr|rowlen|bias))"
+    r"|layer[1-9][0-9]{0,5}\.(?:data|qdata|scale|codes|codebook|indices|indptr|rowlen|bias)"
+    r"|shapnet\.t[1-9][0-9]{0,5}\.(?:active|reference))"
     r"\.npy"
 )
 _MEMBER_NAMES = (
     "meta, input_index, output_index, output_const, latent_index, latent_const and "
-    "layerK.data/qdata/scale/codes/codebook/indices/indptr/rowlen/bias (.npy)"
+    "layerK.data/qdata/scale/codes/codebook/indices/indptr/rowlen/bias and "
+    "shapnet.tT.active/reference (.npy)"
 )
 _NOT_A_BUNDLE = "pass a bundle written by `edgeprune compress`"
 _DAMAGED = "copy it again or re-export it with `edgeprune compress`"
@@ -160,7 +170,8 @@ def _check_members(zf: zipfile.ZipFile, check: Checker) -> list[zipfile.ZipInfo]
     seen: set[str] = set()
     total = 0
     infos = zf.infolist()
-    most = 6 + 5 * limits.MAX_LAYERS  # maps and constants, then at most 5 arrays per layer
+    # maps and constants, then at most 5 arrays per layer and 2 per ShapNet transform
+    most = 6 + 7 * limits.MAX_LAYERS
     if len(infos) > most:
         raise check.fail(
             "file",
@@ -242,6 +253,8 @@ def _declared_arrays(meta: dict[str, Any]) -> dict[str, tuple[np.dtype, int, boo
         for name, spec in _layer_arrays(entry, rows, cols, nnz).items():
             out[f"layer{k}.{name}"] = spec
         out[f"layer{k}.bias"] = (_DATA_DTYPE, rows, False)
+    if meta["version"] == SHAPNET_VERSION:
+        out.update(declared_shapnet_arrays(meta))
     return out
 
 
@@ -422,10 +435,10 @@ def _parse_meta(arrays: dict[str, np.ndarray], check: Checker) -> dict[str, Any]
         check.integer(entry.get("nnz"), f"{field}.nnz", 0)
         for key, allowed in _CODING_KEYS.items():
             if key not in entry:
-                if version >= 2:
+                if version == 2:
                     raise check.fail(f"{field}.{key}", "is missing")
                 continue
-            if version < 2:
+            if version != 2:
                 raise check.fail(
                     f"{field}.{key}",
                     f"is a version-2 field in a version-{version} bundle",
@@ -435,13 +448,18 @@ def _parse_meta(arrays: dict[str, np.ndarray], check: Checker) -> dict[str, Any]
                 raise check.fail(
                     f"{field}.{key}", f"is {entry[key]!r}, expected one of {', '.join(allowed)}"
                 )
-        if version >= 2 and entry["indices"] not in ("int32", "delta8"):
+        if version == 2 and entry["indices"] not in ("int32", "delta8"):
             bound = np.iinfo(np.dtype(entry["indices"])).max
             if cols - 1 > bound:
                 raise check.fail(
                     f"{field}.indices",
                     f"is {entry['indices']} but {cols} columns need indices up to {cols - 1}",
                 )
+    if version == SHAPNET_VERSION:
+        parse_shapnet_meta(meta, check, dim)
+    elif "shapnet" in meta:
+        raise check.fail("meta.shapnet", f"is a version-{SHAPNET_VERSION} field in a "
+                         f"version-{version} bundle", "re-export it with edgeprune")
     return meta
 
 
@@ -455,6 +473,8 @@ def _refuse_unexpected(names: Any, meta: dict[str, Any], check: Checker) -> None
         expected |= {f"layer{k}.{part}" for part in parts}
     if latent_layer is not None:
         expected |= {"latent_index", "latent_const"}
+    if meta["version"] == SHAPNET_VERSION:
+        expected |= set(declared_shapnet_arrays(meta))
     unexpected = sorted(set(names) - expected)
     if unexpected:
         raise check.fail(
@@ -654,6 +674,9 @@ def validate_bundle(arrays: dict[str, np.ndarray], source: str = "bundle") -> Bu
         latent_const = check.array(arrays, "latent_const", _DATA_DTYPE, latent_dim)
         check.finite(latent_const, "latent_const")
 
+    shapnet = None
+    if meta["version"] == SHAPNET_VERSION:
+        shapnet = validate_shapnet(meta, arrays, tuple(layers), input_index, output_index, check)
     return Bundle(
         source=source,
         meta=meta,
@@ -663,4 +686,5 @@ def validate_bundle(arrays: dict[str, np.ndarray], source: str = "bundle") -> Bu
         output_const=output_const,
         latent_index=latent_index,
         latent_const=latent_const,
+        shapnet=shapnet,
     )
