@@ -21,9 +21,10 @@ inner MLP 1 hidden layer of 32 ReLU units, 8 channels, reference = training mean
 - Table 4: Deep ShapNets on Breast Cancer with no regulariser, ℓ1 on the explanation, ℓ1 on
   every representation, ℓ∞ (λ = 0.1 each): accuracy, sparsity (share of |φ| of the predicted
   class below 1% of the sample's Σ|φ|), coefficient of variation of the mean |φ| over features.
-- Fig. 5: accuracy vs the share of Shapley modules skipped when every module whose inputs are
-  within t of its reference is skipped (Cor. 4), t swept; PyTorch emulation (the skipped
-  modules' outputs are set to 0), i.e. a count of skippable work, not a run-time measurement.
+- Fig. 5: accuracy vs the share of Shapley modules (and multiply-adds) skipped when every module
+  whose inputs are within t of its reference is skipped (Cor. 4), t swept, in the edgeprune
+  runtime (the Deep ShapNets compiled to bundle v3 in memory); and the batch-1 latency per input
+  with skipping on this host (``bench``'s harness) for the unregularised and ℓ1-all models.
 - Table 5: seconds to explain one sample (median over samples) on this host, one torch thread:
   the Deep ShapNet's own forward pass vs KernelSHAP (40, 77, default) and shap's permutation
   explainer on the same untrained Deep ShapNet (16 features, inner 1 x 100 hidden, as App. I.1)
@@ -75,6 +76,7 @@ REGULARISERS = {"none": Regularisation(), "l1-last": Regularisation(l1=0.1),
                 "l1-all": Regularisation(l1=0.1, l1_layers="all"),
                 "linf": Regularisation(smooth=0.1)}
 THRESHOLDS = [0.0, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0]
+LATENCY_THRESHOLDS = [0.0, 1e-2, 0.1]
 
 
 # -- models --------------------------------------------------------------------------------------
@@ -253,17 +255,21 @@ def regularisation_row(model, x: np.ndarray, y: np.ndarray) -> dict:
 
 
 def pruning_curve(model: DeepShapNet, x: np.ndarray, y: np.ndarray) -> list[dict]:
-    """Accuracy and share of (sample, module) evaluations skipped per threshold (emulated)."""
-    rows = []
-    for threshold in THRESHOLDS:
-        skipped: list = []
-        with torch.no_grad(), single_thread():
-            logits = model.outputs(torch.from_numpy(x), threshold, skipped)[0]
-        share = float(torch.cat(skipped, dim=1).float().mean())
-        per_layer = [float(s.float().mean()) for s in skipped]
-        rows.append({"threshold": threshold, "skipped": share, "skipped_per_transform": per_layer,
-                     "accuracy": float(np.mean(logits.argmax(1).numpy() == y))})
-    return rows
+    """Fig. 5 in the edgeprune runtime: the model compiled (bundle v3, in memory) and run with
+    each skip threshold; modules and multiply-adds skipped, accuracy, largest prediction change
+    and the runtime's bound (:func:`edgeprune.shapnet.dynamic.dynamic_pruning_curve`)."""
+    from edgeprune.shapnet.dynamic import dynamic_pruning_curve
+
+    return dynamic_pruning_curve(model, x, y, THRESHOLDS)
+
+
+def pruning_latency(model: DeepShapNet, x: np.ndarray) -> dict:
+    """Batch-1 latency per input with dynamic pruning in the runtime (``bench``'s harness)."""
+    from edgeprune.runtime.bench.dynamic import bench_dynamic_pruning
+    from edgeprune.shapnet.dynamic import as_runtime_model
+
+    return bench_dynamic_pruning(as_runtime_model(model), x, LATENCY_THRESHOLDS, runs=200,
+                                 min_time=1.0)
 
 
 # -- Table 5 -----------------------------------------------------------------------------------------
@@ -314,7 +320,8 @@ def run(args) -> dict:
     doc = {"setups": SETUPS, "lr": LR, "spec": {**SPEC, "hidden": list(SPEC["hidden"])},
            "regularisers": {k: vars(v) for k, v in REGULARISERS.items()},
            "thresholds": THRESHOLDS, "host": platform.platform(),
-           "torch_threads": 1, "table1": {}, "table3": {}, "table4": [], "fig5": {}}
+           "torch_threads": 1, "table1": {}, "table3": {}, "table4": [], "fig5": {},
+           "fig5_latency": {}}
     started = time.perf_counter()
     for name, seeds in (("synthetic16", args.seeds_syn), ("breast-cancer", args.seeds_bc)):
         doc["table1"][name], doc["table3"][name] = [], []
@@ -338,6 +345,8 @@ def run(args) -> dict:
                                           **regularisation_row(models[key], ds.x_test, t_test)})
                     doc["fig5"].setdefault(reg, []).append(
                         {"seed": seed, "curve": pruning_curve(models[key], ds.x_test, t_test)})
+                    if seed == 0 and reg in ("none", "l1-all"):
+                        doc["fig5_latency"][reg] = pruning_latency(models[key], ds.x_test)
     print(f"[{time.perf_counter() - started:6.0f}s] Table 5 timing", flush=True)
     doc["table5"] = table5(args.timing_samples)
     doc["wall_seconds"] = time.perf_counter() - started
