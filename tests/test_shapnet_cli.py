@@ -56,10 +56,14 @@ def test_old_mlp_checkpoints_still_load(tmp_path):
     (lambda o: o["meta"]["shapnet"].update(task="ranking"), "meta.shapnet.task"),
     (lambda o: o["meta"]["shapnet"]["config"].update(k=9), "meta.shapnet.config.k"),
     (lambda o: o["meta"]["shapnet"]["config"].update(channels=10 ** 9), "config.channels"),
+    (lambda o: o["meta"]["shapnet"]["config"].update(channels=4096, hidden=[4096] * 8),
+     "declares a larger model than the"),
     (lambda o: o["meta"]["shapnet"]["config"].update(hidden="32"), "config.hidden"),
     (lambda o: o["meta"]["shapnet"]["config"].update(activation="exec"), "config.activation"),
     (lambda o: o["meta"]["shapnet"]["config"].update(n_transforms=True), "n_transforms"),
-    (lambda o: o["state_dict"].pop("bias"), "state_dict['bias'] must be a tensor"),
+    (lambda o: o["state_dict"].pop("bias"), "declares a larger model than the"),
+    (lambda o: o["state_dict"].update(bias=[0.0, 0.0], extra=torch.zeros(2)),
+     "state_dict['bias'] must be a tensor"),
     (lambda o: o["state_dict"].update(bias=torch.zeros(7)), "state_dict['bias'] is (7,)"),
     (lambda o: o["state_dict"].update(extra=torch.zeros(1)), "unexpected entry 'extra'"),
     (lambda o: o["state_dict"]["bias"].fill_(float("nan")), "non-finite"),
@@ -84,6 +88,9 @@ def test_shallow_active_sets_are_validated_from_the_file(tmp_path):
     torch.save(obj, tmp_path / "bad.pt")
     with pytest.raises(ModelError, match="active_sets"):
         load_shapnet(tmp_path / "bad.pt")
+    (tmp_path / "text.pt").write_text("not a model")
+    with pytest.raises(ModelError, match="not a PyTorch model file"):
+        load_shapnet(tmp_path / "text.pt")
 
 
 def test_l1_regularisation_makes_attributions_sparser():

@@ -93,6 +93,9 @@ def load_shapnet(path: str | os.PathLike):
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"{path}: no such model file; check the path")
+    if sniff_model_file(path) != "torch-zip":  # also bounds the zip's declared size
+        raise ModelError(f"{path}: is not an edgeprune checkpoint (torch.save zip file); give "
+                         "a ShapNet written by `edgeprune train --task shapnet-*`")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any failure is a one-line error
@@ -124,6 +127,10 @@ def shapnet_from_checkpoint(obj, path: Path):
     if not isinstance(config, dict):
         fail("meta.shapnet.config", "must be a dict")
     kwargs = _checked_config(meta["kind"], config, fail)
+    held = sum(t.numel() for t in state.values() if torch.is_tensor(t))
+    if _declared_elements(meta["kind"], kwargs) > held:
+        fail("meta.shapnet.config", f"declares a larger model than the {held} values its "
+             "state_dict holds")
     info = meta.get("info") or {}
     if not isinstance(info, dict):
         fail("meta.info", "must be a dict")
@@ -181,13 +188,33 @@ def _checked_config(kind: str, config: dict, fail) -> dict:
     return kwargs
 
 
+def _mlp_elements(dims: list[int]) -> int:
+    return sum(a * b + b for a, b in zip(dims[:-1], dims[1:]))
+
+
+def _declared_elements(kind: str, kw: dict) -> int:
+    """The number of values the model's state_dict will hold, from the config alone: checked
+    against what the file holds before anything of that size is allocated."""
+    hidden, channels, out_dim = kw["hidden"], kw["channels"], kw["out_dim"]
+    total = kw["in_dim"]  # the model's reference
+    if kind == "shapnet-shallow":
+        for s in kw["active_sets"]:
+            total += 2 * len(s) + _mlp_elements([len(s), *hidden, channels])
+        return total + channels * out_dim + out_dim
+    k, n = kw["k"], kw["n_transforms"]
+    width = k
+    while width < kw["in_dim"]:
+        width *= k
+    for layer in range(n):
+        c_in = 1 if layer == 0 else channels
+        c_out = out_dim if layer == n - 1 else channels
+        total += width // k * (2 * k + _mlp_elements([k * c_in, *hidden, c_out]))
+    return total + out_dim
+
+
 def _load_tensors(model, state: dict, path: Path) -> None:
     """Every tensor the model expects, of its shape and finite, then ``load_state_dict``."""
     expected = model.state_dict()
-    extra = sorted(set(state) - set(expected))
-    if extra:
-        raise ModelError(f"{path}: state_dict has unexpected entry {extra[0]!r}; re-save the "
-                         "model with edgeprune")
     for key, want in expected.items():
         got = state.get(key)
         if not torch.is_tensor(got):
@@ -203,4 +230,8 @@ def _load_tensors(model, state: dict, path: Path) -> None:
         if key.endswith(".active") and not torch.equal(got, want):
             raise ModelError(f"{path}: state_dict[{key!r}] = {got.tolist()} differs from the "
                              f"active set the config declares ({want.tolist()}); re-save it")
+    extra = sorted(set(state) - set(expected))
+    if extra:
+        raise ModelError(f"{path}: state_dict has unexpected entry {extra[0]!r}; re-save the "
+                         "model with edgeprune")
     model.load_state_dict(state, strict=True)

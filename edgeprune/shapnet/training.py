@@ -107,7 +107,7 @@ def metrics(model, x: np.ndarray, target: np.ndarray, task: str, prefix: str) ->
 def single_thread():
     """Run torch on one intra-op thread, restoring the setting afterwards. A ShapNet's
     operations are small (tens of modules x batch x 2^k rows); measured on this 2-core host
-    under load, two threads made a training step 7-15x slower than one (threads spin
+    under load, two threads made a training step 7-19x slower than one (threads spin
     waiting for each other), and idle they gain nothing on matrices this small."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
