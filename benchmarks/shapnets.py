@@ -24,7 +24,7 @@ inner MLP 1 hidden layer of 32 ReLU units, 8 channels, reference = training mean
   class below 1% of the sample's Σ|φ|), coefficient of variation of the mean |φ| over features.
 - Fig. 5: accuracy vs the share of Shapley modules (and multiply-adds) skipped when every module
   whose inputs are within t of its reference is skipped (Cor. 4), t swept, in the edgeprune
-  runtime (the Deep ShapNets compiled to bundle v3 in memory); and the batch-1 latency per input
+  runtime (the Deep ShapNets compiled to bundle v4 in memory); and the batch-1 latency per input
   with skipping on this host (``bench``'s harness) for the unregularised and ℓ1-all models.
 - Table 5: seconds to explain one sample (median over samples) on this host, one torch thread:
   the Deep ShapNet's own forward pass vs KernelSHAP (40, 77, default) and shap's permutation
@@ -262,7 +262,7 @@ def regularisation_row(model, x: np.ndarray, y: np.ndarray) -> dict:
 
 
 def pruning_curve(model: DeepShapNet, x: np.ndarray, y: np.ndarray) -> list[dict]:
-    """Fig. 5 in the edgeprune runtime: the model compiled (bundle v3, in memory) and run with
+    """Fig. 5 in the edgeprune runtime: the model compiled (bundle v4, in memory) and run with
     each skip threshold; modules and multiply-adds skipped, accuracy, largest prediction change
     and the runtime's bound (:func:`edgeprune.shapnet.dynamic.dynamic_pruning_curve`)."""
     from edgeprune.shapnet.dynamic import dynamic_pruning_curve
