@@ -187,12 +187,25 @@ def main() -> None:
 
 @main.command(context_settings=CONTEXT)
 @data_option
-@click.option("--task", type=click.Choice(["autoencode", "classify"]), default="autoencode",
-              show_default=True, help="classify: an MLP classifier (softmax cross-entropy, "
-              "logits out, needs labelled data) instead of an autoencoder.")
+@click.option("--task", type=click.Choice(["autoencode", "classify", "vae"]),
+              default="autoencode", show_default=True,
+              help="classify: an MLP classifier (softmax cross-entropy, logits out, needs "
+              "labelled data); vae: a variational autoencoder (mu and log-variance heads, "
+              "trained by the beta-ELBO) instead of an autoencoder.")
 @click.option("--hidden", default=None,
-              help="Encoder widths, mirrored (default 32,8); a classifier's hidden widths "
-                   "(default 40).")
+              help="Encoder widths, mirrored (default 32,8); a VAE's trunk widths before its "
+                   "heads (default 64); a classifier's hidden widths (default 40).")
+@click.option("--latent-dim", type=click.IntRange(1), default=8, show_default=True,
+              help="--task vae: latent units (the size of the mu and log-variance heads).")
+@click.option("--likelihood", type=click.Choice(["gaussian", "bernoulli"]), default="gaussian",
+              show_default=True,
+              help="--task vae: the decoder's likelihood (gaussian: identity output, unit "
+                   "variance; bernoulli: sigmoid output, data in [0, 1]).")
+@click.option("--beta", type=click.FloatRange(0), default=1.0, show_default=True,
+              help="--task vae: weight of the KL term (beta-VAE; for a Gaussian likelihood also "
+                   "the observation variance).")
+@click.option("--kl-anneal-epochs", type=click.IntRange(0), default=0, show_default=True,
+              help="--task vae: raise the KL weight linearly from 0 to --beta over N epochs.")
 @click.option("--activation", default="relu", show_default=True,
               help="Hidden activation: identity, relu, leaky_relu, sigmoid or tanh.")
 @click.option("--latent-activation", default=None, help="Activation of the latent layer.")
@@ -208,14 +221,27 @@ def main() -> None:
               help="Checkpoint to write (model.pt).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @_user_errors
-def train(data_spec, hidden, activation, latent_activation, output_activation, epochs, lr,
-          batch_size, seed, output, quiet, task="autoencode"):
-    """Train a symmetric autoencoder (or, with --task classify, an MLP classifier) and write an
-    edgeprune checkpoint."""
+@click.pass_context
+def train(ctx, data_spec, hidden, activation, latent_activation, output_activation, epochs, lr,
+          batch_size, seed, output, quiet, latent_dim, likelihood, beta, kl_anneal_epochs,
+          task="autoencode"):
+    """Train a symmetric autoencoder (or, with --task classify, an MLP classifier; with --task
+    vae, a variational autoencoder) and write an edgeprune checkpoint."""
     from edgeprune.output_dir import check_output_file
     from edgeprune.workflows import train_autoencoder
 
     check_output_file(output, {"data file": data_spec})
+    if task == "vae":  # the output activation follows the likelihood unless given
+        from edgeprune.workflows import train_vae_file
+
+        given = ctx.get_parameter_source("output_activation") != click.core.ParameterSource.DEFAULT
+        click.echo(train_vae_file(data_spec, latent_dim=latent_dim, hidden=hidden or "64",
+                                  activation=activation,
+                                  output_activation=output_activation if given else None,
+                                  likelihood=likelihood, beta=beta,
+                                  kl_anneal_epochs=kl_anneal_epochs, epochs=epochs, lr=lr,
+                                  batch_size=batch_size, seed=seed, output=output, quiet=quiet))
+        return
     if task == "classify":  # --latent-activation/--output-activation do not apply
         from edgeprune.train import train_classifier_file
 

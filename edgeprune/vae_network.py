@@ -130,6 +130,23 @@ def finetune_vae(net: Network, x_train: np.ndarray, x_val: np.ndarray | None = N
 
 
 @torch.no_grad()
+def elbo_metrics(net: Network, x: np.ndarray, beta: float | None = None, seed: int = 0
+                 ) -> dict[str, float]:
+    """Test figures of a VAE Network, per sample: ``test_recon_nll``, ``test_kl`` and
+    ``test_neg_elbo`` (β-weighted), one seeded sample of z each."""
+    from edgeprune.vae_training import elbo_terms
+
+    if net.logvar is None or not len(x):
+        return {}
+    vae, _ = network_to_vae(net)
+    recon, kl = elbo_terms(vae, torch.from_numpy(np.asarray(x, dtype=np.float32)),
+                           torch.Generator().manual_seed(seed))
+    b = vae_beta(net, beta)
+    return {"test_recon_nll": float(recon.mean()), "test_kl": float(kl.mean()),
+            "test_neg_elbo": float((recon + b * kl).mean())}
+
+
+@torch.no_grad()
 def torch_vae_outputs(net: Network, x: np.ndarray) -> dict[str, np.ndarray]:
     """PyTorch reference outputs of a VAE Network: ``mu``, ``logvar`` (with the head) and
     ``recon`` = decode(mu), float32."""
