@@ -30,10 +30,12 @@ import numpy as np
 from edgeprune.errors import first_line
 from edgeprune.fileio import atomic_path
 from edgeprune.layer_chain import Op, batchnorm_op, build_network, fold_chain
-from edgeprune.network import Layer, ModelError, Network, parse_activations
+from edgeprune.network import VAE_LIKELIHOODS, Layer, ModelError, Network, parse_activations
+from edgeprune.vae_import import as_vae, check_vae_module, split_logvar
 
 CHECKPOINT_FORMAT = "edgeprune-checkpoint"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # the newest version this edgeprune reads
+VAE_CHECKPOINT_VERSION = 2  # version 2: a VAE (meta.vae, logvar.* tensors); others write 1
 #: A converted model must match the original (eval mode) to this, relative to its output scale.
 FOLD_TOLERANCE = 1e-5
 
@@ -49,26 +51,41 @@ def _torch():
 # ---------------------------------------------------------------------------------------------
 # saving
 # ---------------------------------------------------------------------------------------------
-def network_state(net: Network) -> dict:
-    """The edgeprune checkpoint dict for ``net`` (tensors + JSON-like metadata only)."""
+def _layer_spec(layer: Layer) -> dict:
+    return {"in": layer.in_dim, "out": layer.out_dim, "activation": layer.activation,
+            "negative_slope": float(layer.negative_slope)}
+
+
+def _layer_tensors(state: dict, prefix: str, layer: Layer) -> None:
     torch = _torch()
-    state = {}
+    state[f"{prefix}.weight"] = torch.from_numpy(layer.weight.copy())
+    state[f"{prefix}.bias"] = torch.from_numpy(layer.bias.copy())
+    state[f"{prefix}.mask"] = torch.from_numpy(layer.mask.copy())
+
+
+def network_state(net: Network) -> dict:
+    """The edgeprune checkpoint dict for ``net`` (tensors + JSON-like metadata only).
+
+    Version 1 unless ``net`` is a VAE: version 2 adds ``meta.vae`` (likelihood and the
+    log-variance head's layer spec, or None once dropped) and the ``logvar.*`` tensors; a
+    reader that knows only version 1 refuses it rather than dropping the head."""
+    state: dict = {}
     for k, layer in enumerate(net.layers, start=1):
-        state[f"layer{k}.weight"] = torch.from_numpy(layer.weight.copy())
-        state[f"layer{k}.bias"] = torch.from_numpy(layer.bias.copy())
-        state[f"layer{k}.mask"] = torch.from_numpy(layer.mask.copy())
+        _layer_tensors(state, f"layer{k}", layer)
     meta = {
-        "layers": [
-            {"in": layer.in_dim, "out": layer.out_dim, "activation": layer.activation,
-             "negative_slope": float(layer.negative_slope)}
-            for layer in net.layers
-        ],
+        "layers": [_layer_spec(layer) for layer in net.layers],
         "latent": net.latent,
         "kind": net.kind,
         "info": _jsonable(net.meta),
     }
-    return {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "state_dict": state,
-            "meta": meta}
+    version = 1
+    if net.kind == "vae":
+        version = VAE_CHECKPOINT_VERSION
+        meta["vae"] = {"likelihood": net.likelihood,
+                       "logvar": None if net.logvar is None else _layer_spec(net.logvar)}
+        if net.logvar is not None:
+            _layer_tensors(state, "logvar", net.logvar)
+    return {"format": CHECKPOINT_FORMAT, "version": version, "state_dict": state, "meta": meta}
 
 
 def _jsonable(obj):
@@ -256,19 +273,21 @@ def _from_plain_object(obj, path: Path, activations: str | None, latent: int | N
 
 def _checked(net: Network, path: Path) -> Network:
     """Refuse non-finite parameters: a NaN model gives NaN scores, exports and outputs."""
-    for k, layer in enumerate(net.layers, start=1):
+    named = [(f"layer {k}", layer) for k, layer in enumerate(net.layers, start=1)]
+    if net.logvar is not None:
+        named.append(("the log-variance head", net.logvar))
+    for label, layer in named:
         for name, arr in (("weight", layer.weight), ("bias", layer.bias)):
             bad = ~np.isfinite(arr)
             if bad.any():
                 where = tuple(int(i) for i in np.argwhere(bad)[0])
-                raise ModelError(f"{path}: layer {k} {name} holds a non-finite value "
+                raise ModelError(f"{path}: {label} {name} holds a non-finite value "
                                  f"({arr[where]}) at {where}; the model is damaged, retrain "
                                  "or re-save it")
     return net
 
 
 def _from_checkpoint(obj: dict, path: Path) -> Network:
-    torch = _torch()
     meta_kind = obj["meta"].get("kind") if isinstance(obj.get("meta"), dict) else None
     if isinstance(meta_kind, str) and meta_kind.startswith("shapnet-"):
         raise ModelError(f"{path}: is a ShapNet ({meta_kind}), not a chain of dense layers; "
@@ -297,35 +316,8 @@ def _from_checkpoint(obj: dict, path: Path) -> Network:
     meta = field(obj, "meta", dict, "meta")
     state = field(obj, "state_dict", dict, "state_dict")
     specs = field(meta, "layers", list, "meta.layers")
-    layers = []
-    for k, spec in enumerate(specs, start=1):
-        where = f"meta.layers[{k}]"
-        if not isinstance(spec, dict):
-            raise ModelError(f"{path}: field {where!r} must be a dict; re-save it")
-        act = field(spec, "activation", str, f"{where}.activation")
-        slope = spec.get("negative_slope", 0.01)
-        if isinstance(slope, bool) or not isinstance(slope, (int, float)):
-            raise ModelError(f"{path}: field '{where}.negative_slope' must be a number; re-save it")
-        tensors = {}
-        for part in ("weight", "bias", "mask"):
-            key = f"layer{k}.{part}"
-            t = state.get(key)
-            if t is None and part == "mask":
-                continue
-            if not torch.is_tensor(t):
-                raise ModelError(f"{path}: state_dict[{key!r}] must be a tensor, got "
-                                 f"{type(t).__name__}; re-save it")
-            tensors[part] = t.detach()
-        w = tensors["weight"].to(torch.float32).numpy()
-        b = tensors["bias"].to(torch.float32).numpy()
-        mask = tensors["mask"].numpy().astype(bool) if "mask" in tensors else None
-        if mask is not None and mask.shape != w.shape:
-            raise ModelError(f"{path}: state_dict['layer{k}.mask'] has shape {mask.shape}, the "
-                             f"weight {w.shape}; re-save it")
-        try:
-            layers.append(Layer(w, b, act, float(slope), mask))
-        except ModelError as exc:
-            raise ModelError(f"{path}: layer {k}: {exc}") from None
+    layers = [_checkpoint_layer(state, f"layer{k}", spec, f"meta.layers[{k}]", path, field)
+              for k, spec in enumerate(specs, start=1)]
     latent = meta.get("latent")
     if latent is not None and (isinstance(latent, bool) or not isinstance(latent, int)):
         raise ModelError(f"{path}: field 'meta.latent' must be an integer or None; re-save it")
@@ -335,10 +327,72 @@ def _from_checkpoint(obj: dict, path: Path) -> Network:
     info = meta.get("info") or {}
     if not isinstance(info, dict):
         raise ModelError(f"{path}: field 'meta.info' must be a dict; re-save it")
+    logvar, likelihood = _checkpoint_vae(meta, state, kind, version, path, field)
     try:
-        return Network(layers, latent=latent, kind=kind, meta=dict(info))
+        return Network(layers, latent=latent, kind=kind, meta=dict(info), logvar=logvar,
+                       likelihood=likelihood)
     except ModelError as exc:
         raise ModelError(f"{path}: {exc}") from None
+
+
+def _checkpoint_layer(state: dict, prefix: str, spec, where: str, path: Path, field) -> Layer:
+    """One layer of a checkpoint: its spec in meta and the ``prefix.weight/bias/mask`` tensors."""
+    torch = _torch()
+    if not isinstance(spec, dict):
+        raise ModelError(f"{path}: field {where!r} must be a dict; re-save it")
+    act = field(spec, "activation", str, f"{where}.activation")
+    slope = spec.get("negative_slope", 0.01)
+    if isinstance(slope, bool) or not isinstance(slope, (int, float)):
+        raise ModelError(f"{path}: field '{where}.negative_slope' must be a number; re-save it")
+    tensors = {}
+    for part in ("weight", "bias", "mask"):
+        key = f"{prefix}.{part}"
+        t = state.get(key)
+        if t is None and part == "mask":
+            continue
+        if not torch.is_tensor(t):
+            raise ModelError(f"{path}: state_dict[{key!r}] must be a tensor, got "
+                             f"{type(t).__name__}; re-save it")
+        tensors[part] = t.detach()
+    w = tensors["weight"].to(torch.float32).numpy()
+    b = tensors["bias"].to(torch.float32).numpy()
+    mask = tensors["mask"].numpy().astype(bool) if "mask" in tensors else None
+    if mask is not None and mask.shape != w.shape:
+        raise ModelError(f"{path}: state_dict['{prefix}.mask'] has shape {mask.shape}, the "
+                         f"weight {w.shape}; re-save it")
+    try:
+        return Layer(w, b, act, float(slope), mask)
+    except ModelError as exc:
+        name = prefix.replace("layer", "layer ") if prefix.startswith("layer") else prefix
+        raise ModelError(f"{path}: {name}: {exc}") from None
+
+
+def _checkpoint_vae(meta: dict, state: dict, kind: str, version: int, path: Path, field
+                    ) -> tuple[Layer | None, str | None]:
+    """A VAE's log-variance head and likelihood (``meta.vae``, version 2), else (None, None)."""
+    if kind != "vae":
+        if "vae" in meta or "logvar.weight" in state:
+            raise ModelError(f"{path}: holds a VAE description (meta.vae / logvar.*) but "
+                             f"meta.kind is {kind!r}; re-save it")
+        return None, None
+    if version < VAE_CHECKPOINT_VERSION:
+        raise ModelError(f"{path}: meta.kind 'vae' needs checkpoint version "
+                         f"{VAE_CHECKPOINT_VERSION}, the file says {version}; re-save it")
+    vae = field(meta, "vae", dict, "meta.vae")
+    likelihood = field(vae, "likelihood", str, "meta.vae.likelihood")
+    if likelihood not in VAE_LIKELIHOODS:
+        raise ModelError(f"{path}: field 'meta.vae.likelihood' is {likelihood[:40]!r}; expected "
+                         f"one of {', '.join(VAE_LIKELIHOODS)}; re-save it")
+    if "logvar" not in vae:
+        raise ModelError(f"{path}: edgeprune checkpoint is missing field 'meta.vae.logvar'; "
+                         "re-save it")
+    spec = vae["logvar"]
+    if spec is None:
+        if "logvar.weight" in state:
+            raise ModelError(f"{path}: holds logvar.* tensors but meta.vae.logvar is None; "
+                             "re-save it")
+        return None, likelihood
+    return _checkpoint_layer(state, "logvar", spec, "meta.vae.logvar", path, field), likelihood
 
 
 def _kind_name(kind) -> str:
@@ -378,6 +432,11 @@ def _from_state_dict(state: dict, path: Path, activations: str | None, latent: i
                 f"{path}: parameter '{prefix}.weight' has shape {tuple(w.shape)} and no running "
                 "statistics, so it is neither a Linear nor a BatchNorm1d; edgeprune reads chains "
                 "of Linear (+ BatchNorm1d) layers and their activations")
+    entries, head, mu_index = split_logvar(entries, path)
+    if head is not None and batchnorm == "after-activation":
+        raise ModelError(f"{path}: --batchnorm after-activation would fold a BatchNorm into the "
+                         "mu head but not into the log-variance head beside it; fold it into "
+                         "the trunk first")
     n_linear = sum(op.kind == "linear" for op in entries)
     if not n_linear:
         raise ModelError(f"{path}: state_dict has no 2-D '*.weight' tensors; is it a model?")
@@ -403,7 +462,10 @@ def _from_state_dict(state: dict, path: Path, activations: str | None, latent: i
             ops.append(op)
     if act_due is not None:
         ops.append(act_due)
-    return build_network(fold_chain(ops, path), latent, path)
+    if head is None:
+        return build_network(fold_chain(ops, path), latent, path)
+    return as_vae(build_network(fold_chain(ops, path), latent or mu_index, path), head,
+                  mu_index, path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -486,10 +548,16 @@ def network_from_module(module, *, activations: str | None = None, latent: int |
     checked against the module's own forward in eval mode."""
     ops = [op for name, leaf in _flatten(module)
            if (op := _module_op(name, leaf, source)) is not None]
+    ops, head, mu_index = split_logvar(ops, source)
     chain = fold_chain(ops, source)
     if activations is not None:
         for layer, act in zip(chain.layers, parse_activations(activations, len(chain.layers))):
             layer.activation = act
+    if head is not None:  # a VAE: the mu head is the latent layer
+        net = as_vae(build_network(chain, latent or mu_index, source), head, mu_index, source)
+        diff = check_vae_module(module, net, source, FOLD_TOLERANCE)
+        net.meta.setdefault("import", {})["max_abs_diff_vs_original"] = diff
+        return net
     enc = getattr(module, "encoder", None)
     if latent is None and enc is not None and hasattr(enc, "named_children"):
         latent = sum(1 for _, m in _flatten(enc) if _type_name(m) == "Linear")

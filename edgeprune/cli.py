@@ -247,14 +247,27 @@ def _train_shapnet(task, data_spec, hidden, activation, epochs, lr, batch_size, 
 
 @main.command(context_settings=CONTEXT)
 @data_option
-@click.option("--task", type=click.Choice(["autoencode", "classify", "shapnet-shallow",
+@click.option("--task", type=click.Choice(["autoencode", "classify", "vae", "shapnet-shallow",
                                            "shapnet-deep"]), default="autoencode",
               show_default=True, help="classify: an MLP classifier (softmax cross-entropy, "
-              "logits out, needs labelled data) instead of an autoencoder; shapnet-shallow / "
-              "shapnet-deep: a ShapNet that returns its own Shapley values (ICLR 2021).")
+              "logits out, needs labelled data) instead of an autoencoder; vae: a variational "
+              "autoencoder (mu and log-variance heads, trained by the beta-ELBO); shapnet-shallow "
+              "/ shapnet-deep: a ShapNet that returns its own Shapley values (ICLR 2021).")
 @click.option("--hidden", default=None,
-              help="Encoder widths, mirrored (default 32,8); a classifier's hidden widths "
-                   "(default 40); a ShapNet's inner-MLP widths (default 32).")
+              help="Encoder widths, mirrored (default 32,8); a VAE's trunk widths before its "
+                   "heads (default 64); a classifier's hidden widths (default 40); a ShapNet's "
+                   "inner-MLP widths (default 32).")
+@click.option("--latent-dim", type=click.IntRange(1), default=8, show_default=True,
+              help="--task vae: latent units (the size of the mu and log-variance heads).")
+@click.option("--likelihood", type=click.Choice(["gaussian", "bernoulli"]), default="gaussian",
+              show_default=True,
+              help="--task vae: the decoder's likelihood (gaussian: identity output, unit "
+                   "variance; bernoulli: sigmoid output, data in [0, 1]).")
+@click.option("--beta", type=click.FloatRange(0), default=1.0, show_default=True,
+              help="--task vae: weight of the KL term (beta-VAE; for a Gaussian likelihood also "
+                   "the observation variance).")
+@click.option("--kl-anneal-epochs", type=click.IntRange(0), default=0, show_default=True,
+              help="--task vae: raise the KL weight linearly from 0 to --beta over N epochs.")
 @click.option("--activation", default="relu", show_default=True,
               help="Hidden activation: identity, relu, leaky_relu, sigmoid or tanh.")
 @click.option("--latent-activation", default=None, help="Activation of the latent layer.")
@@ -271,10 +284,13 @@ def _train_shapnet(task, data_spec, hidden, activation, epochs, lr, batch_size, 
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @shapnet_options
 @_user_errors
-def train(data_spec, hidden, activation, latent_activation, output_activation, epochs, lr,
-          batch_size, seed, output, quiet, task="autoencode", **shapnet):
+@click.pass_context
+def train(ctx, data_spec, hidden, activation, latent_activation, output_activation, epochs, lr,
+          batch_size, seed, output, quiet, latent_dim, likelihood, beta, kl_anneal_epochs,
+          task="autoencode", **shapnet):
     """Train a symmetric autoencoder (or, with --task classify, an MLP classifier; with --task
-    shapnet-shallow|shapnet-deep, a ShapNet) and write an edgeprune checkpoint."""
+    vae, a variational autoencoder; with --task shapnet-shallow|shapnet-deep, a ShapNet) and
+    write an edgeprune checkpoint."""
     from edgeprune.output_dir import check_output_file
     from edgeprune.workflows import train_autoencoder
 
@@ -288,6 +304,17 @@ def train(data_spec, hidden, activation, latent_activation, output_activation, e
         name = "--reference" if given[0] == "shapnet_reference" else (
             "--" + given[0].replace("_", "-"))
         raise EdgepruneError(f"{name} applies to --task shapnet-shallow or shapnet-deep only")
+    if task == "vae":  # the output activation follows the likelihood unless given
+        from edgeprune.workflows import train_vae_file
+
+        given = ctx.get_parameter_source("output_activation") != click.core.ParameterSource.DEFAULT
+        click.echo(train_vae_file(data_spec, latent_dim=latent_dim, hidden=hidden or "64",
+                                  activation=activation,
+                                  output_activation=output_activation if given else None,
+                                  likelihood=likelihood, beta=beta,
+                                  kl_anneal_epochs=kl_anneal_epochs, epochs=epochs, lr=lr,
+                                  batch_size=batch_size, seed=seed, output=output, quiet=quiet))
+        return
     if task == "classify":  # --latent-activation/--output-activation do not apply
         from edgeprune.train import train_classifier_file
 
@@ -434,6 +461,14 @@ class AlphaType(click.ParamType):
               help="Hidden layers whose units are pruned, in turn (default: all).")
 @click.option("--truncation", "neuron_truncation", type=float, default=None,
               help="Truncate a permutation once within this fraction of v(all) (TMC).")
+@click.option("--drop-logvar", is_flag=True,
+              help="A VAE: publish the encoder as mu only (no log-variance head in model.npz "
+                   "and the encoder graphs; pruned.pt keeps it).")
+@click.option("--likelihood", type=click.Choice(["gaussian", "bernoulli"]), default=None,
+              help="A VAE: the likelihood of the ELBO fine-tuning  [default: the model's own]")
+@click.option("--beta", type=click.FloatRange(0), default=None,
+              help="A VAE: the KL weight of the ELBO fine-tuning  [default: the one it was "
+                   "trained with, else 1]")
 @click.option("-o", "--output", "outdir", required=True, type=click.Path(file_okay=False),
               help="Output directory; replaced as a whole when the run succeeds.")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json instead of the table.")
@@ -443,7 +478,8 @@ class AlphaType(click.ParamType):
 def compress(model, data_spec, importance_level, sparsity, method, estimator, reference, samples,
              scores_path, finetune_epochs, seed, memory_budget, export_formats,
              onnx_sparse_initializers, tflite_sparse, quantize, max_metric_drop, npz_compression,
-             codebook_epochs, outdir, as_json, quiet, model_opts, **neuron):
+             codebook_epochs, drop_logvar, likelihood, beta, outdir, as_json, quiet, model_opts,
+             **neuron):
     """Prune MODEL (SHAP-SAE or a baseline) and write pruned.pt, model.npz and reports."""
     from edgeprune.artifacts import ExportOptions
     from edgeprune.compress import CompressOptions
@@ -457,8 +493,10 @@ def compress(model, data_spec, importance_level, sparsity, method, estimator, re
                            memory_budget=memory_budget_bytes(memory_budget), quiet=quiet,
                            provenance={"model": str(model)}, export=export_formats,
                            export_options=ExportOptions(onnx_sparse_initializers,
-                                                        tflite_sparse, quantize, npz_compression),
+                                                        tflite_sparse, quantize, npz_compression,
+                                                        drop_logvar=drop_logvar),
                            max_metric_drop=max_metric_drop, codebook_epochs=codebook_epochs,
+                           likelihood=likelihood, beta=beta,
                            **neuron)
     opts.validate()  # bad options and -o fail before the model and data are read
     from edgeprune.output_dir import check_output_dir
@@ -475,7 +513,9 @@ def compress(model, data_spec, importance_level, sparsity, method, estimator, re
             from edgeprune.prune.neuron_walk import walk_summary
 
             click.echo(walk_summary(result.report.neuron_walk))
-        names = ", ".join(f"model.{f}" for f in result.report.artifacts)
+        names = ", ".join([f"model.{f}" for f in result.report.artifacts]
+                          + [part["file"] for art in result.report.artifacts.values()
+                             for part in art.get("parts", {}).values()])
         click.echo(f"wrote {os.path.join(outdir, '')}: pruned.pt, {names}, report.json, "
                    "report.md, manifest.json")
 
@@ -529,6 +569,8 @@ def explain(model_or_outdir, data_spec, importance_level, scores_path, estimator
               help="Store ONNX weights as sparse initializers (smaller file; ORT densifies).")
 @click.option("--tflite-sparse", is_flag=True, help="Store TFLite weights as sparse tensors.")
 @quantize_options
+@click.option("--drop-logvar", is_flag=True,
+              help="A VAE: publish the encoder as mu only (no log-variance head).")
 @seed_option
 @click.option("--inner-sparsity", type=float, default=None, metavar="ETA",
               help="ShapNet checkpoints: first prune this fraction of each inner MLP's links "
@@ -538,7 +580,8 @@ def explain(model_or_outdir, data_spec, importance_level, scores_path, estimator
 @with_model_options
 @_user_errors
 def export(pruned, formats, data_spec, onnx_sparse_initializers, tflite_sparse, quantize,
-           max_metric_drop, npz_compression, seed, inner_sparsity, outdir, model_opts):
+           max_metric_drop, npz_compression, drop_logvar, seed, inner_sparsity, outdir,
+           model_opts):
     """Export PRUNED (a compress output directory or a pruned checkpoint) to npz/ONNX/TFLite,
     each checked against PyTorch on real inputs. A ShapNet checkpoint (train --task
     shapnet-*) is compiled; its artifacts return the prediction and the explanation."""
@@ -554,13 +597,17 @@ def export(pruned, formats, data_spec, onnx_sparse_initializers, tflite_sparse, 
 
     result = export_pruned(pruned, outdir, formats=formats, data_spec=data_spec, seed=seed,
                            options=ExportOptions(onnx_sparse_initializers, tflite_sparse,
-                                                 quantize, npz_compression),
+                                                 quantize, npz_compression,
+                                                 drop_logvar=drop_logvar),
                            max_metric_drop=max_metric_drop, **model_opts)
     for note in result["notes"]:
         click.echo(f"note: {note}")
     for art in result["written"].values():
         click.echo(f"wrote {art['path']} ({art['bytes']} bytes; max |diff| vs PyTorch "
                    f"{art['max_abs_diff_vs_pytorch']:.2e} on {result['data']})")
+        for part in art.get("parts", {}).values():
+            click.echo(f"wrote {os.path.join(outdir, part['file'])} ({part['bytes']} bytes; "
+                       f"max |diff| vs PyTorch {part['max_abs_diff_vs_pytorch']:.2e})")
     if result.get("quantization"):
         from edgeprune.quantization import quantization_lines
 
@@ -622,6 +669,8 @@ def _export_shapnet(source, outdir, formats, data_spec, seed, inner_sparsity, sp
 @click.option("--skip-threshold", type=float, default=None, metavar="T",
               help="ShapNet bundles: skip the Shapley modules whose inputs are all within T "
                    "of their reference (dynamic pruning; 0 changes no output).")
+@click.option("--logvar", "mode", flag_value="logvar",
+              help="A VAE: return the log-variance of the latent code (--encode gives its mean).")
 @_user_errors
 def run(bundle, inputs, output, kernel, engine, mode, explanations, skip_threshold):
     """Run a model.npz bundle on INPUTS (.npy) with the edgeprune runtime; write OUTPUT (.npy).

@@ -176,11 +176,20 @@ def describe_checkpoint(path: Path, **model_opts) -> dict:
                "nnz": int(np.count_nonzero(layer.masked_weight))}
               for k, layer in enumerate(net.layers, start=1)]
     nnz = sum(row["nnz"] for row in layers)
-    return {"path": str(path), "format": "pytorch-checkpoint", "kind": net.kind,
+    desc = {"path": str(path), "format": "pytorch-checkpoint", "kind": net.kind,
             "network": net.describe(), "layers": layers, "nnz": nnz,
             "parameters_dense": net.n_links, "sparsity": 1 - nnz / net.n_links,
             "dense_fp32_bytes": 4 * sum(layer.n_links + layer.out_dim for layer in net.layers),
             "import_notes": import_notes(net), **file_figures(path)}
+    if net.kind == "vae":
+        from edgeprune.runtime.info import vae_parts
+
+        head = net.logvar
+        desc["vae"] = vae_parts(net.latent, len(net.layers), net.layers[net.latent - 1].out_dim,
+                                None if head is None else [head.out_dim, head.in_dim],
+                                None if head is None else int(np.count_nonzero(
+                                    head.masked_weight)), net.likelihood)
+    return desc
 
 
 def describe(path: str | os.PathLike, **model_opts) -> dict:
@@ -235,6 +244,15 @@ def format_info(desc: dict) -> str:
     """Human-readable ``edgeprune info`` output."""
     lines = [f"{desc['path']}: {desc['format']} ({desc.get('kind', '?')})"]
     lines += [f"  model: {note}" for note in desc.get("import_notes", [])]
+    vae = desc.get("vae")
+    if vae:
+        head = vae["logvar"]
+        lines.append(f"  vae: {vae['latent_dim']} latent units, mu head = layer "
+                     f"{vae['mu_layer']}, decoder = layers "
+                     f"{','.join(map(str, vae['decoder_layers']))}, "
+                     f"{vae.get('likelihood') or 'unrecorded'} likelihood")
+        lines.append("  log-variance head: " + ("dropped (mu only)" if head is None else
+                     f"{head['shape'][0]} x {head['shape'][1]} identity   nnz={head['nnz']}"))
     for row in desc.get("layers", []):
         extra = f" kernel={row['kernel']}" if "kernel" in row else ""
         extra += f" storage={row['storage']}" if "storage" in row else ""

@@ -76,15 +76,26 @@ class Layer:
         return apply_activation(z, self.activation, self.negative_slope)
 
 
+#: The likelihoods a VAE's decoder can model (edgeprune.vae_training).
+VAE_LIKELIHOODS = ("gaussian", "bernoulli")
+
+
 @dataclass
 class Network:
     """A chain of dense layers. ``latent`` is L for an autoencoder (layers 1..L encode, L+1..2L
-    decode, as in the SHAP-SAE paper) and ``None`` for a plain MLP."""
+    decode, as in the SHAP-SAE paper) and ``None`` for a plain MLP.
+
+    A VAE (``kind="vae"``) is the chain ``x → trunk → μ head (layer L) → decoder`` (the
+    deterministic path that is deployed: ``decode(μ)``) plus ``logvar``, the log σ² head, which
+    reads the same input as layer L and is not part of the chain (``None`` once dropped).
+    ``likelihood`` names the decoder's likelihood (fine-tuning by the ELBO needs it)."""
 
     layers: list[Layer]
     latent: int | None = None
-    kind: str = "autoencoder"  # "autoencoder" | "mlp" | "classifier"
+    kind: str = "autoencoder"  # "autoencoder" | "mlp" | "classifier" | "vae"
     meta: dict = field(default_factory=dict)
+    logvar: Layer | None = None  # VAE only: the log-variance head
+    likelihood: str | None = None  # VAE only: "gaussian" or "bernoulli"
 
     def __post_init__(self) -> None:
         if not self.layers:
@@ -102,6 +113,26 @@ class Network:
             )
         if self.latent is None and self.kind == "autoencoder":
             self.kind = "mlp"
+        self._check_vae()
+
+    def _check_vae(self) -> None:
+        if self.kind != "vae":
+            if self.logvar is not None or self.likelihood is not None:
+                raise ModelError(f"only a VAE has a log-variance head or a likelihood; this "
+                                 f"network is {self.kind!r}")
+            return
+        if self.latent is None:
+            raise ModelError("a VAE needs its latent layer (the mu head); pass --latent L")
+        if self.likelihood not in VAE_LIKELIHOODS:
+            raise ModelError(f"VAE likelihood {self.likelihood!r}: use one of "
+                             f"{', '.join(VAE_LIKELIHOODS)}")
+        if self.logvar is not None:
+            mu = self.layers[self.latent - 1]
+            if self.logvar.weight.shape != mu.weight.shape:
+                raise ModelError(f"the log-variance head has shape "
+                                 f"{list(self.logvar.weight.shape)} but the mu head (layer "
+                                 f"{self.latent}) {list(mu.weight.shape)}; both read the same "
+                                 "input and give one value per latent unit")
 
     # -- shape ---------------------------------------------------------------------------------
     @property
@@ -154,11 +185,17 @@ class Network:
             raise ModelError("this network has no latent layer (not an autoencoder)")
         return self.forward(x, upto=self.latent)
 
+    def encode_logvar(self, x: np.ndarray) -> np.ndarray:
+        """A VAE's log σ² head on a batch (it reads the input of the mu head)."""
+        if self.logvar is None:
+            raise ModelError("this network has no log-variance head (not a VAE, or dropped)")
+        return self.logvar.forward(self.forward(x, upto=self.latent - 1))
+
     def without_zero_links(self) -> Network:
         """A copy whose masks also drop every zero weight: a link whose weight is exactly 0 is
         not a link (docs/architecture.md, deliberate difference 3)."""
         net = self.copy()
-        for layer in net.layers:
+        for layer in net.layers + ([net.logvar] if net.logvar is not None else []):
             layer.mask &= layer.weight != 0
         return net
 
@@ -168,7 +205,7 @@ class Network:
     def fingerprint(self) -> str:
         """A short SHA-256 over weights, biases and masks (provenance of exported artifacts)."""
         h = hashlib.sha256()
-        for layer in self.layers:
+        for layer in self.layers + ([self.logvar] if self.logvar is not None else []):
             for arr in (layer.weight, layer.bias, layer.mask):
                 h.update(np.ascontiguousarray(arr).tobytes())
             h.update(layer.activation.encode())
@@ -178,6 +215,9 @@ class Network:
         acts = ",".join(self.activations)
         dims = "-".join(str(d) for d in self.dims)
         lat = f", latent layer {self.latent}" if self.latent else ""
+        if self.kind == "vae":
+            lat += (f", {self.likelihood} likelihood, "
+                    + ("log-variance head" if self.logvar is not None else "mu only"))
         return f"{self.kind} {dims} [{acts}]{lat}"
 
 

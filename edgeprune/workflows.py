@@ -41,6 +41,43 @@ def train_autoencoder(data_spec: str, *, hidden: str = "32,8", activation: str =
     return f"trained {net.describe()} on {ds.name}: {', '.join(parts)}; wrote {output}"
 
 
+def train_vae_file(data_spec: str, *, latent_dim: int = 8, hidden: str = "64",
+                   activation: str = "relu", output_activation: str | None = None,
+                   likelihood: str = "gaussian", beta: float = 1.0, kl_anneal_epochs: int = 0,
+                   epochs: int = 20, lr: float = 1e-3, batch_size: int = 64, seed: int = 0,
+                   output: str | os.PathLike = "model.pt", quiet: bool = False) -> str:
+    """``edgeprune train --task vae``: train a VAE (:func:`edgeprune.vae.train_vae`) on
+    ``data_spec`` and save it as an edgeprune checkpoint (kind "vae"); returns a summary line."""
+    from edgeprune.checkpoint import save_checkpoint
+    from edgeprune.data import load_dataset
+    from edgeprune.network import parse_activations
+    from edgeprune.train import evaluate, parse_hidden
+    from edgeprune.vae import train_vae
+    from edgeprune.vae_network import vae_to_network
+
+    sizes = parse_hidden(hidden)
+    activation = parse_activations(activation, 1)[0]
+    if output_activation is not None:
+        output_activation = parse_activations(output_activation, 1)[0]
+    ds = load_dataset(data_spec, seed=seed)
+    vae, history = train_vae(ds.x_train, latent=latent_dim, hidden=sizes, epochs=epochs,
+                             beta=beta, likelihood=likelihood, kl_anneal_epochs=kl_anneal_epochs,
+                             lr=lr, batch_size=batch_size, seed=seed, quiet=quiet,
+                             activation=activation, output_activation=output_activation,
+                             x_val=ds.x_val)
+    last = {key: values[-1] for key, values in history.items() if values}
+    net = vae_to_network(vae, meta={
+        "trained_on": ds.name, "task": "vae", "epochs": epochs, "seed": seed, "lr": lr,
+        "vae": {"beta": beta, "kl_anneal_epochs": kl_anneal_epochs, "latent_dim": latent_dim,
+                "hidden": sizes, "likelihood": likelihood},
+        "history": [last] if last else []})
+    metrics = evaluate(net, ds, seed)  # with the ELBO's terms at the trained beta
+    net.meta["test_metrics"] = metrics
+    save_checkpoint(net, output)
+    parts = [f"{k}={v:.5g}" for k, v in metrics.items()]
+    return f"trained {net.describe()} on {ds.name}: {', '.join(parts)}; wrote {output}"
+
+
 def _save_npy_atomic(path: Path, arr: np.ndarray) -> None:
     with atomic_path(path, suffix=".npy") as tmp:
         np.save(tmp, arr)
@@ -122,10 +159,15 @@ def run_bundle(bundle: str | os.PathLike, inputs: str | os.PathLike, output: str
     if mode != "forward" and not model.is_autoencoder:
         raise ModelError(f"{bundle}: --{mode} needs an autoencoder bundle with a latent layer; "
                          f"this one is {model.kind!r} without one")
+    if mode == "logvar" and not model.has_logvar:
+        raise ModelError(f"{bundle}: --logvar needs a VAE bundle with its log-variance head; "
+                         f"this one is {model.kind!r} without one"
+                         + (" (written with --drop-logvar)" if model.is_vae else ""))
     width, what = ((model.latent_dim or 0), "latent units") if mode == "decode" else (
         model.input_dim, "inputs")
     x = _read_inputs(inputs, width, what, model.buffer_widths(mode))
-    fn = {"forward": model, "encode": model.encode, "decode": model.decode}[mode]
+    fn = {"forward": model, "encode": model.encode, "decode": model.decode,
+          "logvar": model.encode_logvar}[mode]
     y = fn(x)
     _save_npy_atomic(output, y)
     return tuple(y.shape)

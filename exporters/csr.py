@@ -18,7 +18,12 @@ import scipy.sparse as sp
 
 from edgeprune.compacted import CompactNetwork
 from edgeprune.fileio import atomic_path
-from edgeprune.runtime.bundle import FORMAT, PACKED_VERSION, BundleError, validate_bundle
+from edgeprune.runtime.bundle import (
+    FORMAT,
+    PACKED_VERSION,
+    BundleError,
+    validate_bundle,
+)
 from edgeprune.runtime.quant import CODEBOOK_SIZES, INDEX_CODINGS, VERSION_3_CODINGS
 
 from .packing import COMPRESSIONS, compressed_bytes, pack_arrays, zip_members
@@ -96,37 +101,17 @@ def bundle_arrays(
     if report is None:
         report = net.meta.get("report", {}) if isinstance(net.meta, dict) else {}
 
+    if net.logvar is not None and not packed:
+        raise ValueError("a VAE's log-variance head needs the packed layout (bundle version "
+                         f"{VERSION_PACKED})")
     arrays: dict[str, np.ndarray] = {}
-    layer_meta: list[dict[str, Any]] = []
-    for k, layer in enumerate(net.layers, start=1):
-        weight = np.asarray(layer.weight, dtype=np.float32)
-        if weight.ndim != 2:
-            raise ValueError(f"layer {k}: weight must be 2-D, got shape {weight.shape}")
-        # From a dense array scipy stores only the non-zeros (-0.0 included among the zeros),
-        # row by row with ascending column indices.
-        csr = sp.csr_matrix(weight)
-        csr.eliminate_zeros()
-        csr.sort_indices()
-        if csr.nnz > np.iinfo(np.int32).max:
-            raise ValueError(f"layer {k}: {csr.nnz} non-zeros do not fit int32 indices")
-        rows, cols = weight.shape
-        bias = np.asarray(layer.bias, dtype=np.float32).reshape(-1)
-        if bias.shape != (rows,):
-            raise ValueError(f"layer {k}: bias has shape {bias.shape}, expected ({rows},)")
-        entry: dict[str, Any] = {
-            "activation": str(layer.activation),
-            "negative_slope": float(layer.negative_slope),
-            "shape": [int(rows), int(cols)],
-            "nnz": int(csr.nnz),
-        }
-        if compact:
-            entry.update(_compact_layer(arrays, k, csr, quantize, indices, packed))
-        else:
-            arrays[f"layer{k}.data"] = np.ascontiguousarray(csr.data, dtype=np.float32)
-            arrays[f"layer{k}.indices"] = np.ascontiguousarray(csr.indices, dtype=np.int32)
-            arrays[f"layer{k}.indptr"] = np.ascontiguousarray(csr.indptr, dtype=np.int32)
-        arrays[f"layer{k}.bias"] = bias
-        layer_meta.append(entry)
+    layer_meta = [_layer_entry(arrays, f"layer{k}", f"layer {k}", layer, compact, quantize,
+                               indices, packed)
+                  for k, layer in enumerate(net.layers, start=1)]
+    logvar_meta = None
+    if net.logvar is not None:  # a VAE's head: one more CSR layer (meta.logvar, version 3)
+        logvar_meta = _layer_entry(arrays, "logvar", "the log-variance head", net.logvar,
+                                   compact, quantize, indices, packed)
 
     def index_map(values, dim: int) -> np.ndarray:  # version 3: narrowest dtype for dim - 1
         dtype = narrowest_uint(max(int(dim) - 1, 0)) if packed else np.dtype(np.int64)
@@ -171,6 +156,8 @@ def bundle_arrays(
         "provenance": _jsonable(provenance),
         "report": _jsonable(report),
     }
+    if logvar_meta is not None:
+        meta["logvar"] = logvar_meta
     arrays["meta"] = np.array(json.dumps(meta, allow_nan=False, sort_keys=False))
 
     try:
@@ -182,20 +169,54 @@ def bundle_arrays(
     return arrays
 
 
-def _compact_layer(arrays: dict[str, np.ndarray], k: int, csr: sp.csr_matrix, quantize: str,
+def _layer_entry(arrays: dict[str, np.ndarray], prefix: str, what: str, layer, compact: bool,
+                 quantize: str, indices: str, packed: bool) -> dict[str, Any]:
+    """Add the arrays of one CSR layer (``prefix.*``) to ``arrays``; returns its meta entry."""
+    weight = np.asarray(layer.weight, dtype=np.float32)
+    if weight.ndim != 2:
+        raise ValueError(f"{what}: weight must be 2-D, got shape {weight.shape}")
+    # From a dense array scipy stores only the non-zeros (-0.0 included among the zeros),
+    # row by row with ascending column indices.
+    csr = sp.csr_matrix(weight)
+    csr.eliminate_zeros()
+    csr.sort_indices()
+    if csr.nnz > np.iinfo(np.int32).max:
+        raise ValueError(f"{what}: {csr.nnz} non-zeros do not fit int32 indices")
+    rows, cols = weight.shape
+    bias = np.asarray(layer.bias, dtype=np.float32).reshape(-1)
+    if bias.shape != (rows,):
+        raise ValueError(f"{what}: bias has shape {bias.shape}, expected ({rows},)")
+    entry: dict[str, Any] = {
+        "activation": str(layer.activation),
+        "negative_slope": float(layer.negative_slope),
+        "shape": [int(rows), int(cols)],
+        "nnz": int(csr.nnz),
+    }
+    if compact:
+        entry.update(_compact_layer(arrays, prefix, csr, quantize, indices, packed))
+    else:
+        arrays[f"{prefix}.data"] = np.ascontiguousarray(csr.data, dtype=np.float32)
+        arrays[f"{prefix}.indices"] = np.ascontiguousarray(csr.indices, dtype=np.int32)
+        arrays[f"{prefix}.indptr"] = np.ascontiguousarray(csr.indptr, dtype=np.int32)
+    arrays[f"{prefix}.bias"] = bias
+    return entry
+
+
+def _compact_layer(arrays: dict[str, np.ndarray], k: str, csr: sp.csr_matrix, quantize: str,
                    indices: str, packed: bool) -> dict[str, str]:
-    """The version-2/3 arrays of layer ``k`` into ``arrays``; returns its meta codings."""
+    """The version-2/3 arrays of a layer (array prefix ``k``) into ``arrays``; returns its meta
+    codings."""
     rows, cols = csr.shape
     if quantize == "int8":
         qdata, scale = quantize_rows(csr)
-        arrays[f"layer{k}.qdata"] = qdata
-        arrays[f"layer{k}.scale"] = scale
+        arrays[f"{k}.qdata"] = qdata
+        arrays[f"{k}.scale"] = scale
     elif quantize in CODEBOOK_SIZES:
         codes, codebook = share_weights(csr.data, CODEBOOK_SIZES[quantize])
-        arrays[f"layer{k}.codes"] = codes
-        arrays[f"layer{k}.codebook"] = codebook
+        arrays[f"{k}.codes"] = codes
+        arrays[f"{k}.codebook"] = codebook
     else:
-        arrays[f"layer{k}.data"] = np.ascontiguousarray(csr.data, dtype=np.float32)
+        arrays[f"{k}.data"] = np.ascontiguousarray(csr.data, dtype=np.float32)
     narrow = narrowest_uint(max(cols - 1, 0)).name
     if indices == "auto":
         options = (narrow, "delta8", "bitmask") if packed else (narrow, "delta8")
@@ -207,10 +228,10 @@ def _compact_layer(arrays: dict[str, np.ndarray], k: int, csr: sp.csr_matrix, qu
     else:
         coding = indices
         coded = encode_indices(csr.indices, csr.indptr, cols, coding, rows)
-    arrays[f"layer{k}.indices"] = coded
+    arrays[f"{k}.indices"] = coded
     lengths = np.diff(csr.indptr)
     rowlen = narrowest_uint(int(lengths.max()) if rows else 0)
-    arrays[f"layer{k}.rowlen"] = np.ascontiguousarray(lengths, dtype=rowlen)
+    arrays[f"{k}.rowlen"] = np.ascontiguousarray(lengths, dtype=rowlen)
     return {"weights": "float32" if quantize == "none" else quantize, "indices": coding,
             "rowlen": rowlen.name}
 
