@@ -1,0 +1,282 @@
+"""Shapley values of an encoder's latent units with respect to its input features.
+
+This is the *model-level* game of the vae-shap poster, not the per-layer link game of
+:mod:`edgeprune.shapley`: a latent unit ``z_k = f_k(x)`` of a deep encoder is a nonlinear function
+of every input, so the players are the input features and the value of a coalition S on a
+sample x is the encoder's output with the features outside S replaced by a background row ``b``:
+
+    v_k(S; x) = mean_b f_k(x_S, b_~S)        (interventional SHAP; one row b = a single reference)
+
+``phi`` has shape (N samples, n features, latent) and, per sample, sums over the features to
+``f(x) - mean_b f(b)`` (efficiency). With a single reference ``r`` and a linear encoder
+``f(x) = W x + c`` every estimator here must give ``phi_jk(x) = W_kj (x_j - r_j)``.
+
+Explainers (:data:`EXPLAINERS`; chosen and measured in ``benchmarks/encoder_explainers.py``):
+
+``exact``
+    all 2^n coalitions (n <= :data:`MAX_EXACT_FEATURES`), contracted with the Shapley weight
+    matrix of :func:`edgeprune.shapley.exact.shapley_weight_matrix`; the ground truth.
+``permutation``
+    antithetic permutation sampling, vectorized in torch: one permutation of one sample is one
+    batch of (n + 1) x B encoder rows (the paths from every background row ``b`` to ``x``), and
+    its reverse is another. Each sample draws its own permutations, so errors do not correlate
+    across samples (unlike the link game's shared ones); efficiency holds exactly.
+``shap-permutation``
+    ``shap.PermutationExplainer`` with an ``Independent`` masker (the well-kept reference of the
+    same estimator; one sample at a time).
+``deep``
+    ``shap.DeepExplainer`` (DeepLIFT multipliers averaged over the background; exact for linear
+    encoders, an approximation for nonlinear ones; one backward pass per latent unit).
+
+Everything is evaluated in float64 on a copy of the encoder.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgeprune.errors import EdgepruneError
+from edgeprune.shapley.exact import shapley_weight_matrix
+
+EXPLAINERS = ("auto", "exact", "permutation", "shap-permutation", "deep")
+#: Largest input the exact explainer enumerates (2^n encoder rows per sample).
+MAX_EXACT_FEATURES = 16
+#: ``auto`` enumerates up to this many features, else it samples permutations.
+AUTO_EXACT_MAX_FEATURES = 12
+#: Permutations per sample of the ``permutation`` explainers (antithetic pairs count twice).
+DEFAULT_PERMUTATIONS = 10
+#: Encoder rows evaluated in one forward call (bounds the memory of the path batches).
+ROWS_PER_CALL = 1 << 15
+#: Input values built at once for the permutation paths (128 MiB of float64).
+VALUES_PER_CALL = 1 << 24
+
+
+class ExplainerError(EdgepruneError):
+    """A one-line problem with the explainer's options or inputs."""
+
+
+def float64_encoder(encoder: nn.Module) -> nn.Module:
+    """A float64, eval-mode copy of ``encoder`` whose parameters need no gradient."""
+    enc = copy.deepcopy(encoder).double().eval()
+    for p in enc.parameters():
+        p.requires_grad_(False)
+    return enc
+
+
+def _run(enc: nn.Module, rows: torch.Tensor) -> torch.Tensor:
+    """``enc`` on ``rows`` in calls of at most :data:`ROWS_PER_CALL` rows, as (rows, latent)."""
+    with torch.no_grad():
+        out = [enc(rows[s:s + ROWS_PER_CALL]) for s in range(0, len(rows), ROWS_PER_CALL)]
+    z = torch.cat(out) if len(out) > 1 else out[0]
+    return z.reshape(len(rows), -1)
+
+
+def _checked(x: np.ndarray, background: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    xs = np.asarray(x, dtype=np.float64)
+    bg = np.asarray(background, dtype=np.float64)
+    if xs.ndim != 2 or xs.shape[0] == 0:
+        raise ExplainerError(f"the explanation set must be (samples, features), got {xs.shape}")
+    if bg.ndim == 1:
+        bg = bg[None, :]
+    if bg.ndim != 2 or bg.shape[0] == 0 or bg.shape[1] != xs.shape[1]:
+        raise ExplainerError(f"the background must be (rows, {xs.shape[1]}), got {bg.shape}")
+    for name, arr in (("explanation set", xs), ("background", bg)):
+        if not np.all(np.isfinite(arr)):
+            raise ExplainerError(f"the {name} holds non-finite values")
+    return torch.from_numpy(xs), torch.from_numpy(bg)
+
+
+def exact_shap(encoder: nn.Module, x: np.ndarray, background: np.ndarray,
+               progress: Callable[[int], None] | None = None) -> np.ndarray:
+    """Every coalition of every sample: (N, n, latent) float64."""
+    xs, bg = _checked(x, background)
+    n = xs.shape[1]
+    if n > MAX_EXACT_FEATURES:
+        raise ExplainerError(f"the exact explainer enumerates at most {MAX_EXACT_FEATURES} "
+                             f"features, this encoder reads {n}; use --explainer permutation")
+    enc = float64_encoder(encoder)
+    q = shapley_weight_matrix(n)                                   # (2^n, n), bit j = feature j
+    member = ((torch.arange(2**n)[:, None] >> torch.arange(n)[None, :]) & 1).to(torch.float64)
+    out = []
+    for i in range(len(xs)):
+        # (2^n, B, n): x on the coalition's features, background row b elsewhere
+        rows = bg[None, :, :] + member[:, None, :] * (xs[i] - bg)[None, :, :]
+        v = _run(enc, rows.reshape(-1, n)).reshape(2**n, len(bg), -1).mean(dim=1)
+        out.append(q.T @ (v - v[:1]))                              # columns of Q sum to 0
+        if progress is not None:
+            progress(1)
+    return torch.stack(out).numpy()
+
+
+def split_first_linear(enc: nn.Module) -> tuple[nn.Linear | None, nn.Module]:
+    """``(first, rest)`` when ``enc`` is an ``nn.Sequential`` that starts with an ``nn.Linear``
+    (every encoder edgeprune builds), else ``(None, enc)``."""
+    if isinstance(enc, nn.Sequential) and len(enc) and isinstance(enc[0], nn.Linear):
+        return enc[0], enc[1:]
+    return None, enc
+
+
+def _path_outputs(enc: nn.Module, x: torch.Tensor, bg: torch.Tensor,
+                  order: torch.Tensor) -> torch.Tensor:
+    """``mean_b f(path_k)`` for k = 0..n, where path_k holds x on ``order[:k]`` and b elsewhere.
+
+    With a first ``nn.Linear`` (W, c) the path's pre-activations are a running sum,
+    ``W b + c + sum_{t<k} W[:, order[t]] (x - b)[order[t]]``: O(n h) per path instead of the
+    O(n^2 h) of n + 1 full rows (measured 2 s -> ms per 1,000-feature permutation)."""
+    n = x.shape[0]
+    first, rest = split_first_linear(enc)
+    total = 0.0
+    if first is not None:
+        w, c = first.weight, first.bias
+        h = w.shape[0]
+        wo = w[:, order].T                                              # (n, h), path order
+        per_call = max(1, VALUES_PER_CALL // ((n + 1) * h))
+        for s in range(0, len(bg), per_call):
+            b = bg[s:s + per_call]
+            pre = torch.empty(len(b), n + 1, h, dtype=torch.float64)
+            pre[:, 0] = b @ w.T + (0.0 if c is None else c)
+            torch.cumsum((x - b)[:, order, None] * wo[None], dim=1, out=pre[:, 1:])
+            pre[:, 1:] += pre[:, :1]
+            total = total + _run(rest, pre.reshape(-1, h)).reshape(len(b), n + 1, -1).sum(0)
+        return total / len(bg)
+    tri = torch.tril(torch.ones(n + 1, n, dtype=torch.float64), diagonal=-1)  # row k: first k
+    mask = torch.empty_like(tri)
+    mask[:, order] = tri                                                # row k: x on order[:k]
+    per_call = max(1, VALUES_PER_CALL // ((n + 1) * n))
+    for s in range(0, len(bg), per_call):
+        b = bg[s:s + per_call, None, :]
+        rows = (b + mask[None] * (x - b)).reshape(-1, n)
+        total = total + _run(enc, rows).reshape(len(b), n + 1, -1).sum(dim=0)
+    return total / len(bg)
+
+
+def permutation_shap(encoder: nn.Module, x: np.ndarray, background: np.ndarray, *,
+                     permutations: int = DEFAULT_PERMUTATIONS, seed: int = 0,
+                     progress: Callable[[int], None] | None = None) -> np.ndarray:
+    """Antithetic permutation sampling, per-sample permutations: (N, n, latent) float64.
+
+    Hand-written rather than ``shap.PermutationExplainer`` (also offered, ``shap-permutation``):
+    that explainer masks and evaluates one sample at a time in Python and took seconds per
+    sample on a 1,000-feature encoder for a single antithetic pair, where here a permutation
+    path is one batched forward call of the layers after the first (:func:`_path_outputs`;
+    measured in ``benchmarks/encoder_explainers.py``). As shap does, every path is averaged
+    over every background row.
+    """
+    if permutations < 2:
+        raise ExplainerError(f"--permutations must be at least 2, got {permutations}")
+    xs, bg = _checked(x, background)
+    enc = float64_encoder(encoder)
+    n = xs.shape[1]
+    pairs = -(-int(permutations) // 2)
+    gen = torch.Generator().manual_seed(int(seed))
+    out = []
+    for i in range(len(xs)):
+        acc = torch.zeros(n, 1, dtype=torch.float64)
+        for _ in range(pairs):
+            perm = torch.randperm(n, generator=gen)
+            for order in (perm, perm.flip(0)):                      # the permutation, its reverse
+                z = _path_outputs(enc, xs[i], bg, order)
+                back = torch.empty(n, z.shape[1], dtype=torch.float64)
+                back[order] = z[1:] - z[:-1]                        # marginals, to feature order
+                acc = acc + back
+        out.append(acc / (2 * pairs))
+        if progress is not None:
+            progress(1)
+    return torch.stack(out).numpy()
+
+
+def _shap_permutation(encoder: nn.Module, x: np.ndarray, background: np.ndarray, *,
+                      permutations: int, seed: int,
+                      progress: Callable[[int], None] | None) -> np.ndarray:
+    import shap
+
+    xs, bg = _checked(x, background)
+    enc = float64_encoder(encoder)
+    n = xs.shape[1]
+
+    def f(a):
+        return _run(enc, torch.as_tensor(np.asarray(a, dtype=np.float64))).numpy()
+
+    explainer = shap.explainers.Permutation(
+        f, shap.maskers.Independent(bg.numpy(), max_samples=len(bg)), seed=seed)
+    # shap spends 2n + 1 evaluations on one permutation and its reverse (one antithetic pair)
+    evals = -(-int(permutations) // 2) * (2 * n + 1)
+    out = []
+    for i in range(len(xs)):  # one sample at a time, for the progress bar
+        res = explainer(xs[i:i + 1].numpy(), max_evals=evals, silent=True)
+        out.append(np.asarray(res.values, dtype=np.float64).reshape(n, -1))
+        if progress is not None:
+            progress(1)
+    return np.stack(out)
+
+
+def _deep(encoder: nn.Module, x: np.ndarray, background: np.ndarray,
+          progress: Callable[[int], None] | None) -> np.ndarray:
+    import shap
+
+    xs, bg = _checked(x, background)
+    enc = float64_encoder(encoder)
+    explainer = shap.DeepExplainer(enc, bg)
+    out = []
+    step = 64
+    for s in range(0, len(xs), step):
+        vals = explainer.shap_values(xs[s:s + step].clone(), check_additivity=False)
+        arr = np.asarray(vals, dtype=np.float64)
+        if arr.ndim == 2:                                           # one latent unit
+            arr = arr[:, :, None]
+        out.append(arr)
+        if progress is not None:
+            progress(min(step, len(xs) - s))
+    return np.concatenate(out)
+
+
+def resolve_explainer(name: str, n_features: int) -> str:
+    """Validate ``name``; ``auto`` becomes ``exact`` up to :data:`AUTO_EXACT_MAX_FEATURES`
+    features, else ``permutation``."""
+    if name not in EXPLAINERS:
+        raise ExplainerError(f"unknown explainer {name!r}; use one of {', '.join(EXPLAINERS)}")
+    if name == "auto":
+        return "exact" if n_features <= AUTO_EXACT_MAX_FEATURES else "permutation"
+    return name
+
+
+def encoder_shap(encoder: nn.Module, x: np.ndarray, background: np.ndarray, *,
+                 explainer: str = "auto", permutations: int = DEFAULT_PERMUTATIONS,
+                 seed: int = 0, progress: Callable[[int], None] | None = None) -> np.ndarray:
+    """SHAP values of ``encoder``'s outputs w.r.t. its inputs on ``x`` (N, n) against
+    ``background`` (B, n) or one reference (n,): (N, n, latent) float64.
+
+    ``progress(k)`` is called as k more samples are done.
+    """
+    name = resolve_explainer(explainer, np.asarray(x).shape[-1])
+    if name == "exact":
+        return exact_shap(encoder, x, background, progress)
+    if name == "permutation":
+        return permutation_shap(encoder, x, background, permutations=permutations, seed=seed,
+                                progress=progress)
+    if name == "shap-permutation":
+        return _shap_permutation(encoder, x, background, permutations=permutations, seed=seed,
+                                 progress=progress)
+    return _deep(encoder, x, background, progress)
+
+
+def efficiency_gap(encoder: nn.Module, x: np.ndarray, background: np.ndarray,
+                   phi: np.ndarray) -> float:
+    """Largest |sum_j phi_j(x) - (f(x) - mean_b f(b))| over samples and latent units."""
+    xs, bg = _checked(x, background)
+    enc = float64_encoder(encoder)
+    total = _run(enc, xs) - _run(enc, bg).mean(dim=0, keepdim=True)
+    return float(np.abs(phi.sum(axis=1) - total.numpy()).max())
+
+
+def relative_l1(estimate: np.ndarray, exact: np.ndarray) -> float:
+    """``sum |estimate - exact| / sum |exact|`` (0 when both vanish)."""
+    den = float(np.abs(exact).sum())
+    num = float(np.abs(estimate - exact).sum())
+    return 0.0 if num == 0.0 else num / max(den, math.ulp(1.0))
