@@ -35,16 +35,18 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from collections.abc import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
+from edgeprune.choices import LOADING_EXPLAINERS
 from edgeprune.errors import EdgepruneError
 from edgeprune.shapley.exact import shapley_weight_matrix
 
-EXPLAINERS = ("auto", "exact", "permutation", "shap-permutation", "deep")
+EXPLAINERS = LOADING_EXPLAINERS
 #: Largest input the exact explainer enumerates (2^n encoder rows per sample).
 MAX_EXACT_FEATURES = 16
 #: ``auto`` enumerates up to this many features, else it samples permutations.
@@ -191,11 +193,22 @@ def permutation_shap(encoder: nn.Module, x: np.ndarray, background: np.ndarray, 
     return torch.stack(out).numpy()
 
 
+def _shap():
+    """The ``shap`` package (a dev/test peer: ``pip install shap`` for the shap explainers)."""
+    try:
+        with warnings.catch_warnings():  # its colour maps trip matplotlib deprecations
+            warnings.simplefilter("ignore", PendingDeprecationWarning)
+            import shap
+    except ImportError:
+        raise ExplainerError("the shap explainers need the shap package: pip install "
+                             "'edgeprune[shap]', or use --explainer permutation or exact") from None
+    return shap
+
+
 def _shap_permutation(encoder: nn.Module, x: np.ndarray, background: np.ndarray, *,
                       permutations: int, seed: int,
                       progress: Callable[[int], None] | None) -> np.ndarray:
-    import shap
-
+    shap = _shap()
     xs, bg = _checked(x, background)
     enc = float64_encoder(encoder)
     n = xs.shape[1]
@@ -218,8 +231,7 @@ def _shap_permutation(encoder: nn.Module, x: np.ndarray, background: np.ndarray,
 
 def _deep(encoder: nn.Module, x: np.ndarray, background: np.ndarray,
           progress: Callable[[int], None] | None) -> np.ndarray:
-    import shap
-
+    shap = _shap()
     xs, bg = _checked(x, background)
     enc = float64_encoder(encoder)
     explainer = shap.DeepExplainer(enc, bg)
