@@ -41,6 +41,7 @@ class ExportOptions:
     onnx_sparse_initializers: bool = False
     tflite_sparse: bool = False
     quantize: str = "none"
+    drop_logvar: bool = False  # a VAE: publish mu only (pruned.pt keeps the head)
 
     def validate(self) -> None:
         if self.quantize not in QUANTIZE:
@@ -134,6 +135,15 @@ def write_artifacts(pruned: Network, compact_net: CompactNetwork, x_verify: np.n
     meta, bundle_report = bundle_meta(pruned, metadata)
     written: dict[str, dict] = {}
     extra: dict[str, dict] = {}
+    vae = pruned.kind == "vae"
+    if vae:  # a VAE: its runtime parts and encoder/decoder graphs too (edgeprune.vae_artifacts)
+        from edgeprune import vae_artifacts
+
+        if quantized:
+            raise ModelError("--quantize is not built for VAEs yet; export a VAE in float32")
+        compact_net = vae_artifacts.without_logvar(compact_net, options.drop_logvar)
+        bundle_report = {**bundle_report, "vae": {"likelihood": pruned.likelihood,
+                                                  "logvar": compact_net.logvar is not None}}
     for fmt in formats:
         path = outdir / f"model.{fmt}"
         if fmt == "npz":
@@ -152,6 +162,9 @@ def write_artifacts(pruned: Network, compact_net: CompactNetwork, x_verify: np.n
                 raise ModelError(f"{path.name}: the NumPy runtime differs from PyTorch by "
                                  f"{diff:.3g} (> {PARITY_TOLERANCE}); this is a bug, please "
                                  "report it")
+            if vae:
+                extra["npz"] = {"vae_max_abs_diff_vs_pytorch": vae_artifacts.check_bundle(
+                    path, pruned, x, compact_net.logvar is not None, PARITY_TOLERANCE)}
         elif options.quantize == "int8":  # onnx or tflite, checked against fp32 when written
             export, run, how = _int8_exporter(fmt)
             calibration = x_verify if x_calibration is None else x_calibration
@@ -165,12 +178,20 @@ def write_artifacts(pruned: Network, compact_net: CompactNetwork, x_verify: np.n
             export_onnx(compact_net, path, sparse_initializers=options.onnx_sparse_initializers,
                         metadata=_flat(meta), verify_inputs=x, verify_reference=reference)
             diff = _max_diff(run_onnx(path, x), reference)
+            if vae:
+                extra["onnx"] = {"parts": vae_artifacts.write_parts(
+                    pruned, compact_net, x, outdir, "onnx", export_onnx, run_onnx, _flat(meta),
+                    sparse_initializers=options.onnx_sparse_initializers)}
         elif fmt == "tflite":
             from edgeprune.exporters.tflite import export_tflite, run_tflite
 
             export_tflite(compact_net, path, sparse=options.tflite_sparse, metadata=_flat(meta),
                           verify_inputs=x, verify_reference=reference)
             diff = _max_diff(run_tflite(path, x), reference)
+            if vae:
+                extra["tflite"] = {"parts": vae_artifacts.write_parts(
+                    pruned, compact_net, x, outdir, "tflite", export_tflite, run_tflite,
+                    _flat(meta), sparse=options.tflite_sparse)}
         else:  # pragma: no cover - parse_formats rejects it
             raise ModelError(f"unknown format {fmt!r}")
         written[fmt] = {"path": str(path), "bytes": path.stat().st_size,

@@ -382,6 +382,14 @@ class AlphaType(click.ParamType):
               help="Hidden layers whose units are pruned, in turn (default: all).")
 @click.option("--truncation", "neuron_truncation", type=float, default=None,
               help="Truncate a permutation once within this fraction of v(all) (TMC).")
+@click.option("--drop-logvar", is_flag=True,
+              help="A VAE: publish the encoder as mu only (no log-variance head in model.npz "
+                   "and the encoder graphs; pruned.pt keeps it).")
+@click.option("--likelihood", type=click.Choice(["gaussian", "bernoulli"]), default=None,
+              help="A VAE: the likelihood of the ELBO fine-tuning  [default: the model's own]")
+@click.option("--beta", type=click.FloatRange(0), default=None,
+              help="A VAE: the KL weight of the ELBO fine-tuning  [default: the one it was "
+                   "trained with, else 1]")
 @click.option("-o", "--output", "outdir", required=True, type=click.Path(file_okay=False),
               help="Output directory; replaced as a whole when the run succeeds.")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json instead of the table.")
@@ -390,8 +398,8 @@ class AlphaType(click.ParamType):
 @_user_errors
 def compress(model, data_spec, importance_level, sparsity, method, estimator, reference, samples,
              scores_path, finetune_epochs, seed, memory_budget, export_formats,
-             onnx_sparse_initializers, tflite_sparse, quantize, max_metric_drop, outdir, as_json,
-             quiet, model_opts, **neuron):
+             onnx_sparse_initializers, tflite_sparse, quantize, max_metric_drop, drop_logvar,
+             likelihood, beta, outdir, as_json, quiet, model_opts, **neuron):
     """Prune MODEL (SHAP-SAE or a baseline) and write pruned.pt, model.npz and reports."""
     from edgeprune.artifacts import ExportOptions
     from edgeprune.compress import CompressOptions
@@ -405,8 +413,9 @@ def compress(model, data_spec, importance_level, sparsity, method, estimator, re
                            memory_budget=memory_budget_bytes(memory_budget), quiet=quiet,
                            provenance={"model": str(model)}, export=export_formats,
                            export_options=ExportOptions(onnx_sparse_initializers,
-                                                        tflite_sparse, quantize),
-                           max_metric_drop=max_metric_drop, **neuron)
+                                                        tflite_sparse, quantize, drop_logvar),
+                           max_metric_drop=max_metric_drop, likelihood=likelihood, beta=beta,
+                           **neuron)
     opts.validate()  # bad options and -o fail before the model and data are read
     from edgeprune.output_dir import check_output_dir
 
@@ -422,7 +431,9 @@ def compress(model, data_spec, importance_level, sparsity, method, estimator, re
             from edgeprune.prune.neuron_walk import walk_summary
 
             click.echo(walk_summary(result.report.neuron_walk))
-        names = ", ".join(f"model.{f}" for f in result.report.artifacts)
+        names = ", ".join([f"model.{f}" for f in result.report.artifacts]
+                          + [part["file"] for art in result.report.artifacts.values()
+                             for part in art.get("parts", {}).values()])
         click.echo(f"wrote {os.path.join(outdir, '')}: pruned.pt, {names}, report.json, "
                    "report.md, manifest.json")
 
@@ -538,26 +549,31 @@ def _explain_loadings(source, data_spec, samples, reference, seed, top, explaine
               help="Store ONNX weights as sparse initializers (smaller file; ORT densifies).")
 @click.option("--tflite-sparse", is_flag=True, help="Store TFLite weights as sparse tensors.")
 @quantize_options
+@click.option("--drop-logvar", is_flag=True,
+              help="A VAE: publish the encoder as mu only (no log-variance head).")
 @seed_option
 @click.option("-o", "--output", "outdir", required=True, type=click.Path(file_okay=False),
               help="Output directory; replaced as a whole when the run succeeds.")
 @with_model_options
 @_user_errors
 def export(pruned, formats, data_spec, onnx_sparse_initializers, tflite_sparse, quantize,
-           max_metric_drop, seed, outdir, model_opts):
+           max_metric_drop, drop_logvar, seed, outdir, model_opts):
     """Export PRUNED (a compress output directory or a pruned checkpoint) to npz/ONNX/TFLite,
     each checked against PyTorch on real inputs."""
     from edgeprune.artifacts import ExportOptions, export_pruned
 
     result = export_pruned(pruned, outdir, formats=formats, data_spec=data_spec, seed=seed,
                            options=ExportOptions(onnx_sparse_initializers, tflite_sparse,
-                                                 quantize),
+                                                 quantize, drop_logvar),
                            max_metric_drop=max_metric_drop, **model_opts)
     for note in result["notes"]:
         click.echo(f"note: {note}")
     for art in result["written"].values():
         click.echo(f"wrote {art['path']} ({art['bytes']} bytes; max |diff| vs PyTorch "
                    f"{art['max_abs_diff_vs_pytorch']:.2e} on {result['data']})")
+        for part in art.get("parts", {}).values():
+            click.echo(f"wrote {os.path.join(outdir, part['file'])} ({part['bytes']} bytes; "
+                       f"max |diff| vs PyTorch {part['max_abs_diff_vs_pytorch']:.2e})")
     if result.get("quantization"):
         from edgeprune.quantization import quantization_lines
 
@@ -578,6 +594,8 @@ def export(pruned, formats, data_spec, onnx_sparse_initializers, tflite_sparse, 
                    "'edgeprune[fast]'); numpy: always available.")
 @click.option("--encode", "mode", flag_value="encode", help="Return the latent code.")
 @click.option("--decode", "mode", flag_value="decode", help="Inputs are latent codes.")
+@click.option("--logvar", "mode", flag_value="logvar",
+              help="A VAE: return the log-variance of the latent code (--encode gives its mean).")
 @_user_errors
 def run(bundle, inputs, output, kernel, engine, mode):
     """Run a model.npz bundle on INPUTS (.npy) with the edgeprune runtime; write OUTPUT (.npy)."""

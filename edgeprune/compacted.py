@@ -34,6 +34,8 @@ class CompactNetwork:
     ``output_const`` has the full output width: the constant value of every output unit that has
     no link left (entries at live positions are 0 and ignored). For autoencoders ``latent_layer``
     is L (1-based) and ``latent_const`` holds the constant value of latent units that are gone.
+    A VAE's ``logvar`` is its log-variance head: every latent unit's row, its columns the live
+    inputs of layer L (the rows of layer L-1, or ``input_index`` when L = 1).
     """
 
     layers: list[CompactLayer]
@@ -47,6 +49,7 @@ class CompactNetwork:
     latent_dim: int | None = None
     latent_const: np.ndarray | None = None
     meta: dict = field(default_factory=dict)
+    logvar: CompactLayer | None = None
 
     @property
     def nnz(self) -> int:

@@ -25,7 +25,7 @@ from edgeprune.choices import (
 )
 from edgeprune.data import Dataset, explanation_set
 from edgeprune.fileio import write_text_atomic
-from edgeprune.network import ModelError, Network
+from edgeprune.network import VAE_LIKELIHOODS, ModelError, Network
 from edgeprune.output_dir import staged_output_dir
 from edgeprune.prune import baseline_scores, compact_network, format_support_set, prune_network
 from edgeprune.prune.rules import check_score_rule
@@ -37,6 +37,7 @@ from edgeprune.scoring import (
     score_network,
 )
 from edgeprune.train import evaluate, train_network
+from edgeprune.vae_pruning import check_vae_options
 
 SUPPORT_SET_PRINT_LIMIT = 512  # networks with at most this many links get their support sets
 
@@ -74,6 +75,8 @@ class CompressOptions:
     export: str | None = None  # formats besides npz; None = every installed one
     export_options: ExportOptions = field(default_factory=ExportOptions)
     max_metric_drop: float | None = None  # with export_options.quantize (edgeprune.quantization)
+    likelihood: str | None = None  # a VAE: the ELBO's likelihood (default: the model's own)
+    beta: float | None = None  # a VAE: the ELBO's KL weight (default: the one it was trained with)
     quiet: bool = False
     provenance: dict = field(default_factory=dict)
 
@@ -122,6 +125,11 @@ class CompressOptions:
             raise ModelError("--samples must be at least 1")
         if self.finetune_epochs < 0:
             raise ModelError("--finetune-epochs must be >= 0")
+        if self.beta is not None and not (np.isfinite(self.beta) and self.beta >= 0):
+            raise ModelError(f"--beta {self.beta}: must be a finite number >= 0")
+        if self.likelihood not in (None, *VAE_LIKELIHOODS):
+            raise ModelError(f"--likelihood {self.likelihood!r}: use one of "
+                             f"{', '.join(VAE_LIKELIHOODS)}")
         parse_formats(self.export)  # unknown or unavailable formats fail before any work
         self.export_options.validate()
         from edgeprune.quantization import check_max_metric_drop
@@ -176,6 +184,10 @@ def compress(net: Network, ds: Dataset, outdir: str | os.PathLike,
     written and verified (:mod:`edgeprune.output_dir`); on any failure it is left as it was."""
     opts.validate()
     check_data_matches(net, ds)
+    check_vae_options(net, opts)
+    if opts.likelihood is not None:
+        net = net.copy()
+        net.likelihood = opts.likelihood
     inputs = [p for p in (opts.provenance.get("model"), opts.scores_path) if p]
     t0 = time.perf_counter()
     with staged_output_dir(outdir, "compress", inputs=inputs) as staging:
@@ -206,6 +218,10 @@ def compress(net: Network, ds: Dataset, outdir: str | os.PathLike,
                          {"before": before, "after": after}, history, outdir)
         report.quantization = quantization
         report.steps = steps
+        if pruned.kind == "vae":
+            from edgeprune.vae_pruning import vae_report
+
+            report.vae = vae_report(pruned, result.logvar_head, opts)
         _write_outputs(staging, net, pruned, compact_net, ds, opts, report, walk, t0, metadata)
     return CompressResult(pruned, report, Path(outdir))
 
@@ -231,8 +247,15 @@ def _prune_links(work: Network, ds: Dataset, opts: CompressOptions, metadata: di
             work, scores, int(opts.target_macs or opts.target_size), kind,
             target_measure(kind, opts.export_options.quantize, metadata))
         return result, {**(scoring or {}), "target": search}, None, opts.finetune_epochs
-    return prune_network(work, scores, importance_level=opts.importance_level,
-                         sparsity=opts.sparsity), scoring, None, opts.finetune_epochs
+    result = prune_network(work, scores, importance_level=opts.importance_level,
+                           sparsity=opts.sparsity)
+    if work.kind == "vae" and work.logvar is not None:  # its head, at the chain's level m
+        from edgeprune.vae_pruning import prune_vae_head
+
+        result.network, result.logvar_head = prune_vae_head(
+            work, result.network, explanation_set(ds, opts.samples, opts.seed), opts, scoring,
+            result.importance_level)
+    return result, scoring, None, opts.finetune_epochs
 
 
 def _artifact_metadata(net, ds, opts, outdir, walk, importance_level) -> dict:
@@ -279,6 +302,11 @@ def _finetune(pruned: Network, ds: Dataset, opts: CompressOptions,
     epochs = opts.finetune_epochs if epochs is None else epochs
     if not epochs:
         return pruned, []
+    if pruned.kind == "vae" and pruned.logvar is not None:  # the beta-ELBO, masks kept
+        from edgeprune.vae_network import finetune_vae
+
+        return finetune_vae(pruned, ds.x_train, ds.x_val, epochs=epochs, lr=opts.finetune_lr,
+                            seed=opts.seed, quiet=opts.quiet, beta=opts.beta, desc="fine-tune")
     if pruned.kind == "classifier":  # cross-entropy, not MSE
         from edgeprune.train import fit
 

@@ -182,21 +182,14 @@ def describe_checkpoint(path: Path, **model_opts) -> dict:
             "dense_fp32_bytes": 4 * sum(layer.n_links + layer.out_dim for layer in net.layers),
             "import_notes": import_notes(net), **file_figures(path)}
     if net.kind == "vae":
+        from edgeprune.runtime.info import vae_parts
+
         head = net.logvar
         desc["vae"] = vae_parts(net.latent, len(net.layers), net.layers[net.latent - 1].out_dim,
                                 None if head is None else [head.out_dim, head.in_dim],
                                 None if head is None else int(np.count_nonzero(
                                     head.masked_weight)), net.likelihood)
     return desc
-
-
-def vae_parts(latent: int, n_layers: int, latent_dim: int, logvar_shape: list | None,
-              logvar_nnz: int | None, likelihood: str | None) -> dict:
-    """Which layers of a VAE are its encoder trunk, mu head and decoder (``info``)."""
-    return {"trunk_layers": list(range(1, latent)), "mu_layer": latent,
-            "decoder_layers": list(range(latent + 1, n_layers + 1)), "latent_dim": latent_dim,
-            "likelihood": likelihood, "logvar": None if logvar_shape is None else
-            {"shape": logvar_shape, "nnz": logvar_nnz}}
 
 
 def describe(path: str | os.PathLike, **model_opts) -> dict:

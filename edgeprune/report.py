@@ -108,6 +108,19 @@ def degradation_hints(report: dict) -> list[str]:
             "recover most of it"]
 
 
+def vae_line(vae: dict) -> str:
+    """One line on a pruned VAE: its likelihood and what became of the log-variance head."""
+    head = vae.get("logvar_head")
+    line = (f"vae: {vae['latent_dim']} latent units (mu = layer {vae['mu_layer']}), "
+            f"{vae['likelihood']} likelihood, beta {vae['beta']:g}; log-variance head ")
+    if head is None:
+        return line + "absent (mu only)"
+    line += (f"{head['links_kept']}/{head['links']} links kept (sparsity "
+             f"{head['sparsity']:.3f})")
+    return line + ("" if vae["logvar_in_artifacts"] else
+                   ", kept in pruned.pt, dropped from the artifacts (--drop-logvar)")
+
+
 def quantization_lines(report: dict) -> list[str]:
     from edgeprune.quantization import quantization_lines as lines
 
@@ -141,6 +154,8 @@ def format_summary(report: dict) -> str:
     if size:
         lines.append(size)
     lines.extend(quantization_lines(report))
+    if report.get("vae"):
+        lines.append(vae_line(report["vae"]))
     lines.extend(f"note: {n}" for n in report.get("export_notes", []))
     lines.extend(f"warning: {n}" for n in report.get("notes", []))
     lines.extend(degradation_hints(report))
@@ -208,6 +223,9 @@ def format_markdown(report: dict) -> str:
     if report.get("quantization"):
         lines += ["", "## Quantization", "", *(f"- {line.strip()}"
                                                for line in quantization_lines(report))]
+    if report.get("vae"):
+        lines += ["", "## VAE", "", f"- {vae_line(report['vae']).removeprefix('vae: ')}",
+                  f"- link game: {report['vae']['game']}"]
     if "runtime_max_abs_diff" in report:
         lines += ["", f"NumPy runtime vs PyTorch on the test split: max |diff| = "
                   f"{report['runtime_max_abs_diff']:.2e}"]
@@ -254,6 +272,7 @@ class CompressReport:
     runtime_max_abs_diff: float | None = None
     seconds: float | None = None
     steps: list[dict] | None = None  # gradual pruning (--steps N): one record per step
+    vae: dict | None = None  # a VAE: likelihood, beta, the log-variance head's pruning
 
     def to_dict(self) -> dict:
         """report.json's content (optional parts only when present)."""
@@ -282,7 +301,7 @@ class CompressReport:
 
 
 _OPTIONAL_KEYS = {"network_pruned", "neuron_walk", "support_sets", "runtime_max_abs_diff",
-                  "seconds", "quantization", "steps"}
+                  "seconds", "quantization", "steps", "vae"}
 
 
 

@@ -145,6 +145,10 @@ def evaluate(net: Network, ds, seed: int = 0) -> dict:
     probe = linear_probe_accuracy(net, ds.x_train, ds.y_train, ds.x_test, ds.y_test, seed)
     if probe is not None:
         metrics["probe_accuracy"] = probe
+    if net.kind == "vae":  # and the ELBO's terms, with one seeded sample of z
+        from edgeprune.vae_network import elbo_metrics
+
+        metrics.update(elbo_metrics(net, ds.x_test, seed=seed))
     return metrics
 
 

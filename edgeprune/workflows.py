@@ -53,7 +53,7 @@ def train_vae_file(data_spec: str, *, latent_dim: int = 8, hidden: str = "64",
     from edgeprune.network import parse_activations
     from edgeprune.train import evaluate, parse_hidden
     from edgeprune.vae import train_vae
-    from edgeprune.vae_network import elbo_metrics, vae_to_network
+    from edgeprune.vae_network import vae_to_network
 
     sizes = parse_hidden(hidden)
     activation = parse_activations(activation, 1)[0]
@@ -65,13 +65,14 @@ def train_vae_file(data_spec: str, *, latent_dim: int = 8, hidden: str = "64",
                              lr=lr, batch_size=batch_size, seed=seed, quiet=quiet,
                              activation=activation, output_activation=output_activation,
                              x_val=ds.x_val)
-    net = vae_to_network(vae)
-    metrics = {**evaluate(net, ds, seed), **elbo_metrics(net, ds.x_test, beta, seed)}
     last = {key: values[-1] for key, values in history.items() if values}
-    net.meta = {"trained_on": ds.name, "task": "vae", "epochs": epochs, "seed": seed, "lr": lr,
-                "vae": {"beta": beta, "kl_anneal_epochs": kl_anneal_epochs, "latent_dim": latent_dim,
-                        "hidden": sizes, "likelihood": likelihood},
-                "test_metrics": metrics, "history": [last] if last else []}
+    net = vae_to_network(vae, meta={
+        "trained_on": ds.name, "task": "vae", "epochs": epochs, "seed": seed, "lr": lr,
+        "vae": {"beta": beta, "kl_anneal_epochs": kl_anneal_epochs, "latent_dim": latent_dim,
+                "hidden": sizes, "likelihood": likelihood},
+        "history": [last] if last else []})
+    metrics = evaluate(net, ds, seed)  # with the ELBO's terms at the trained beta
+    net.meta["test_metrics"] = metrics
     save_checkpoint(net, output)
     parts = [f"{k}={v:.5g}" for k, v in metrics.items()]
     return f"trained {net.describe()} on {ds.name}: {', '.join(parts)}; wrote {output}"
@@ -150,10 +151,15 @@ def run_bundle(bundle: str | os.PathLike, inputs: str | os.PathLike, output: str
     if mode != "forward" and not model.is_autoencoder:
         raise ModelError(f"{bundle}: --{mode} needs an autoencoder bundle with a latent layer; "
                          f"this one is {model.kind!r} without one")
+    if mode == "logvar" and not model.has_logvar:
+        raise ModelError(f"{bundle}: --logvar needs a VAE bundle with its log-variance head; "
+                         f"this one is {model.kind!r} without one"
+                         + (" (written with --drop-logvar)" if model.is_vae else ""))
     width, what = ((model.latent_dim or 0), "latent units") if mode == "decode" else (
         model.input_dim, "inputs")
     x = _read_inputs(inputs, width, what, model.buffer_widths(mode))
-    fn = {"forward": model, "encode": model.encode, "decode": model.decode}[mode]
+    fn = {"forward": model, "encode": model.encode, "decode": model.decode,
+          "logvar": model.encode_logvar}[mode]
     y = fn(x)
     _save_npy_atomic(output, y)
     return tuple(y.shape)

@@ -33,8 +33,9 @@ from .quantize import (
 
 VERSION = 1  # float32 weights, int32 indices: what a bundle without --quantize is
 VERSION_COMPACT = 2  # int8 weights and/or narrow or delta-coded indices, row lengths
+VERSION_VAE = 3  # version 2's layer codings plus a VAE's log-variance head (meta.logvar)
 
-__all__ = ["FORMAT", "VERSION", "VERSION_COMPACT", "bundle_arrays", "save_bundle",
+__all__ = ["FORMAT", "VERSION", "VERSION_COMPACT", "VERSION_VAE", "bundle_arrays", "save_bundle",
            "serialize"]
 
 
@@ -86,37 +87,15 @@ def bundle_arrays(
     if report is None:
         report = net.meta.get("report", {}) if isinstance(net.meta, dict) else {}
 
+    compact = compact or net.logvar is not None  # version 3 = version 2's codings + the head
     arrays: dict[str, np.ndarray] = {}
-    layer_meta: list[dict[str, Any]] = []
-    for k, layer in enumerate(net.layers, start=1):
-        weight = np.asarray(layer.weight, dtype=np.float32)
-        if weight.ndim != 2:
-            raise ValueError(f"layer {k}: weight must be 2-D, got shape {weight.shape}")
-        # From a dense array scipy stores only the non-zeros (-0.0 included among the zeros),
-        # row by row with ascending column indices.
-        csr = sp.csr_matrix(weight)
-        csr.eliminate_zeros()
-        csr.sort_indices()
-        if csr.nnz > np.iinfo(np.int32).max:
-            raise ValueError(f"layer {k}: {csr.nnz} non-zeros do not fit int32 indices")
-        rows, cols = weight.shape
-        bias = np.asarray(layer.bias, dtype=np.float32).reshape(-1)
-        if bias.shape != (rows,):
-            raise ValueError(f"layer {k}: bias has shape {bias.shape}, expected ({rows},)")
-        entry: dict[str, Any] = {
-            "activation": str(layer.activation),
-            "negative_slope": float(layer.negative_slope),
-            "shape": [int(rows), int(cols)],
-            "nnz": int(csr.nnz),
-        }
-        if compact:
-            entry.update(_compact_layer(arrays, k, csr, quantize, indices))
-        else:
-            arrays[f"layer{k}.data"] = np.ascontiguousarray(csr.data, dtype=np.float32)
-            arrays[f"layer{k}.indices"] = np.ascontiguousarray(csr.indices, dtype=np.int32)
-            arrays[f"layer{k}.indptr"] = np.ascontiguousarray(csr.indptr, dtype=np.int32)
-        arrays[f"layer{k}.bias"] = bias
-        layer_meta.append(entry)
+    layer_meta = [_layer_entry(arrays, f"layer{k}", f"layer {k}", layer, compact, quantize,
+                               indices)
+                  for k, layer in enumerate(net.layers, start=1)]
+    logvar_meta = None
+    if net.logvar is not None:
+        logvar_meta = _layer_entry(arrays, "logvar", "the log-variance head", net.logvar,
+                                   compact, quantize, indices)
 
     arrays["input_index"] = np.asarray(net.input_index, dtype=np.int64).reshape(-1)
     arrays["output_index"] = np.asarray(net.output_index, dtype=np.int64).reshape(-1)
@@ -145,9 +124,10 @@ def bundle_arrays(
         arrays["latent_index"] = latent_index
         arrays["latent_const"] = latent_const
 
+    version = VERSION_VAE if logvar_meta is not None else VERSION_COMPACT if compact else VERSION
     meta = {
         "format": FORMAT,
-        "version": VERSION_COMPACT if compact else VERSION,
+        "version": version,
         "kind": str(net.kind),
         "input_dim": int(net.input_dim),
         "output_dim": int(net.output_dim),
@@ -157,6 +137,8 @@ def bundle_arrays(
         "provenance": _jsonable(provenance),
         "report": _jsonable(report),
     }
+    if logvar_meta is not None:
+        meta["logvar"] = logvar_meta
     arrays["meta"] = np.array(json.dumps(meta, allow_nan=False, sort_keys=False))
 
     try:
@@ -168,20 +150,54 @@ def bundle_arrays(
     return arrays
 
 
-def _compact_layer(arrays: dict[str, np.ndarray], k: int, csr: sp.csr_matrix, quantize: str,
+def _layer_entry(arrays: dict[str, np.ndarray], prefix: str, what: str, layer, compact: bool,
+                 quantize: str, indices: str) -> dict[str, Any]:
+    """Add the arrays of one CSR layer (``prefix.*``) to ``arrays``; returns its meta entry."""
+    weight = np.asarray(layer.weight, dtype=np.float32)
+    if weight.ndim != 2:
+        raise ValueError(f"{what}: weight must be 2-D, got shape {weight.shape}")
+    # From a dense array scipy stores only the non-zeros (-0.0 included among the zeros),
+    # row by row with ascending column indices.
+    csr = sp.csr_matrix(weight)
+    csr.eliminate_zeros()
+    csr.sort_indices()
+    if csr.nnz > np.iinfo(np.int32).max:
+        raise ValueError(f"{what}: {csr.nnz} non-zeros do not fit int32 indices")
+    rows, cols = weight.shape
+    bias = np.asarray(layer.bias, dtype=np.float32).reshape(-1)
+    if bias.shape != (rows,):
+        raise ValueError(f"{what}: bias has shape {bias.shape}, expected ({rows},)")
+    entry: dict[str, Any] = {
+        "activation": str(layer.activation),
+        "negative_slope": float(layer.negative_slope),
+        "shape": [int(rows), int(cols)],
+        "nnz": int(csr.nnz),
+    }
+    if compact:
+        entry.update(_compact_layer(arrays, prefix, csr, quantize, indices))
+    else:
+        arrays[f"{prefix}.data"] = np.ascontiguousarray(csr.data, dtype=np.float32)
+        arrays[f"{prefix}.indices"] = np.ascontiguousarray(csr.indices, dtype=np.int32)
+        arrays[f"{prefix}.indptr"] = np.ascontiguousarray(csr.indptr, dtype=np.int32)
+    arrays[f"{prefix}.bias"] = bias
+    return entry
+
+
+def _compact_layer(arrays: dict[str, np.ndarray], k: str, csr: sp.csr_matrix, quantize: str,
                    indices: str) -> dict[str, str]:
-    """The version-2 arrays of layer ``k`` into ``arrays``; returns its meta codings."""
+    """The version-2 arrays of layer ``k`` (its array prefix) into ``arrays``; returns its meta
+    codings."""
     rows, cols = csr.shape
     if quantize == "int8":
         qdata, scale = quantize_rows(csr)
-        arrays[f"layer{k}.qdata"] = qdata
-        arrays[f"layer{k}.scale"] = scale
+        arrays[f"{k}.qdata"] = qdata
+        arrays[f"{k}.scale"] = scale
     elif quantize == "shared4":
         codes, codebook = share_weights(csr.data)
-        arrays[f"layer{k}.codes"] = codes
-        arrays[f"layer{k}.codebook"] = codebook
+        arrays[f"{k}.codes"] = codes
+        arrays[f"{k}.codebook"] = codebook
     else:
-        arrays[f"layer{k}.data"] = np.ascontiguousarray(csr.data, dtype=np.float32)
+        arrays[f"{k}.data"] = np.ascontiguousarray(csr.data, dtype=np.float32)
     narrow = narrowest_uint(max(cols - 1, 0)).name
     if indices == "auto":
         candidates = {c: encode_indices(csr.indices, csr.indptr, cols, c)
@@ -192,10 +208,10 @@ def _compact_layer(arrays: dict[str, np.ndarray], k: int, csr: sp.csr_matrix, qu
     else:
         coding = indices
         coded = encode_indices(csr.indices, csr.indptr, cols, coding)
-    arrays[f"layer{k}.indices"] = coded
+    arrays[f"{k}.indices"] = coded
     lengths = np.diff(csr.indptr)
     rowlen = narrowest_uint(int(lengths.max()) if rows else 0)
-    arrays[f"layer{k}.rowlen"] = np.ascontiguousarray(lengths, dtype=rowlen)
+    arrays[f"{k}.rowlen"] = np.ascontiguousarray(lengths, dtype=rowlen)
     return {"weights": "float32" if quantize == "none" else quantize, "indices": coding,
             "rowlen": rowlen.name}
 

@@ -34,7 +34,9 @@ from .quant import (
 )
 
 FORMAT = "edgeprune-csr"
-SUPPORTED_VERSIONS = (1, 2)
+SUPPORTED_VERSIONS = (1, 2, 3)
+#: Version 3 is version 2's layer codings plus a VAE's log-variance head (``meta.logvar``).
+VAE_VERSION = 3
 
 _DATA_DTYPE = np.dtype(np.float32)
 _CSR_INDEX_DTYPE = np.dtype(np.int32)
@@ -89,6 +91,8 @@ class Bundle:
     output_const: np.ndarray  # (output_dim,) float32
     latent_index: np.ndarray | None = None  # (live latent units,) int64, unique
     latent_const: np.ndarray | None = None  # (latent_dim,) float32
+    #: a VAE's log-variance head (version 3): latent_dim rows, columns = layer latent_layer's
+    logvar: LayerArrays | None = None
 
     @property
     def kind(self) -> str:
@@ -113,12 +117,13 @@ class Bundle:
 
 _MEMBER = re.compile(
     r"(meta|input_index|output_index|output_const|latent_index|latent_const"
-    r"|layer[1-9][0-9]{0,5}\.(?:data|qdata|scale|codes|codebook|indices|indptr|rowlen|bias))"
+    r"|(?:layer[1-9][0-9]{0,5}|logvar)"
+    r"\.(?:data|qdata|scale|codes|codebook|indices|indptr|rowlen|bias))"
     r"\.npy"
 )
 _MEMBER_NAMES = (
     "meta, input_index, output_index, output_const, latent_index, latent_const and "
-    "layerK.data/qdata/scale/codes/codebook/indices/indptr/rowlen/bias (.npy)"
+    "layerK.* / logvar.* data/qdata/scale/codes/codebook/indices/indptr/rowlen/bias (.npy)"
 )
 _NOT_A_BUNDLE = "pass a bundle written by `edgeprune compress`"
 _DAMAGED = "copy it again or re-export it with `edgeprune compress`"
@@ -160,7 +165,7 @@ def _check_members(zf: zipfile.ZipFile, check: Checker) -> list[zipfile.ZipInfo]
     seen: set[str] = set()
     total = 0
     infos = zf.infolist()
-    most = 6 + 5 * limits.MAX_LAYERS  # maps and constants, then at most 5 arrays per layer
+    most = 6 + 5 * (limits.MAX_LAYERS + 1)  # maps, constants, 5 arrays per layer and the head
     if len(infos) > most:
         raise check.fail(
             "file",
@@ -236,12 +241,20 @@ def _declared_arrays(meta: dict[str, Any]) -> dict[str, tuple[np.dtype, int, boo
     if meta.get("latent_layer") is not None:
         out["latent_index"] = (_MAP_INDEX_DTYPE, int(meta["latent_dim"]), True)
         out["latent_const"] = (_DATA_DTYPE, int(meta["latent_dim"]), False)
-    for k, entry in enumerate(meta["layers"], start=1):
+    for prefix, entry in _layer_entries(meta):
         rows, cols = int(entry["shape"][0]), int(entry["shape"][1])
         nnz = min(int(entry["nnz"]), rows * cols)
         for name, spec in _layer_arrays(entry, rows, cols, nnz).items():
-            out[f"layer{k}.{name}"] = spec
-        out[f"layer{k}.bias"] = (_DATA_DTYPE, rows, False)
+            out[f"{prefix}.{name}"] = spec
+        out[f"{prefix}.bias"] = (_DATA_DTYPE, rows, False)
+    return out
+
+
+def _layer_entries(meta: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(array prefix, meta entry) of every CSR layer: ``layerK``, then a VAE's ``logvar``."""
+    out = [(f"layer{k}", entry) for k, entry in enumerate(meta["layers"], start=1)]
+    if meta.get("logvar") is not None:
+        out.append(("logvar", meta["logvar"]))
     return out
 
 
@@ -393,56 +406,77 @@ def _parse_meta(arrays: dict[str, np.ndarray], check: Checker) -> dict[str, Any]
             "(edgeprune.runtime.limits.MAX_LAYERS)",
         )
     for k, entry in enumerate(layers, start=1):
-        field = f"meta.layers[{k}]"
-        if not isinstance(entry, dict):
-            raise check.fail(field, f"must be a JSON object, got {type(entry).__name__}")
-        act = entry.get("activation")
-        if act not in ACTIVATIONS:
-            raise check.fail(
-                f"{field}.activation",
-                f"is {act!r}, expected one of {', '.join(ACTIVATIONS)}",
-                "re-export it with `edgeprune compress` or upgrade edgeprune",
-            )
-        slope = entry.get("negative_slope")
-        if isinstance(slope, bool) or not isinstance(slope, (int, float)) or not np.isfinite(slope):
-            raise check.fail(f"{field}.negative_slope", f"must be a finite number, got {slope!r}")
-        shape = entry.get("shape")
-        if not isinstance(shape, list) or len(shape) != 2:
-            raise check.fail(f"{field}.shape", f"must be [rows, cols], got {shape!r}")
-        rows = check.integer(shape[0], f"{field}.shape[0]", 0, dim, "MAX_DIM")
-        cols = check.integer(shape[1], f"{field}.shape[1]", 0, dim, "MAX_DIM")
-        if rows * cols > limits.MAX_LAYER_ELEMENTS:
-            raise check.fail(
-                f"{field}.shape",
-                f"is {rows} x {cols} = {rows * cols} weights, over the bound of "
-                f"{limits.MAX_LAYER_ELEMENTS} (edgeprune.runtime.limits.MAX_LAYER_ELEMENTS: a "
-                "dense float32 weight of at most "
-                f"{limits.format_bytes(4 * limits.MAX_LAYER_ELEMENTS)})",
-            )
-        check.integer(entry.get("nnz"), f"{field}.nnz", 0)
-        for key, allowed in _CODING_KEYS.items():
-            if key not in entry:
-                if version >= 2:
-                    raise check.fail(f"{field}.{key}", "is missing")
-                continue
-            if version < 2:
-                raise check.fail(
-                    f"{field}.{key}",
-                    f"is a version-2 field in a version-{version} bundle",
-                    "re-export it with `edgeprune compress`",
-                )
-            if entry[key] not in allowed:
-                raise check.fail(
-                    f"{field}.{key}", f"is {entry[key]!r}, expected one of {', '.join(allowed)}"
-                )
-        if version >= 2 and entry["indices"] not in ("int32", "delta8"):
-            bound = np.iinfo(np.dtype(entry["indices"])).max
-            if cols - 1 > bound:
-                raise check.fail(
-                    f"{field}.indices",
-                    f"is {entry['indices']} but {cols} columns need indices up to {cols - 1}",
-                )
+        _check_layer_entry(entry, f"meta.layers[{k}]", version, check)
+    _check_logvar_entry(meta, version, check)
     return meta
+
+
+def _check_layer_entry(entry: Any, field: str, version: int, check: Checker) -> None:
+    """One layer's meta entry: activation, shape within the bounds, nnz, its codings."""
+    dim = limits.MAX_DIM
+    if not isinstance(entry, dict):
+        raise check.fail(field, f"must be a JSON object, got {type(entry).__name__}")
+    act = entry.get("activation")
+    if act not in ACTIVATIONS:
+        raise check.fail(
+            f"{field}.activation",
+            f"is {act!r}, expected one of {', '.join(ACTIVATIONS)}",
+            "re-export it with `edgeprune compress` or upgrade edgeprune",
+        )
+    slope = entry.get("negative_slope")
+    if isinstance(slope, bool) or not isinstance(slope, (int, float)) or not np.isfinite(slope):
+        raise check.fail(f"{field}.negative_slope", f"must be a finite number, got {slope!r}")
+    shape = entry.get("shape")
+    if not isinstance(shape, list) or len(shape) != 2:
+        raise check.fail(f"{field}.shape", f"must be [rows, cols], got {shape!r}")
+    rows = check.integer(shape[0], f"{field}.shape[0]", 0, dim, "MAX_DIM")
+    cols = check.integer(shape[1], f"{field}.shape[1]", 0, dim, "MAX_DIM")
+    if rows * cols > limits.MAX_LAYER_ELEMENTS:
+        raise check.fail(
+            f"{field}.shape",
+            f"is {rows} x {cols} = {rows * cols} weights, over the bound of "
+            f"{limits.MAX_LAYER_ELEMENTS} (edgeprune.runtime.limits.MAX_LAYER_ELEMENTS: a "
+            "dense float32 weight of at most "
+            f"{limits.format_bytes(4 * limits.MAX_LAYER_ELEMENTS)})",
+        )
+    check.integer(entry.get("nnz"), f"{field}.nnz", 0)
+    for key, allowed in _CODING_KEYS.items():
+        if key not in entry:
+            if version >= 2:
+                raise check.fail(f"{field}.{key}", "is missing")
+            continue
+        if version < 2:
+            raise check.fail(
+                f"{field}.{key}",
+                f"is a version-2 field in a version-{version} bundle",
+                "re-export it with `edgeprune compress`",
+            )
+        if entry[key] not in allowed:
+            raise check.fail(
+                f"{field}.{key}", f"is {entry[key]!r}, expected one of {', '.join(allowed)}"
+            )
+    if version >= 2 and entry["indices"] not in ("int32", "delta8"):
+        bound = np.iinfo(np.dtype(entry["indices"])).max
+        if cols - 1 > bound:
+            raise check.fail(
+                f"{field}.indices",
+                f"is {entry['indices']} but {cols} columns need indices up to {cols - 1}",
+            )
+
+
+def _check_logvar_entry(meta: dict[str, Any], version: int, check: Checker) -> None:
+    """``meta.logvar``: present exactly in version 3, with a latent layer to sit beside."""
+    if "logvar" not in meta or meta["logvar"] is None:
+        if version >= VAE_VERSION:
+            raise check.fail("meta.logvar", f"is missing from a version-{version} bundle",
+                             "re-export it with `edgeprune compress`")
+        return
+    if version < VAE_VERSION:
+        raise check.fail("meta.logvar", f"is a version-{VAE_VERSION} field in a "
+                         f"version-{version} bundle", "re-export it with `edgeprune compress`")
+    if meta.get("latent_layer") is None:
+        raise check.fail("meta.logvar", "needs meta.latent_layer (the mu layer it sits beside)")
+    _check_layer_entry(meta["logvar"], "meta.logvar", version, check)
 
 
 def _refuse_unexpected(names: Any, meta: dict[str, Any], check: Checker) -> None:
@@ -450,9 +484,9 @@ def _refuse_unexpected(names: Any, meta: dict[str, Any], check: Checker) -> None
     n_layers = len(meta["layers"])
     latent_layer = meta.get("latent_layer")
     expected = {"meta", "input_index", "output_index", "output_const"}
-    for k, entry in enumerate(meta["layers"], start=1):
+    for prefix, entry in _layer_entries(meta):
         parts = {*_layer_arrays(entry, 0, 0, 0), "bias"}
-        expected |= {f"layer{k}.{part}" for part in parts}
+        expected |= {f"{prefix}.{part}" for part in parts}
     if latent_layer is not None:
         expected |= {"latent_index", "latent_const"}
     unexpected = sorted(set(names) - expected)
@@ -465,15 +499,17 @@ def _refuse_unexpected(names: Any, meta: dict[str, Any], check: Checker) -> None
 
 
 def _validate_layer(
-    arrays: dict[str, np.ndarray], k: int, entry: dict[str, Any], check: Checker
+    arrays: dict[str, np.ndarray], k: int | str, entry: dict[str, Any], check: Checker
 ) -> LayerArrays:
+    """Layer ``k`` (1-based), or the CSR layer of another prefix (``"logvar"``)."""
     rows, cols = int(entry["shape"][0]), int(entry["shape"][1])
     nnz = int(entry["nnz"])
-    p = f"layer{k}"
+    p = f"layer{k}" if isinstance(k, int) else k
+    field = f"meta.layers[{k}]" if isinstance(k, int) else f"meta.{k}"
     if nnz > rows * cols:
-        raise check.fail(f"meta.layers[{k}].nnz", f"is {nnz}, more than rows*cols={rows * cols}")
+        raise check.fail(f"{field}.nnz", f"is {nnz}, more than rows*cols={rows * cols}")
     if nnz > np.iinfo(np.int32).max:
-        raise check.fail(f"meta.layers[{k}].nnz", f"is {nnz}, too large for int32 indices")
+        raise check.fail(f"{field}.nnz", f"is {nnz}, too large for int32 indices")
     codings = _codings(entry)
     specs = _layer_arrays(entry, rows, cols, nnz)
     if codings["rowlen"] is None:
@@ -654,6 +690,17 @@ def validate_bundle(arrays: dict[str, np.ndarray], source: str = "bundle") -> Bu
         latent_const = check.array(arrays, "latent_const", _DATA_DTYPE, latent_dim)
         check.finite(latent_const, "latent_const")
 
+    logvar = None
+    if meta.get("logvar") is not None:
+        logvar = _validate_layer(arrays, "logvar", meta["logvar"], check)
+        cols = layers[latent_layer - 1].shape[1] if layers else 0
+        if logvar.shape != (int(meta["latent_dim"]), cols):
+            raise check.fail(
+                "meta.logvar.shape",
+                f"is {list(logvar.shape)}, expected [latent_dim, the columns of layer"
+                f"{latent_layer}] = [{meta['latent_dim']}, {cols}]",
+            )
+
     return Bundle(
         source=source,
         meta=meta,
@@ -663,4 +710,5 @@ def validate_bundle(arrays: dict[str, np.ndarray], source: str = "bundle") -> Bu
         output_const=output_const,
         latent_index=latent_index,
         latent_const=latent_const,
+        logvar=logvar,
     )

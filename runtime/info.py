@@ -9,7 +9,7 @@ from .bench.costs import file_figures
 from .bundle import read_arrays, validate_bundle
 from .kernels import choose_kernel
 
-__all__ = ["describe"]
+__all__ = ["describe", "vae_parts"]
 
 _F32 = 4
 _I32 = 4
@@ -56,6 +56,9 @@ def describe(path: str | os.PathLike[str], kernel: str = "auto") -> dict[str, An
     in_memory = sum(a.nbytes for layer in bundle.layers
                     for a in (layer.data, layer.indices, layer.indptr, layer.bias))
     in_memory += sum(a.nbytes for a in maps if a is not None)
+    if bundle.logvar is not None:  # a VAE's log-variance head
+        in_memory += sum(a.nbytes for a in (bundle.logvar.data, bundle.logvar.indices,
+                                            bundle.logvar.indptr, bundle.logvar.bias))
     meta = bundle.meta
     nnz = sum(layer.nnz for layer in bundle.layers)
     info: dict[str, Any] = {
@@ -82,4 +85,22 @@ def describe(path: str | os.PathLike[str], kernel: str = "auto") -> dict[str, An
         "provenance": meta.get("provenance", {}),
         "report": meta.get("report", {}),
     }
+    if bundle.kind == "vae" and bundle.latent_layer is not None:
+        recorded = meta.get("report", {}).get("vae")
+        likelihood = recorded.get("likelihood") if isinstance(recorded, dict) else None
+        head = bundle.logvar
+        info["vae"] = vae_parts(int(bundle.latent_layer), len(bundle.layers),
+                                int(bundle.latent_dim or 0),
+                                None if head is None else list(head.shape),
+                                None if head is None else head.nnz,
+                                likelihood if isinstance(likelihood, str) else None)
     return info
+
+
+def vae_parts(latent: int, n_layers: int, latent_dim: int, logvar_shape: list | None,
+              logvar_nnz: int | None, likelihood: str | None) -> dict[str, Any]:
+    """Which layers of a VAE are its encoder trunk, mu head and decoder (``info``)."""
+    return {"trunk_layers": list(range(1, latent)), "mu_layer": latent,
+            "decoder_layers": list(range(latent + 1, n_layers + 1)), "latent_dim": latent_dim,
+            "likelihood": likelihood, "logvar": None if logvar_shape is None else
+            {"shape": logvar_shape, "nnz": logvar_nnz}}

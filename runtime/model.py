@@ -178,6 +178,29 @@ class BundleModel:
         self._output_const = bundle.output_const
         self._latent_layer = bundle.latent_layer
         self._routes = self._make_routes()
+        self._logvar_model = self._make_logvar_model(names, profile)
+
+    def _make_logvar_model(self, names: list[str], profile: Any) -> BundleModel | None:
+        """A VAE's ``x → log σ²``: the trunk's layers (shared, read-only) and the head, as one
+        more chain run by its own plans."""
+        b = self.bundle
+        if b.logvar is None:
+            return None
+        split = int(b.latent_layer) - 1 if b.layers else 0
+        dim = int(b.latent_dim or 0)
+        layers = (*b.layers[:split], b.logvar) if b.layers else ()
+        head = Bundle(
+            source=b.source,
+            meta={"kind": "vae-logvar", "input_dim": b.input_dim, "output_dim": dim},
+            layers=layers,
+            input_index=b.input_index,
+            output_index=np.arange(dim if layers else 0, dtype=np.int64),
+            output_const=(np.zeros(dim, np.float32) if layers
+                          else b.logvar.bias.astype(np.float32)),  # no column: act(b) = b
+        )
+        return BundleModel(head, kernel=[*names[:split], "auto"] if layers else "auto",
+                           profile=self.profile if self.profile is not None else profile,
+                           engine=self.engine)
 
     def _make_routes(self) -> dict[str, _Route]:
         b, n = self.bundle, len(self._ops)
@@ -296,6 +319,8 @@ class BundleModel:
         """A model sharing this one's (read-only) weights, with its own buffers: one per thread."""
         twin = copy.copy(self)
         twin._routes = twin._make_routes()
+        if self._logvar_model is not None:
+            twin._logvar_model = self._logvar_model.clone()
         return twin
 
     def __repr__(self) -> str:
@@ -322,6 +347,39 @@ class BundleModel:
         """Latent code (full ``latent_dim`` width; only live latent units are read) -> output."""
         self._require_latent("decode")
         return self._run(self._routes["decode"], z, out)
+
+    @property
+    def is_vae(self) -> bool:
+        return self.kind == "vae"
+
+    @property
+    def has_logvar(self) -> bool:
+        """Whether this VAE bundle carries its log-variance head (``--drop-logvar``: not)."""
+        return self._logvar_model is not None
+
+    def encode_logvar(self, x: Any, out: np.ndarray | None = None) -> np.ndarray:
+        """A VAE's log σ² of the approximate posterior, ``latent_dim`` wide."""
+        if self._logvar_model is None:
+            raise ValueError(
+                "encode_logvar() needs a VAE bundle with its log-variance head; this one has "
+                "none" + (" (written with --drop-logvar)" if self.is_vae else "")
+            )
+        return self._logvar_model(x, out)
+
+    def posterior(self, x: Any) -> tuple[np.ndarray, np.ndarray]:
+        """A VAE's ``(μ, log σ²)`` for ``x``."""
+        return self.encode(x), self.encode_logvar(x)
+
+    def sample(self, z: Any, seed: int | None = None) -> np.ndarray:
+        """The VAE's generative path: ``decode(z)``. ``z`` is an array of latent codes (e.g.
+        draws from N(0, I), or ``μ + σ ε`` from :meth:`posterior`), or a number ``n`` of codes
+        to draw from N(0, I) with ``numpy.random.default_rng(seed)``."""
+        dim = self._require_latent("sample") and int(self.latent_dim or 0)
+        if isinstance(z, (int, np.integer)) and not isinstance(z, bool):
+            if z < 0:
+                raise ValueError(f"sample(n): n must be >= 0, got {z}")
+            z = np.random.default_rng(seed).standard_normal((int(z), dim), dtype=np.float32)
+        return self.decode(z)
 
     def _require_latent(self, what: str) -> int:
         if self._latent_layer is None:
@@ -384,6 +442,10 @@ class BundleModel:
     def buffer_widths(self, mode: str = "forward") -> list[int]:
         """Float32 values per sample that a call in ``mode`` allocates (input copy, layer outputs,
         scratch, result): pass to :func:`~edgeprune.runtime.limits.check_batch_sizes`."""
+        if mode == "logvar":
+            if self._logvar_model is None:
+                self.encode_logvar(np.zeros(self.input_dim, np.float32))  # raises: no head
+            return self._logvar_model.buffer_widths("forward")
         if mode not in self._routes:
             self._require_latent(mode)
             raise ValueError(f"unknown mode {mode!r}; expected 'forward', 'encode' or 'decode'")

@@ -26,6 +26,7 @@ class PruneResult:
     layer's links). ``unused_inputs``: input features (0-based) no link reads;
     ``constant_outputs``: output unit (0-based) -> its constant value ``act(b)``;
     ``support_sets``: 1-based (i, j) pairs per layer, after the cascade.
+    ``network.logvar`` (a VAE's head) is not in these figures: see ``logvar_head``.
     """
 
     network: Network
@@ -37,6 +38,7 @@ class PruneResult:
     support_sets: list[list[tuple[int, int]]]
     target_sparsity: float | None = None
     notes: list[str] = field(default_factory=list)
+    logvar_head: dict | None = None  # a VAE: how its log-variance head was pruned (vae_pruning)
 
     def to_dict(self) -> dict:
         """A JSON-friendly summary (without the network and support sets)."""

@@ -98,10 +98,38 @@ def _cascade_in_place(net: Network) -> tuple[int, int, int]:
     return folded, cut, passes
 
 
+def fold_logvar_inputs(net: Network) -> int:
+    """A VAE's log-variance head reads only units the chain keeps (in place; returns how many
+    links it folded): the links from units of layer ``latent - 1`` that have no incoming link
+    (dead or cut by the cascade, so emitting ``act(b_u)``) are folded into the head's bias, as
+    rule 2 does for the mu head. The head never keeps a trunk unit alive: the deployed path is
+    the chain (docs/architecture.md, "VAEs")."""
+    head = net.logvar
+    if head is None or net.latent is None:
+        return 0
+    if net.latent == 1:  # the head reads the input: it may not read a feature the chain drops
+        unread = ~net.layers[0].mask.any(axis=0)
+        cut = int(head.mask[:, unread].sum())
+        head.mask[:, unread] = False
+        return cut
+    prev = net.layers[net.latent - 2]
+    dead = np.flatnonzero(~prev.mask.any(axis=1))
+    links = head.mask[:, dead]
+    if not links.any():
+        return 0
+    const = _act_const(prev, dead)
+    w = np.where(links, head.weight[:, dead], 0.0).astype(np.float64)
+    head.bias = (head.bias.astype(np.float64) + w @ const).astype(np.float32)
+    head.mask[:, dead] = False
+    return int(links.sum())
+
+
 def cascade_dead_units(net: Network) -> CascadeResult:
-    """Run the dead-unit cascade on a copy of ``net`` (masks and biases change; weights stay)."""
+    """Run the dead-unit cascade on a copy of ``net`` (masks and biases change; weights stay;
+    a VAE's log-variance head then loses its links from removed units, folded)."""
     out = net.copy()
     folded, cut, passes = _cascade_in_place(out)
+    fold_logvar_inputs(out)
 
     units_kept, links_kept, removed = [], [], []
     for layer in out.layers:
@@ -157,6 +185,9 @@ def compact_network(net: Network) -> CompactNetwork:
     """
     if not is_fixed_point(net):
         net = cascade_dead_units(net).network
+    if net.logvar is not None:
+        net = net.copy()
+        fold_logvar_inputs(net)
     layers = net.layers
     n_layers = len(layers)
     live = [layer.mask.any(axis=1) for layer in layers]
@@ -190,6 +221,7 @@ def compact_network(net: Network) -> CompactNetwork:
             latent_dim=latent_dim,
             latent_const=_latent_const(),
             meta=meta,
+            logvar=_compact_logvar(net, np.zeros(0, dtype=np.int64)),
         )
 
     input_index = np.flatnonzero(layers[0].mask.any(axis=0)).astype(np.int64)
@@ -226,4 +258,18 @@ def compact_network(net: Network) -> CompactNetwork:
         latent_dim=latent_dim,
         latent_const=_latent_const(),
         meta=meta,
+        logvar=None if net.latent is None else _compact_logvar(
+            net, input_index if net.latent == 1 else compact_layers[net.latent - 2].unit_index),
     )
+
+
+def _compact_logvar(net: Network, cols: np.ndarray) -> CompactLayer | None:
+    """A VAE's log-variance head restricted to ``cols``, the live inputs of the mu head (it
+    reads no other after :func:`fold_logvar_inputs`); every latent unit keeps its row."""
+    head = net.logvar
+    if head is None:
+        return None
+    return CompactLayer(weight=np.ascontiguousarray(head.masked_weight[:, cols], np.float32),
+                        bias=head.bias.astype(np.float32), activation=head.activation,
+                        negative_slope=float(head.negative_slope),
+                        unit_index=np.arange(head.out_dim, dtype=np.int64))
