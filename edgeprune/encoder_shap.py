@@ -125,37 +125,46 @@ def split_first_linear(enc: nn.Module) -> tuple[nn.Linear | None, nn.Module]:
 
 
 def _path_outputs(enc: nn.Module, x: torch.Tensor, bg: torch.Tensor,
-                  order: torch.Tensor) -> torch.Tensor:
-    """``mean_b f(path_k)`` for k = 0..n, where path_k holds x on ``order[:k]`` and b elsewhere.
+                  orders: torch.Tensor) -> torch.Tensor:
+    """``mean_b f(path_k)`` for every order (P, n) and k = 0..n: (P, n + 1, latent), where
+    path_k holds x on ``order[:k]`` and the background row b elsewhere.
 
-    With a first ``nn.Linear`` (W, c) the path's pre-activations are a running sum,
+    With a first ``nn.Linear`` (W, c) a path's pre-activations are a running sum,
     ``W b + c + sum_{t<k} W[:, order[t]] (x - b)[order[t]]``: O(n h) per path instead of the
-    O(n^2 h) of n + 1 full rows (measured 2 s -> ms per 1,000-feature permutation)."""
-    n = x.shape[0]
+    O(n^2 h) of n + 1 full rows. Paths are evaluated many at a time, at most
+    :data:`VALUES_PER_CALL` values per call."""
+    n_paths, n = orders.shape
     first, rest = split_first_linear(enc)
-    total = 0.0
-    if first is not None:
-        w, c = first.weight, first.bias
-        h = w.shape[0]
-        wo = w[:, order].T                                              # (n, h), path order
-        per_call = max(1, VALUES_PER_CALL // ((n + 1) * h))
-        for s in range(0, len(bg), per_call):
-            b = bg[s:s + per_call]
-            pre = torch.empty(len(b), n + 1, h, dtype=torch.float64)
-            pre[:, 0] = b @ w.T + (0.0 if c is None else c)
-            torch.cumsum((x - b)[:, order, None] * wo[None], dim=1, out=pre[:, 1:])
-            pre[:, 1:] += pre[:, :1]
-            total = total + _run(rest, pre.reshape(-1, h)).reshape(len(b), n + 1, -1).sum(0)
-        return total / len(bg)
-    tri = torch.tril(torch.ones(n + 1, n, dtype=torch.float64), diagonal=-1)  # row k: first k
-    mask = torch.empty_like(tri)
-    mask[:, order] = tri                                                # row k: x on order[:k]
-    per_call = max(1, VALUES_PER_CALL // ((n + 1) * n))
-    for s in range(0, len(bg), per_call):
-        b = bg[s:s + per_call, None, :]
-        rows = (b + mask[None] * (x - b)).reshape(-1, n)
-        total = total + _run(enc, rows).reshape(len(b), n + 1, -1).sum(dim=0)
-    return total / len(bg)
+    width = n if first is None else int(first.weight.shape[0])
+    per_call = max(1, VALUES_PER_CALL // ((n + 1) * width))           # paths per call
+    cb = min(len(bg), per_call)
+    cp = max(1, per_call // cb)
+    out = None
+    for p0 in range(0, n_paths, cp):
+        o = orders[p0:p0 + cp]
+        total = 0.0
+        for b0 in range(0, len(bg), cb):
+            b = bg[b0:b0 + cb]
+            d = (x - b)[:, o]                                          # (cb, cp, n), path order
+            if first is not None:
+                w = first.weight
+                pre = torch.empty(len(b), len(o), n + 1, width, dtype=torch.float64)
+                base = b @ w.T + (0.0 if first.bias is None else first.bias)
+                pre[:, :, 0] = base[:, None, :]
+                torch.cumsum(d[..., None] * w.T[o][None], dim=2, out=pre[:, :, 1:])
+                pre[:, :, 1:] += pre[:, :, :1]
+                z = _run(rest, pre.reshape(-1, width))
+            else:
+                tri = torch.tril(torch.ones(n + 1, n, dtype=torch.float64), diagonal=-1)
+                mask = torch.zeros(len(o), n + 1, n, dtype=torch.float64)
+                mask.scatter_(2, o[:, None, :].expand(-1, n + 1, -1),
+                              tri.expand(len(o), -1, -1))              # row k: x on order[:k]
+                rows = b[:, None, None, :] + mask[None] * (x - b)[:, None, None, :]
+                z = _run(enc, rows.reshape(-1, n))
+            total = total + z.reshape(len(b), len(o), n + 1, -1).sum(dim=0)
+        part = total / len(bg)
+        out = part if out is None else torch.cat([out, part])
+    return out
 
 
 def permutation_shap(encoder: nn.Module, x: np.ndarray, background: np.ndarray, *,
@@ -163,12 +172,12 @@ def permutation_shap(encoder: nn.Module, x: np.ndarray, background: np.ndarray, 
                      progress: Callable[[int], None] | None = None) -> np.ndarray:
     """Antithetic permutation sampling, per-sample permutations: (N, n, latent) float64.
 
-    Hand-written rather than ``shap.PermutationExplainer`` (also offered, ``shap-permutation``):
-    that explainer masks and evaluates one sample at a time in Python and took seconds per
-    sample on a 1,000-feature encoder for a single antithetic pair, where here a permutation
-    path is one batched forward call of the layers after the first (:func:`_path_outputs`;
-    measured in ``benchmarks/encoder_explainers.py``). As shap does, every path is averaged
-    over every background row.
+    Hand-written rather than ``shap.PermutationExplainer`` (also offered, ``shap-permutation``,
+    the same estimator): that explainer masks and evaluates one sample and one permutation at a
+    time in Python; here all permutation paths of a sample go through the encoder together and
+    a first ``nn.Linear`` is a running sum (:func:`_path_outputs`), measured faster in
+    ``benchmarks/encoder_explainers.py``. As shap does, every path is averaged over every
+    background row.
     """
     if permutations < 2:
         raise ExplainerError(f"--permutations must be at least 2, got {permutations}")
@@ -179,15 +188,13 @@ def permutation_shap(encoder: nn.Module, x: np.ndarray, background: np.ndarray, 
     gen = torch.Generator().manual_seed(int(seed))
     out = []
     for i in range(len(xs)):
-        acc = torch.zeros(n, 1, dtype=torch.float64)
-        for _ in range(pairs):
-            perm = torch.randperm(n, generator=gen)
-            for order in (perm, perm.flip(0)):                      # the permutation, its reverse
-                z = _path_outputs(enc, xs[i], bg, order)
-                back = torch.empty(n, z.shape[1], dtype=torch.float64)
-                back[order] = z[1:] - z[:-1]                        # marginals, to feature order
-                acc = acc + back
-        out.append(acc / (2 * pairs))
+        perms = torch.stack([torch.randperm(n, generator=gen) for _ in range(pairs)])
+        orders = torch.cat([perms, perms.flip(1)])                  # each with its reverse
+        z = _path_outputs(enc, xs[i], bg, orders)                   # (2 pairs, n + 1, latent)
+        marg = (z[:, 1:] - z[:, :-1]).reshape(-1, z.shape[2])      # marginals, path order
+        phi = torch.zeros(n, z.shape[2], dtype=torch.float64)
+        phi.index_add_(0, orders.reshape(-1), marg)                 # to feature order
+        out.append(phi / (2 * pairs))
         if progress is not None:
             progress(1)
     return torch.stack(out).numpy()

@@ -128,6 +128,20 @@ class Loadings:
     def n_latent(self) -> int:
         return int(self.phi.shape[2])
 
+    def rotated(self, rotation: np.ndarray) -> Loadings:
+        """The loadings of the rotated latent code ``z' = R^T z`` (``rotation`` = R, k x k
+        orthogonal). Shapley values are linear in the explained output, so ``phi(z') =
+        phi(z) R`` exactly; a VAE's N(0, I) prior is rotation invariant, so ``z'`` is as
+        valid a latent code as ``z``."""
+        return Loadings(self.phi @ rotation, self.names, self.explainer,
+                        {**self.info, "rotation": np.asarray(rotation).tolist()})
+
+    def varimax(self) -> Loadings:
+        """:meth:`rotated` by the varimax rotation of the per-sample SHAP values (rows: every
+        (sample, feature), columns: latent units): each feature's effect is moved onto as few
+        latent units as possible, the rotation factor analysis uses to make L sparse."""
+        return self.rotated(varimax_rotation(self.phi.reshape(-1, self.n_latent)))
+
     def histogram_features(self, features: Sequence[int] | None) -> list[int]:
         """0-based features to draw: the given 1-based ones, else the strongest and weakest
         by total mean |SHAP| over the latent units."""
@@ -184,6 +198,26 @@ class Loadings:
             lines.append("")
         lines += ["## Figures", ""] + [f"- ![{f}]({f})" for f in pictures]
         return "\n".join(lines) + "\n"
+
+
+def varimax_rotation(a: np.ndarray, *, max_iter: int = 1000, tol: float = 1e-12) -> np.ndarray:
+    """The orthogonal R maximizing Kaiser's varimax criterion of ``a @ R`` (rows x k).
+
+    Hand-written (the standard SVD iteration, as in R's ``stats::varimax``): scikit-learn's
+    varimax lives in a private function of FactorAnalysis and scipy has none."""
+    a = np.asarray(a, dtype=np.float64)
+    rows, k = a.shape
+    rot = np.eye(k)
+    crit = 0.0
+    for _ in range(max_iter):
+        b = a @ rot
+        u, s, vt = np.linalg.svd(a.T @ (b**3 - b @ np.diag((b**2).sum(axis=0)) / rows))
+        rot = u @ vt
+        new = float(s.sum())
+        if new <= crit * (1.0 + tol):
+            break
+        crit = new
+    return rot
 
 
 def encoder_module(net: Network) -> nn.Sequential:
