@@ -174,6 +174,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(HERE / "results" / "vae_loadings"))
     args = ap.parse_args()
+    # One torch thread: on this shared 2-core machine two threads under load spin, measured
+    # ~20x slower per op (the results do not depend on it).
+    torch.set_num_threads(1)
     t_start = time.perf_counter()
     seed = args.seed
     epochs = 5 if args.quick else EPOCHS

@@ -464,6 +464,10 @@ def compress(model, data_spec, importance_level, sparsity, method, estimator, re
                                 "background (interventional SHAP); 0: the one --reference row.")
 @click.option("--permutations", type=click.IntRange(2), default=10, show_default=True,
               help="With --loadings: permutations per sample of the permutation explainers.")
+@click.option("--rotation", type=click.Choice(choices.LOADING_ROTATIONS), default="none",
+              show_default=True,
+              help="With --loadings: varimax rotates the latent code so that each feature "
+                   "loads on few units (exact for SHAP; a VAE's prior is rotation invariant).")
 @click.option("--features", default=None, metavar="J1,J2,..",
               help="With --loadings: 1-based features to draw SHAP histograms for (e.g. "
                    "150,600); default: the strongest and the weakest feature.")
@@ -474,23 +478,23 @@ def compress(model, data_spec, importance_level, sparsity, method, estimator, re
 @_user_errors
 def explain(model_or_outdir, data_spec, importance_level, scores_path, estimator, samples,
             reference, seed, memory_budget, top, loadings, explainer, background, permutations,
-            features, outdir, quiet, model_opts):
+            rotation, features, outdir, quiet, model_opts):
     """Explain MODEL_OR_OUTDIR (a model file or a compress output directory): input unit
     importance, per-layer LI heatmaps, the inputs the pruned model never reads (PNG, 640x480),
     explain.json and explain.md in OUTPUT; with --loadings, the SHAP loadings of its latent
     units instead."""
     given = _given_options("importance_level", "scores_path", "estimator", "memory_budget",
-                           "explainer", "background", "permutations", "features")
+                           "explainer", "background", "permutations", "rotation", "features")
     if loadings:
         _not_with(given, "--loadings", importance_level="-m/--importance-level",
                   scores_path="--scores", estimator="--estimator (use --explainer)",
                   memory_budget="--memory-budget")
         return _explain_loadings(model_or_outdir, data_spec, samples, reference, seed, top,
-                                 explainer, background, permutations, features, outdir, quiet,
-                                 model_opts)
+                                 explainer, background, permutations, rotation, features, outdir,
+                                 quiet, model_opts)
     _not_with(given, "a link-importance explanation (add --loadings)", explainer="--explainer",
               background="--background", permutations="--permutations",
-              features="--features")
+              rotation="--rotation", features="--features")
     from edgeprune.explain import ExplainOptions
     from edgeprune.explain import explain as run_explain
     from edgeprune.scoring import memory_budget_bytes
@@ -524,12 +528,13 @@ def _not_with(given: set[str], what: str, **flags: str) -> None:
 
 
 def _explain_loadings(source, data_spec, samples, reference, seed, top, explainer, background,
-                      permutations, features, outdir, quiet, model_opts):
+                      permutations, rotation, features, outdir, quiet, model_opts):
     from edgeprune.loadings import LoadingOptions, explain_loadings, parse_features
 
     opts = LoadingOptions(explainer=explainer, samples=samples, reference=reference,
                           background=background, permutations=permutations,
-                          features=parse_features(features), top=top, seed=seed, quiet=quiet)
+                          features=parse_features(features), rotation=rotation, top=top,
+                          seed=seed, quiet=quiet)
     result = explain_loadings(source, outdir, opts, data_spec=data_spec, **model_opts,
                               progress=None if quiet else lambda msg: click.echo(msg, err=True))
     lo = result.loadings

@@ -34,6 +34,7 @@ import numpy as np
 from torch import nn
 
 from edgeprune import __version__
+from edgeprune.choices import LOADING_ROTATIONS as ROTATIONS
 from edgeprune.choices import REFERENCES
 from edgeprune.encoder_shap import (
     DEFAULT_PERMUTATIONS,
@@ -62,6 +63,7 @@ class LoadingOptions:
     background: int = 0          # > 0: that many training rows as the background distribution
     permutations: int = DEFAULT_PERMUTATIONS
     features: tuple[int, ...] | None = None  # 1-based features to draw histograms for
+    rotation: str = "none"       # "varimax": rotate the latent code (Loadings.varimax)
     top: int = 10
     seed: int = 0
     quiet: bool = False
@@ -81,6 +83,9 @@ class LoadingOptions:
             raise ExplainerError(f"--permutations must be at least 2, got {self.permutations}")
         if self.top < 1:
             raise ExplainerError("--top must be at least 1")
+        if self.rotation not in ROTATIONS:
+            raise ExplainerError(f"--rotation {self.rotation!r}: use one of "
+                                 f"{', '.join(ROTATIONS)}")
         if self.features is not None:
             if not self.features or len(self.features) > MAX_HISTOGRAM_FEATURES:
                 raise ExplainerError(f"--features names 1 to {MAX_HISTOGRAM_FEATURES} features, "
@@ -187,7 +192,9 @@ class Loadings:
                  f"- model: `{src.get('model', '?')}` ({src.get('network', '?')})",
                  f"- data: `{src.get('data', '?')}`; {self.phi.shape[0]} explanation samples; "
                  f"background: {src.get('background', '?')}",
-                 f"- explainer: `{self.explainer}` ({src.get('explainer_detail', '')})", "",
+                 f"- explainer: `{self.explainer}` ({src.get('explainer_detail', '')})",
+                 "- latent code: " + ("rotated by varimax (z' = R^T z, R in loadings.json)"
+                                      if "rotation" in src else "as the model emits it"), "",
                  "Loading of feature j on latent unit k: mean over the explanation set of "
                  "|SHAP value of x_j for z_k| (signed: the plain mean).", ""]
         for u, rows in enumerate(self.top_features(min(top, self.n_features)), start=1):
@@ -324,6 +331,8 @@ def explain_loadings(source: str | os.PathLike, outdir: str | os.PathLike, opts:
                                        "background": bg_text})
     finally:
         bar.close()
+    if opts.rotation == "varimax":
+        loadings = loadings.varimax()
     files = write_loadings(loadings, outdir, features=opts.features, top=opts.top,
                            inputs=[source])
     return LoadingsResult(loadings, Path(outdir), files)

@@ -173,9 +173,12 @@ def test_cli_loadings_of_a_vae_and_an_autoencoder(runner, tmp_path, npy_data, sm
     # a re-run over its own output is allowed; the permutation explainer with a background
     _ok(runner.invoke(main, ["explain", str(small_model), "--data", npy_data, "--loadings",
                              "--explainer", "permutation", "--background", "8", "--samples",
-                             "8", "-o", str(out), "-q"]))
+                             "8", "--rotation", "varimax", "-o", str(out), "-q"]))
     body = json.loads((out / "loadings.json").read_text())
     assert body["explainer"] == "permutation" and "8 training rows" in body["source"]["background"]
+    r = np.asarray(body["source"]["rotation"])
+    assert r.shape == (3, 3) and np.allclose(r @ r.T, np.eye(3))
+    assert "rotated by varimax" in (out / "loadings.md").read_text()
     assert not (out / "shap_hist_x3.png").exists()
 
 
@@ -190,6 +193,8 @@ def test_cli_loadings_errors_are_one_line(runner, tmp_path, npy_data, small_mode
     _fails(runner.invoke(main, [*base, "-m", "0.5"]), "--importance-level does not apply")
     _fails(runner.invoke(main, ["explain", str(small_model), "--data", npy_data, "-o", out,
                                 "--explainer", "deep"]), "--explainer does not apply")
+    _fails(runner.invoke(main, ["explain", str(small_model), "--data", npy_data, "-o", out,
+                                "--rotation", "varimax"]), "--rotation does not apply")
     mlp = make_network(["relu", "identity"], [12, 4, 2], latent=None)
     save_checkpoint(mlp, tmp_path / "mlp.pt")
     _fails(runner.invoke(main, ["explain", str(tmp_path / "mlp.pt"), "--data", npy_data,
