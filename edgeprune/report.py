@@ -46,7 +46,10 @@ def format_markdown_table(rows: list[list[str]]) -> str:
 
 
 def metrics_lines(before: dict, after: dict) -> list[tuple[str, str, str]]:
-    names = {"test_mse": "reconstruction MSE (test)", "probe_accuracy": "linear-probe accuracy"}
+    names = {"test_mse": "reconstruction MSE (test)", "probe_accuracy": "linear-probe accuracy",
+             "test_neg_elbo": "VAE -ELBO per sample (test)",
+             "test_recon_nll": "VAE reconstruction NLL per sample (test)",
+             "test_kl": "VAE KL to the prior per sample (test)"}
     return [(names.get(k, k), f"{before[k]:.6g}", f"{after.get(k, float('nan')):.6g}")
             for k in before]
 

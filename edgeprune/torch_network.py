@@ -71,7 +71,12 @@ class MaskedMLP(nn.Module):
             m = mask.detach().numpy().astype(bool)
             w = (lin.weight.detach() * mask).numpy()
             layers.append(Layer(w, lin.bias.detach().numpy(), old.activation, old.negative_slope, m))
-        return Network(layers, latent=template.latent, kind=template.kind, meta=dict(template.meta))
+        head = None if template.logvar is None else template.logvar.__class__(
+            template.logvar.weight.copy(), template.logvar.bias.copy(),
+            template.logvar.activation, template.logvar.negative_slope,
+            template.logvar.mask.copy())  # a VAE's head is not trained here: kept as it was
+        return Network(layers, latent=template.latent, kind=template.kind, meta=dict(template.meta),
+                       logvar=head, likelihood=template.likelihood)
 
 
 def torch_forward(net: Network, x: np.ndarray) -> np.ndarray:

@@ -240,3 +240,21 @@ def test_torch_reference_matches_the_vae_module(digits):
         assert _max(ref["mu"], mu.numpy()) <= 1e-6
         assert _max(ref["logvar"], logvar.numpy()) <= 1e-6
         assert _max(ref["recon"], vae.decode(mu).numpy()) <= 1e-6
+
+
+def test_compress_a_mu_only_vae_fine_tunes_by_mse(tmp_path, digits):
+    from edgeprune.compress import CompressOptions, compress
+
+    vae, _ = train_vae(digits.x_train[:400], latent=3, hidden=[12], epochs=2, seed=6)
+    net = vae_to_network(vae)
+    net.logvar = None  # a user's mu-only VAE
+    res = compress(net, digits, tmp_path / "out", CompressOptions(
+        sparsity=0.6, finetune_epochs=1, quiet=True, export="onnx"))
+    assert res.report.vae["logvar_head"] is None and "train_mse" in res.report.finetune_history[0]
+    model = runtime.load(tmp_path / "out" / "model.npz")
+    assert model.is_vae and not model.has_logvar
+    from edgeprune.exporters.onnx import run_onnx
+
+    x = digits.x_test[:30]
+    assert _max(run_onnx(tmp_path / "out" / "encoder.onnx", x),
+                torch_vae_outputs(res.network, x)["mu"]) <= TOL
