@@ -80,7 +80,7 @@ def write_plots(res: dict, L: np.ndarray, out: Path) -> None:
     """fig3_simulated_L.png, fig4_shap_histograms.png, loadings_heatmaps.png, auroc.png."""
     plot_loadings_heatmap(L, out / "fig3_simulated_L.png", signed=True,
                           title="Fig. 3: simulated loadings matrix L (features x factors)",
-                          label="loading")
+                          label="loading", columns="factor", prefix="F")
     f4 = res["fig4"]
     plot_histograms({f"feature #{j} (L = {t:+.2f})": np.asarray(f4["values"][str(j)])
                      for j, t in zip(f4["features"], f4["true_loadings"])},
@@ -113,7 +113,8 @@ def write_plots(res: dict, L: np.ndarray, out: Path) -> None:
     _save(fig, out / "loadings_heatmaps.png")
     fig = _figure()
     ax = fig.add_subplot()
-    names = list(m)
+    names = [k for k in m if "deep" not in k and not (k.startswith("VAE pruned")
+                                                       and "varimax" not in k)]
     width = 0.8 / len(names)
     for i, name in enumerate(names):
         ax.bar(np.arange(1, 6) + (i - len(names) / 2 + 0.5) * width, m[name]["auroc"], width,

@@ -17,7 +17,8 @@ HIST_BINS = 30
 
 
 def plot_loadings_heatmap(matrix: np.ndarray, path: str | os.PathLike, *, signed: bool,
-                          title: str | None = None, label: str | None = None) -> None:
+                          title: str | None = None, label: str | None = None,
+                          columns: str = "latent unit", prefix: str = "z") -> None:
     """A features x latent matrix as a heatmap: rows are features 1..n (top to bottom), columns
     latent units (or factors) 1..k. ``signed`` centres a diverging colour map on 0."""
     fig = _figure()
@@ -32,9 +33,9 @@ def plot_loadings_heatmap(matrix: np.ndarray, path: str | os.PathLike, *, signed
                    extent=(0.5, k + 0.5, n + 0.5, 0.5), **kw)
     fig.colorbar(im, ax=ax, label=label or ("mean SHAP value" if signed else "mean |SHAP value|"))
     ax.set_xticks(np.arange(1, k + 1))
-    ax.set_xticklabels([f"z{u}" for u in range(1, k + 1)] if k <= 16 else
+    ax.set_xticklabels([f"{prefix}{u}" for u in range(1, k + 1)] if k <= 16 else
                        [str(u) for u in range(1, k + 1)], fontsize=8 if k <= 16 else 6)
-    ax.set_xlabel("latent unit")
+    ax.set_xlabel(columns)
     ax.set_ylabel("input feature")
     ax.set_title(title or ("Signed SHAP loadings (mean over the explanation set)" if signed else
                            "SHAP loadings: mean |SHAP| of each latent unit per feature"),
