@@ -94,6 +94,18 @@ def _checked(x: np.ndarray, background: np.ndarray) -> tuple[torch.Tensor, torch
     return torch.from_numpy(xs), torch.from_numpy(bg)
 
 
+def _null_features(enc: nn.Module, x: torch.Tensor, bg: torch.Tensor) -> torch.Tensor:
+    """Features that are null players on sample ``x``: equal to every background row, or (for
+    a first ``nn.Linear``) with an all-zero weight column (a pruned input). Their Shapley value
+    is exactly 0; the estimators write an exact 0 there, since a batched GEMM may round
+    identical rows differently (1e-18, measured) and a never-read input must read as 0."""
+    null = (x[None, :] == bg).all(dim=0)
+    first, _ = split_first_linear(enc)
+    if first is not None:
+        null |= (first.weight == 0).all(dim=0)
+    return null
+
+
 def exact_shap(encoder: nn.Module, x: np.ndarray, background: np.ndarray,
                progress: Callable[[int], None] | None = None) -> np.ndarray:
     """Every coalition of every sample: (N, n, latent) float64."""
@@ -110,7 +122,9 @@ def exact_shap(encoder: nn.Module, x: np.ndarray, background: np.ndarray,
         # (2^n, B, n): x on the coalition's features, background row b elsewhere
         rows = bg[None, :, :] + member[:, None, :] * (xs[i] - bg)[None, :, :]
         v = _run(enc, rows.reshape(-1, n)).reshape(2**n, len(bg), -1).mean(dim=1)
-        out.append(q.T @ (v - v[:1]))                              # columns of Q sum to 0
+        phi = q.T @ (v - v[:1])                                    # columns of Q sum to 0
+        phi[_null_features(enc, xs[i], bg)] = 0.0
+        out.append(phi)
         if progress is not None:
             progress(1)
     return torch.stack(out).numpy()
@@ -194,6 +208,7 @@ def permutation_shap(encoder: nn.Module, x: np.ndarray, background: np.ndarray, 
         marg = (z[:, 1:] - z[:, :-1]).reshape(-1, z.shape[2])      # marginals, path order
         phi = torch.zeros(n, z.shape[2], dtype=torch.float64)
         phi.index_add_(0, orders.reshape(-1), marg)                 # to feature order
+        phi[_null_features(enc, xs[i], bg)] = 0.0
         out.append(phi / (2 * pairs))
         if progress is not None:
             progress(1)

@@ -241,3 +241,22 @@ def test_varimax_rotation_recovers_a_sparse_pattern_and_rotates_phi_exactly():
     rot = lo.rotated(q)
     np.testing.assert_allclose(rot.phi, np.einsum("snk,km->snm", lo.phi, q))
     assert rot.info["rotation"] == q.tolist()
+
+
+def test_cli_loadings_of_a_compress_output_read_the_pruned_encoder(runner, tmp_path, npy_data,
+                                                                    small_model):
+    out = tmp_path / "c"
+    _ok(runner.invoke(main, ["compress", str(small_model), "--data", npy_data, "--sparsity",
+                             "0.6", "--method", "magnitude", "--export", "npz", "-q", "-o",
+                             str(out)]))
+    lo_dir = tmp_path / "lo"
+    _ok(runner.invoke(main, ["explain", str(out), "--loadings", "--samples", "8", "-q", "-o",
+                             str(lo_dir)]))
+    body = json.loads((lo_dir / "loadings.json").read_text())
+    assert body["source"]["model"].endswith("pruned.pt")
+    from edgeprune.checkpoint import load_network
+
+    pruned = load_network(out / "pruned.pt")
+    never = ~pruned.layers[0].mask.any(axis=0)     # inputs the pruned encoder never reads
+    assert never.any()
+    assert np.all(np.asarray(body["mean_abs"])[never] == 0)
