@@ -20,7 +20,6 @@ SEED = click.IntRange(0, 2**32 - 1)  # what numpy and torch generators accept
 seed_option = click.option("--seed", type=SEED, default=0, show_default=True,
                            help="Random seed (0 to 2**32-1).")
 ESTIMATORS = click.Choice(choices.ESTIMATORS)
-LOADING_EXPLAINERS = choices.LOADING_EXPLAINERS
 memory_budget_option = click.option(
     "--memory-budget", type=float, default=choices.DEFAULT_MEMORY_BUDGET_GB, show_default=True, metavar="GB",
     help="Memory scoring may hold at once, in GB (finite, > 0).")
@@ -454,7 +453,7 @@ def compress(model, data_spec, importance_level, sparsity, method, estimator, re
               help="SHAP loadings of an autoencoder or VAE instead: mean |SHAP| and signed mean "
                    "SHAP of each latent unit (the mu head of a VAE) w.r.t. each input feature "
                    "(heatmaps, histograms, loadings.csv/.json/.md).")
-@click.option("--explainer", type=click.Choice(LOADING_EXPLAINERS), default="auto",
+@click.option("--explainer", type=click.Choice(choices.LOADING_EXPLAINERS), default="auto",
               show_default=True,
               help="With --loadings: auto (exact up to 12 features, else permutation), exact, "
                    "permutation, shap-permutation (shap.PermutationExplainer), deep "
