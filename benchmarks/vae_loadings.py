@@ -1,6 +1,7 @@
 """Do SHAP loadings of a VAE recover the factor loadings L? (the vae-shap poster, issue 16)
 
 Usage: python benchmarks/vae_loadings.py [--quick] [--seed 0] [--out benchmarks/results/vae_loadings]
+       [--from-json results.json]
 
 1. Simulate sparse L (1,000 features x 5 factors: factor k loads on features 200k+1..200k+200,
    80% of them non-zero, |l| ~ U(0.5, 1.5) with a random sign; feature 150 is kept non-zero on
@@ -173,7 +174,12 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer epochs, samples and etas")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(HERE / "results" / "vae_loadings"))
+    ap.add_argument("--from-json", metavar="RESULTS", default=None,
+                    help="only rewrite README.md in --out from an earlier results.json")
     args = ap.parse_args()
+    if args.from_json:
+        write_markdown(json.loads(Path(args.from_json).read_text()), Path(args.out) / "README.md")
+        return
     # One torch thread: on this shared 2-core machine two threads under load spin, measured
     # ~20x slower per op (the results do not depend on it).
     torch.set_num_threads(1)

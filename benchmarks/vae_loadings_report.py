@@ -33,8 +33,8 @@ def write_markdown(res: dict, path: Path) -> None:
              f"Gaussian likelihood, beta {vae['beta']}, {vae['epochs']} epochs); SHAP loadings "
              f"= mean |SHAP| of each mu unit over {res['explanation_samples']} training rows "
              f"(permutation explainer, {res['permutations']} permutations per sample, zero "
-             "reference = the data mean). Units/components are matched to factors by the "
-             "Hungarian assignment on |corr| with the true F.", "",
+             "reference, about the data mean: X has mean 0). Units/components are matched to "
+             "factors by the Hungarian assignment on |corr| with the true F.", "",
              "## Recovery of the support of L (per factor 1..5)", "",
              "| method | AUROC per factor | min AUROC | mean AUPRC | matched |corr| | sparsity |",
              "|---|---|---:|---:|---|---:|"]
