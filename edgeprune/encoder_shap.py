@@ -17,10 +17,14 @@ Explainers (:data:`EXPLAINERS`; chosen and measured in ``benchmarks/encoder_expl
     all 2^n coalitions (n <= :data:`MAX_EXACT_FEATURES`), contracted with the Shapley weight
     matrix of :func:`edgeprune.shapley.exact.shapley_weight_matrix`; the ground truth.
 ``permutation``
-    antithetic permutation sampling, vectorized in torch: one permutation of one sample is one
-    batch of (n + 1) x B encoder rows (the paths from every background row ``b`` to ``x``), and
-    its reverse is another. Each sample draws its own permutations, so errors do not correlate
-    across samples (unlike the link game's shared ones); efficiency holds exactly.
+    antithetic permutation sampling, vectorized in torch: every permutation of a sample and its
+    reverse is a path of n + 1 encoder rows from each background row ``b`` to ``x``, and all
+    paths of a sample are evaluated together; with a first ``nn.Linear`` a path's
+    pre-activations are a running sum (:func:`_path_outputs`). Each sample draws its own
+    permutations, so errors do not correlate across samples (unlike the link game's shared
+    ones); efficiency holds exactly.
+
+Null features (equal to every background row on a sample, or a pruned input) get an exact 0.
 ``shap-permutation``
     ``shap.PermutationExplainer`` with an ``Independent`` masker (the well-kept reference of the
     same estimator; one sample at a time).
