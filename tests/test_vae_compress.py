@@ -73,7 +73,7 @@ def test_compress_vae_cli_writes_every_part_at_parity(tmp_path, vae_file, digits
     x = digits.x_test[:200]
     ref = torch_vae_outputs(pruned, x)
     model = runtime.load(out / "model.npz")
-    assert model.meta["version"] == 3 and model.is_vae and model.has_logvar
+    assert model.meta["version"] == 4 and model.is_vae and model.has_logvar
     assert _max(model(x), ref["recon"]) <= TOL
     assert _max(model.encode(x), ref["mu"]) <= TOL
     assert _max(model.encode_logvar(x), ref["logvar"]) <= TOL
@@ -107,7 +107,7 @@ def test_compress_vae_drop_logvar_and_run_modes(tmp_path, vae_file, digits):
               "--export", "onnx")
     out = tmp_path / "out"
     model = runtime.load(out / "model.npz")
-    assert model.is_vae and not model.has_logvar and model.meta["version"] in (1, 2)
+    assert model.is_vae and not model.has_logvar and model.meta["version"] == 3
     with pytest.raises(ValueError, match="--drop-logvar"):
         model.encode_logvar(digits.x_test[:2])
     pruned = load_network(out / "pruned.pt")
@@ -205,7 +205,7 @@ def _lie(arrays, **meta_edits):
 @pytest.mark.parametrize("edit, match", [
     (lambda a: {**a, "logvar.data": np.full_like(a["logvar.data"], np.nan)}, "logvar.data"),
     (lambda a: {k: v for k, v in a.items() if k != "logvar.bias"}, "logvar.bias"),
-    (lambda a: _lie(a, version=2), "meta.logvar"),
+    (lambda a: _lie(a, version=3), "meta.logvar is a version-4 field"),
     (lambda a: _lie(a, logvar=None), "meta.logvar"),
     (lambda a: _lie(a, latent_layer=None, latent_dim=None), "meta.logvar"),
     (lambda a: _lie(a, logvar={**json.loads(str(a["meta"]))["logvar"], "shape": [3, 7]}),
@@ -222,13 +222,17 @@ def test_lying_vae_bundles_are_refused_in_one_line(digits, edit, match):
 
 
 def test_vae_bundle_file_round_trip_and_member_checks(tmp_path, digits):
+    from edgeprune.exporters.csr import serialize
+
     arrays = _vae_bundle(digits)
-    np.savez(tmp_path / "v.npz", **arrays)
+    (tmp_path / "v.npz").write_bytes(serialize(arrays))
     model = runtime.load(tmp_path / "v.npz")
     assert model.has_logvar and model.encode_logvar(np.zeros(64, np.float32)).shape == (3,)
-    np.savez(tmp_path / "bad.npz", **{**arrays, "logvar.extra": np.zeros(2)})
     with pytest.raises(BundleError, match="logvar.extra"):
-        runtime.load(tmp_path / "bad.npz")
+        validate_bundle({**arrays, "logvar.extra": np.zeros(2)})
+    np.savez(tmp_path / "loose.npz", **arrays)  # version 4 is packed: loose members refused
+    with pytest.raises(BundleError, match="logvar.data.npy"):
+        runtime.load(tmp_path / "loose.npz")
 
 
 def test_torch_reference_matches_the_vae_module(digits):
