@@ -9,6 +9,10 @@ from __future__ import annotations
 
 #: Shapley estimators of the link game (``edgeprune.shapley``).
 ESTIMATORS = ("auto", "linear", "exact", "permutation", "kernel", "analytic")
+#: Explainers of the input -> latent game of ``explain --loadings`` (``edgeprune.encoder_shap``).
+LOADING_EXPLAINERS = ("auto", "exact", "permutation", "shap-permutation", "deep")
+#: Rotations of the latent code of ``explain --loadings --rotation``.
+LOADING_ROTATIONS = ("none", "varimax")
 #: What an absent link is replaced by.
 REFERENCES = ("zero", "mean")
 #: How links are scored for pruning: Shapley values or a baseline.

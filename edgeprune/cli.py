@@ -532,17 +532,52 @@ def compress(model, data_spec, importance_level, sparsity, method, estimator, re
 @with_scoring_options
 @click.option("--top", type=click.IntRange(1), default=10, show_default=True,
               help="How many most/least important inputs the summary names.")
+@click.option("--loadings", is_flag=True,
+              help="SHAP loadings of an autoencoder or VAE instead: mean |SHAP| and signed mean "
+                   "SHAP of each latent unit (the mu head of a VAE) w.r.t. each input feature "
+                   "(heatmaps, histograms, loadings.csv/.json/.md).")
+@click.option("--explainer", type=click.Choice(choices.LOADING_EXPLAINERS), default="auto",
+              show_default=True,
+              help="With --loadings: auto (exact up to 12 features, else permutation), exact, "
+                   "permutation, shap-permutation (shap.PermutationExplainer), deep "
+                   "(shap.DeepExplainer).")
+@click.option("--background", type=click.IntRange(0), default=0, show_default=True,
+              metavar="N", help="With --loadings: average over N training rows as the "
+                                "background (interventional SHAP); 0: the one --reference row.")
+@click.option("--permutations", type=click.IntRange(2), default=10, show_default=True,
+              help="With --loadings: permutations per sample of the permutation explainers.")
+@click.option("--rotation", type=click.Choice(choices.LOADING_ROTATIONS), default="none",
+              show_default=True,
+              help="With --loadings: varimax rotates the latent code so that each feature "
+                   "loads on few units (exact for SHAP; a VAE's prior is rotation invariant).")
+@click.option("--features", default=None, metavar="J1,J2,..",
+              help="With --loadings: 1-based features to draw SHAP histograms for (e.g. "
+                   "150,600); default: the strongest and the weakest feature.")
 @click.option("-o", "--output", "outdir", required=True, type=click.Path(file_okay=False),
               help="Output directory; replaced as a whole when the run succeeds.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines or bars.")
 @with_model_options
 @_user_errors
 def explain(model_or_outdir, data_spec, importance_level, scores_path, estimator, samples,
-            reference, seed, memory_budget, top, outdir, quiet, model_opts):
+            reference, seed, memory_budget, top, loadings, explainer, background, permutations,
+            rotation, features, outdir, quiet, model_opts):
     """Explain MODEL_OR_OUTDIR (a model file or a compress output directory): input unit
     importance, per-layer LI heatmaps, the inputs the pruned model never reads (PNG, 640x480),
-    explain.json and explain.md in OUTPUT. A ShapNet model explains itself: its own Shapley
-    values of --samples rows (no scoring, no sampling), written as PNGs, .npy and JSON/MD."""
+    explain.json and explain.md in OUTPUT; with --loadings, the SHAP loadings of its latent
+    units instead. A ShapNet model explains itself: its own Shapley values of --samples rows
+    (no scoring, no sampling), written as PNGs, .npy and JSON/MD."""
+    given = _given_options("importance_level", "scores_path", "estimator", "memory_budget",
+                           "explainer", "background", "permutations", "rotation", "features")
+    if loadings:
+        _not_with(given, "--loadings", importance_level="-m/--importance-level",
+                  scores_path="--scores", estimator="--estimator (use --explainer)",
+                  memory_budget="--memory-budget")
+        return _explain_loadings(model_or_outdir, data_spec, samples, reference, seed, top,
+                                 explainer, background, permutations, rotation, features, outdir,
+                                 quiet, model_opts)
+    _not_with(given, "a link-importance explanation (add --loadings)", explainer="--explainer",
+              background="--background", permutations="--permutations",
+              rotation="--rotation", features="--features")
     from edgeprune.explain import ExplainOptions
     from edgeprune.explain import explain as run_explain
     from edgeprune.scoring import memory_budget_bytes
@@ -556,6 +591,36 @@ def explain(model_or_outdir, data_spec, importance_level, scores_path, estimator
                          progress=None if quiet else lambda msg: click.echo(msg, err=True))
     for line in result.explanation.summary_lines():
         click.echo(line)
+    click.echo(f"wrote {os.path.join(outdir, '')}: " + ", ".join(result.files))
+
+
+def _given_options(*names: str) -> set[str]:
+    """Which of ``names`` the user typed (not defaults)."""
+    ctx = click.get_current_context()
+    return {n for n in names
+            if ctx.get_parameter_source(n) == click.core.ParameterSource.COMMANDLINE}
+
+
+def _not_with(given: set[str], what: str, **flags: str) -> None:
+    for name, flag in flags.items():
+        if name in given:
+            raise EdgepruneError(f"{flag} does not apply to {what}; leave it out")
+
+
+def _explain_loadings(source, data_spec, samples, reference, seed, top, explainer, background,
+                      permutations, rotation, features, outdir, quiet, model_opts):
+    from edgeprune.loadings import LoadingOptions, explain_loadings, parse_features
+
+    opts = LoadingOptions(explainer=explainer, samples=samples, reference=reference,
+                          background=background, permutations=permutations,
+                          features=parse_features(features), rotation=rotation, top=top,
+                          seed=seed, quiet=quiet)
+    result = explain_loadings(source, outdir, opts, data_spec=data_spec, **model_opts,
+                              progress=None if quiet else lambda msg: click.echo(msg, err=True))
+    lo = result.loadings
+    for unit, rows in enumerate(lo.top_features(min(3, lo.n_features)), start=1):
+        click.echo(f"z{unit}: strongest features " + ", ".join(
+            f"{r['name']} ({r['mean_abs']:.3g})" for r in rows))
     click.echo(f"wrote {os.path.join(outdir, '')}: " + ", ".join(result.files))
 
 

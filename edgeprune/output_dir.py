@@ -51,7 +51,8 @@ COMMAND_FILES: dict[str, tuple[str, ...]] = {
     "export": ("model.npz", "model.onnx", "model.tflite"),
     "explain": ("explain.json", "explain.md", "input_importance.png", "pruned_inputs.png",
                 "li_layer*.png", "shapley_values.png", "layer_importance.png",
-                "shapley_values.npy", "explained_inputs.npy"),
+                "shapley_values.npy", "explained_inputs.npy", "loadings.csv", "loadings.json",
+                "loadings.md", "loadings_*.png", "shap_hist_*.png"),
 }
 
 __all__ = ["MANIFEST", "check_output_dir", "check_output_file", "clean_stale", "read_manifest",
