@@ -55,6 +55,28 @@ def require() -> Any:
     return fn
 
 
+#: A dense layer runs by columns, skipping zero inputs, when its input is a relu's output and it
+#: has at least this many rows (fewer rows: too short a vector loop per column; measured below).
+COLS_MIN_ROWS = 64
+
+
+def dense_layouts(layers: list[Any], kernels: list[str], input_activation: str | None) -> list[str]:
+    """Per layer: ``"cols"`` (dense by columns, zero inputs skipped), ``"rows"`` (dense by rows)
+    or ``"csr"``. ``input_activation``: the activation that produced the route's input (None:
+    the model's input, whose zeros are unknown)."""
+    out = []
+    prev = input_activation
+    for layer, kern in zip(layers, kernels):
+        if kern == "csr":
+            out.append("csr")
+        elif prev == "relu" and layer.shape[0] >= COLS_MIN_ROWS:
+            out.append("cols")
+        else:
+            out.append("rows")
+        prev = layer.layer.activation
+    return out
+
+
 class FusedForward:
     """One route's one-sample pass as a single compiled call: ``run(x, out)``.
 
@@ -67,7 +89,8 @@ class FusedForward:
     """
 
     def __init__(self, layers: list[Any], kernels: list[str], index: np.ndarray,
-                 perm: np.ndarray, dead_const: np.ndarray) -> None:
+                 perm: np.ndarray, dead_const: np.ndarray,
+                 layouts: list[str] | None = None) -> None:
         if not layers:
             raise ValueError("the compiled engine needs at least one layer")
         self._fn = require()
@@ -85,17 +108,24 @@ class FusedForward:
         for layer, kern in zip(layers, kernels):
             rows, cols = layer.shape
             m = layer.matrix
+            kind = 1 if kern == "csr" else 0
             if kern == "csr":
                 w_off = put(np.asarray(m.data, np.float32), floats, 0)
                 ix_off = put(np.asarray(m.indices, np.int32), ints, 1)
                 ip_off = put(np.asarray(m.indptr, np.int32), ints, 1)
+            elif layouts is not None and layouts[len(rows_meta)] == "cols":
+                if layer.weight is None:
+                    raise ValueError("dense kernel requested but the dense weight was not built")
+                kind, ip_off = 2, 0
+                w_off = put(np.ascontiguousarray(layer.weight.T), floats, 0)
+                ix_off = put(np.zeros(cols, np.int32), ints, 1)
             else:
                 if layer.weight_bias is None:
                     raise ValueError("dense kernel requested but the dense weight was not built")
                 w_off, ix_off, ip_off = put(layer.weight_bias, floats, 0), 0, 0
             b_off = put(np.append(layer.bias, np.float32(layer.layer.negative_slope))
                         .astype(np.float32), floats, 0)
-            rows_meta.append([1 if kern == "csr" else 0,
+            rows_meta.append([kind,
                               ACT_CODES[layer.layer.activation], rows, cols, w_off, b_off,
                               0, 0, ix_off, ip_off])
         in_off = put(np.zeros(index.shape[0], np.float32), floats, 0)

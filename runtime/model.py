@@ -201,9 +201,11 @@ class BundleModel:
             r = _Route(what, width, index, _is_arange(index, width), start, stop, const,
                        out_index, scatter_all, perm, const[dead].astype(np.float32), {}, widths)
             if self.engine == "numba" and stop > start:
-                r.fused = _fused.FusedForward(self._ops[start:stop],
-                                              self.kernels_for(1)[start:stop], index, perm,
-                                              r.dead_const)
+                kerns = self.kernels_for(1)[start:stop]
+                before = self._ops[start - 1].layer.activation if start else None
+                r.fused = _fused.FusedForward(
+                    self._ops[start:stop], kerns, index, perm, r.dead_const,
+                    _fused.dense_layouts(self._ops[start:stop], kerns, before))
             return r
 
         routes = {"forward": route("input", b.input_dim, b.input_index, 0, n, b.output_const,

@@ -157,3 +157,49 @@ def test_numba_engine_from_the_cli_run_and_bench(tmp_path):
     assert result.exit_code == 0, result.output
     rows = json.loads((tmp_path / "b.json").read_text())["latency"]
     assert [r["backend"] for r in rows] == ["edgeprune-numba"]
+
+
+@pytest.mark.parametrize("min_rows", [1, 10**9], ids=["cols", "rows"])
+def test_dense_by_columns_matches_numpy_path(net_and_path, min_rows, monkeypatch) -> None:
+    """Dense layers after a relu run by columns, skipping zero inputs (COLS_MIN_ROWS lowered so
+    the small test nets take that path); inputs with many exact zeros, every layer dense."""
+    pytest.importorskip("numba")
+    monkeypatch.setattr(fused_module, "COLS_MIN_ROWS", min_rows)
+    net, path = net_and_path
+    plain, fast = load(path, kernel="dense"), load(path, kernel="dense", engine="numba")
+    layouts = fused_module.dense_layouts(fast._ops, fast.kernels, None)
+    acts = [None] + [layer.activation for layer in fast.layers[:-1]]
+    assert layouts == ["cols" if min_rows == 1 and a == "relu" else "rows" for a in acts]
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(16, net.input_dim)).astype(np.float32)
+    x[rng.random(x.shape) < 0.5] = 0.0
+    x[3] = 0.0
+    for row in x:
+        assert np.abs(fast(row) - plain(row)).max() <= PARITY
+        assert np.abs(fast(row) - net.forward(row[None])[0]).max() <= 1e-5
+
+
+def test_dense_by_columns_wide_layers(tmp_path: Path) -> None:
+    """A relu chain wide enough for the default rule (>= COLS_MIN_ROWS rows): four-column blocks
+    and their remainder, all-zero and all-live inputs, against the NumPy path."""
+    pytest.importorskip("numba")
+    from edgeprune.runtime.bench.calibrate import random_layer
+    from edgeprune.runtime.bundle import Bundle, LayerArrays
+    from edgeprune.runtime.model import BundleModel
+
+    rng = np.random.default_rng(3)
+    shapes = [(70, 33), (130, 70), (67, 130)]
+    layers = []
+    for k, (r, c) in enumerate(shapes):
+        lay = random_layer(r, c, 0.3, rng)
+        act = "relu" if k < len(shapes) - 1 else "sigmoid"
+        layers.append(LayerArrays(lay.data, lay.indices, lay.indptr, lay.bias, lay.shape, act,
+                                  0.0))
+    bundle = Bundle("mem", {"kind": "mlp", "input_dim": 33, "output_dim": 67}, tuple(layers),
+                    np.arange(33), np.arange(67), np.zeros(67, np.float32))
+    plain = BundleModel(bundle, kernel="dense")
+    fast = BundleModel(bundle, kernel="dense", engine="numba")
+    assert fused_module.dense_layouts(fast._ops, fast.kernels, None) == ["rows", "cols", "cols"]
+    for x in (np.zeros(33, np.float32), np.ones(33, np.float32),
+              rng.normal(size=33).astype(np.float32)):
+        assert np.abs(fast(x) - plain(x)).max() <= PARITY
