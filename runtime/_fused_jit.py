@@ -35,26 +35,40 @@ def dense_rows(w, h, y, b):  # pragma: no cover - compiled
 
 
 @_jit
-def dense_cols(wt, h, y, b, nz):  # pragma: no cover - compiled
-    """``y = W @ h + b`` with ``wt = W.T`` (``(cols, rows)``, C-contiguous), skipping zero inputs.
-
-    Column by column (``y += h[j] * W[:, j]``, four columns per pass over ``y``), only for the
-    ``j`` where ``h[j] != 0``: after a relu many inputs are exactly zero, and each one skipped
-    saves a whole column of multiply-adds. Exact: a skipped term is ``0 * w = 0``. ``nz`` is an
-    int32 scratch of ``cols`` entries for the non-zero positions."""
-    r = y.shape[0]
+def nonzeros(h, nz):  # pragma: no cover - compiled
+    """Write the positions of ``h``'s non-zero entries into ``nz``; return how many."""
     n = 0
     for j in range(h.shape[0]):
         if h[j] != 0:
             nz[n] = j
             n += 1
+    return n
+
+
+@_jit
+def dense_cols(wt, h, y, b, nz, n):  # pragma: no cover - compiled
+    """``y = W @ h + b`` with ``wt = W.T`` (``(cols, rows)``, C-contiguous), reading only the
+    ``n`` columns listed in ``nz`` (the non-zero inputs, :func:`nonzeros`).
+
+    Column by column (``y += h[j] * W[:, j]``, eight columns per pass over ``y``, then four,
+    then one): after a relu many inputs are exactly zero, and each one skipped saves a whole
+    column of multiply-adds. Exact: a skipped term is ``0 * w = 0``."""
+    r = y.shape[0]
     for i in range(r):
         y[i] = b[i]
     k = 0
+    while k + 8 <= n:
+        w0, w1, w2, w3 = wt[nz[k]], wt[nz[k + 1]], wt[nz[k + 2]], wt[nz[k + 3]]
+        w4, w5, w6, w7 = wt[nz[k + 4]], wt[nz[k + 5]], wt[nz[k + 6]], wt[nz[k + 7]]
+        a0, a1, a2, a3 = h[nz[k]], h[nz[k + 1]], h[nz[k + 2]], h[nz[k + 3]]
+        a4, a5, a6, a7 = h[nz[k + 4]], h[nz[k + 5]], h[nz[k + 6]], h[nz[k + 7]]
+        for i in range(r):
+            y[i] += ((a0 * w0[i] + a1 * w1[i] + a2 * w2[i] + a3 * w3[i])
+                     + (a4 * w4[i] + a5 * w5[i] + a6 * w6[i] + a7 * w7[i]))
+        k += 8
     while k + 4 <= n:
-        j0, j1, j2, j3 = nz[k], nz[k + 1], nz[k + 2], nz[k + 3]
-        a0, a1, a2, a3 = h[j0], h[j1], h[j2], h[j3]
-        w0, w1, w2, w3 = wt[j0], wt[j1], wt[j2], wt[j3]
+        w0, w1, w2, w3 = wt[nz[k]], wt[nz[k + 1]], wt[nz[k + 2]], wt[nz[k + 3]]
+        a0, a1, a2, a3 = h[nz[k]], h[nz[k + 1]], h[nz[k + 2]], h[nz[k + 3]]
         for i in range(r):
             y[i] += a0 * w0[i] + a1 * w1[i] + a2 * w2[i] + a3 * w3[i]
         k += 4
@@ -144,7 +158,9 @@ def forward_flat(x, out, f, meta, ints):  # pragma: no cover - compiled
     last_off]``, then 10 per layer ``[kind, act, rows, cols, w_off, b_off, h_off, y_off, ix_off,
     ip_off]`` (offsets into ``f`` or ``ints``; the slope sits at ``f[b_off + rows]``), then the
     input index and the output permutation. ``kind``: 0 dense by rows (``[W | b]``), 1 CSR,
-    2 dense by columns (``W.T``, zero inputs skipped; ``ix_off``: its int32 scratch)."""
+    2 dense by columns (``W.T`` at ``w_off``, zero inputs skipped; ``ix_off``: its int32
+    scratch), 3 either, per call (``[W | b]`` at ``w_off``, ``W.T`` at ``ip_off``): by columns
+    when at most 3/4 of the inputs are non-zero."""
     n, n_in, in_off, n_out, perm_off, last_off = (meta[0], meta[1], meta[2], meta[3], meta[4],
                                                   meta[5])
     idx = 6 + 10 * n
@@ -159,9 +175,14 @@ def forward_flat(x, out, f, meta, ints):  # pragma: no cover - compiled
         b = f[b_off:b_off + r]
         if kind == 0:
             dense_rows(f[w_off:w_off + r * (c + 1)].reshape((r, c + 1)), h, y, b)
-        elif kind == 2:
-            dense_cols(f[w_off:w_off + c * r].reshape((c, r)), h, y, b,
-                       ints[meta[m + 8]:meta[m + 8] + c])
+        elif kind == 2 or kind == 3:
+            nz = ints[meta[m + 8]:meta[m + 8] + c]
+            nnz = nonzeros(h, nz)
+            if kind == 2 or nnz * 4 <= c * 3:  # adaptive (3): by columns at <= 3/4 non-zero
+                t_off = w_off if kind == 2 else meta[m + 9]
+                dense_cols(f[t_off:t_off + c * r].reshape((c, r)), h, y, b, nz, nnz)
+            else:
+                dense_rows(f[w_off:w_off + r * (c + 1)].reshape((r, c + 1)), h, y, b)
         else:
             ip = ints[meta[m + 9]:meta[m + 9] + r + 1]
             nnz = ip[r]

@@ -42,6 +42,9 @@ def test_fused_matches_numpy_path_and_reference(net_and_path, kernel) -> None:
         assert np.abs(one - expected[i]).max() <= 1e-5
         assert np.abs(fast(x[i : i + 1])[0] - one).max() == 0.0  # a batch of one: same path
     assert np.abs(fast(x.astype(np.float64)[0]) - plain(x[0])).max() <= PARITY
+    strided = np.repeat(x, 2, axis=1)[:, ::2]  # rows that are not contiguous: the general path
+    assert not strided[0].flags.c_contiguous
+    assert np.abs(fast(strided[0]) - plain(x[0])).max() <= PARITY
     # batches run the NumPy/SciPy plans: identical to the numpy engine
     np.testing.assert_array_equal(fast(x), plain(x))
     out = np.empty(net.output_dim, np.float32)
@@ -169,7 +172,8 @@ def test_dense_by_columns_matches_numpy_path(net_and_path, min_rows, monkeypatch
     plain, fast = load(path, kernel="dense"), load(path, kernel="dense", engine="numba")
     layouts = fused_module.dense_layouts(fast._ops, fast.kernels, None)
     acts = [None] + [layer.activation for layer in fast.layers[:-1]]
-    assert layouts == ["cols" if min_rows == 1 and a == "relu" else "rows" for a in acts]
+    want = {None: "either", "relu": "cols"}
+    assert layouts == [want.get(a, "rows") if min_rows == 1 else "rows" for a in acts]
     rng = np.random.default_rng(5)
     x = rng.normal(size=(16, net.input_dim)).astype(np.float32)
     x[rng.random(x.shape) < 0.5] = 0.0
@@ -193,13 +197,16 @@ def test_dense_by_columns_wide_layers(tmp_path: Path) -> None:
     for k, (r, c) in enumerate(shapes):
         lay = random_layer(r, c, 0.3, rng)
         act = "relu" if k < len(shapes) - 1 else "sigmoid"
-        layers.append(LayerArrays(lay.data, lay.indices, lay.indptr, lay.bias, lay.shape, act,
-                                  0.0))
+        scale = np.float32(1 / np.sqrt(c * 0.3))  # unit-variance pre-activations, as trained
+        layers.append(LayerArrays(lay.data * scale, lay.indices, lay.indptr, lay.bias * scale,
+                                  lay.shape, act, 0.0))
     bundle = Bundle("mem", {"kind": "mlp", "input_dim": 33, "output_dim": 67}, tuple(layers),
                     np.arange(33), np.arange(67), np.zeros(67, np.float32))
     plain = BundleModel(bundle, kernel="dense")
     fast = BundleModel(bundle, kernel="dense", engine="numba")
-    assert fused_module.dense_layouts(fast._ops, fast.kernels, None) == ["rows", "cols", "cols"]
+    assert fused_module.dense_layouts(fast._ops, fast.kernels, None) == ["either", "cols", "cols"]
+    sparse = rng.normal(size=33).astype(np.float32)
+    sparse[rng.random(33) < 0.7] = 0.0  # the first layer takes its by-columns branch
     for x in (np.zeros(33, np.float32), np.ones(33, np.float32),
-              rng.normal(size=33).astype(np.float32)):
+              rng.normal(size=33).astype(np.float32), sparse):
         assert np.abs(fast(x) - plain(x)).max() <= PARITY
