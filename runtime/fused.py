@@ -113,6 +113,7 @@ class FusedForward:
 
         rows_meta = []
         layouts = layouts or ["csr" if k == "csr" else "rows" for k in kernels]
+        self.layouts = list(layouts)
         for layer, kern, layout in zip(layers, kernels, layouts):
             rows, cols = layer.shape
             m = layer.matrix
