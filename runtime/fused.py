@@ -100,7 +100,7 @@ class FusedForward:
                  layouts: list[str] | None = None, width: int | None = None) -> None:
         if not layers:
             raise ValueError("the compiled engine needs at least one layer")
-        self._fn = require()
+        self.fn = require()  # fn(x, out, floats, meta, ints): what run() calls
         floats: list[np.ndarray] = []
         ints: list[np.ndarray] = []
         size = [0, 0]
@@ -163,5 +163,5 @@ class FusedForward:
 
     def run(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
         """``out[...] = model(x)`` for one float32 sample ``x`` (1-D, full input width)."""
-        self._fn(x, out, self.floats, self.meta, self.ints)
+        self.fn(x, out, self.floats, self.meta, self.ints)
         return out
