@@ -210,3 +210,24 @@ def test_dense_by_columns_wide_layers(tmp_path: Path) -> None:
     for x in (np.zeros(33, np.float32), np.ones(33, np.float32),
               rng.normal(size=33).astype(np.float32), sparse):
         assert np.abs(fast(x) - plain(x)).max() <= PARITY
+
+
+def test_fused_floor_structure(tmp_path: Path) -> None:
+    """The compiled engine's floor times each layer's kernel in the layout the engine runs, on
+    the layer inputs of the given sample (no timing bound)."""
+    pytest.importorskip("numba")
+    from edgeprune.runtime.bench.floor import fused_floor
+
+    net = NETS["autoencoder"]()
+    path = save_bundle(net, tmp_path / "ae.npz")
+    model = load(path, kernel=["dense", "csr", "dense", "dense"], engine="numba")
+    x = np.random.default_rng(4).random(net.input_dim, dtype=np.float32)
+    floor = fused_floor(model, x, warmup=0, runs=2, min_time=0.0)
+    layouts = model._routes["forward"].fused.layouts
+    assert [row["layout"] for row in floor["layers"]] == [
+        "rows" if want == "either" else want for want in layouts]  # dense inputs: by rows
+    assert [row["shape"] for row in floor["layers"]] == [list(i.shape) for i in model.layers]
+    assert all(0.0 <= row["zero_inputs"] <= 1.0 for row in floor["layers"])
+    assert floor["sum_us"] == pytest.approx(sum(row["us"] for row in floor["layers"]))
+    with pytest.raises(ValueError, match="engine='numba'"):
+        fused_floor(load(path), x)
