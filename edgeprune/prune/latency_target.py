@@ -30,12 +30,12 @@ from edgeprune.errors import EdgepruneError
 from edgeprune.network import Network
 from edgeprune.prune.api import PruneResult, prune_network
 from edgeprune.prune.cascade import compact_network
+from edgeprune.prune.targets import MAX_SPARSITY, bisect_sparsity
 from edgeprune.runtime.bench.latency_model import LatencyModel, predict_us
 
 #: Fractions of each hidden layer's units removed before links are pruned.
-UNIT_FRACTIONS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
+UNIT_FRACTIONS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 ITERATIONS = 10  # bisection steps on the link sparsity: resolved to ~1e-3
-MAX_SPARSITY = 0.999
 
 __all__ = ["UNIT_FRACTIONS", "measure_us", "predicted_latency", "prune_to_latency",
            "validation_loss", "without_units"]
@@ -113,14 +113,7 @@ def prune_to_latency(net: Network, scores: Sequence[np.ndarray], target_us: floa
                 candidates.append({"unit_fraction": fraction, "fits": False,
                                    "predicted_us": round(us, 3)})
                 continue
-            lo, hi = 0.0, MAX_SPARSITY
-            for _ in range(ITERATIONS):
-                mid = (lo + hi) / 2
-                result, value = probe(mid)
-                if value <= target_us:
-                    hi, found, us = mid, result, value
-                else:
-                    lo = mid
+            found, us = bisect_sparsity(probe, target_us, found, us, ITERATIONS)
         loss = float(val_loss(found.network))
         row = {"unit_fraction": fraction, "fits": True,
                "sparsity": round(found.network.sparsity, 6), "predicted_us": round(us, 3),
