@@ -136,6 +136,39 @@ def target_run(target_us: float, out: Path) -> dict:
             "load_average": loads}
 
 
+def plot(run: dict, path: Path) -> None:
+    """Left: the search's candidates (validation MSE against units removed, all at the same
+    predicted latency); right: the measured µs of the three models in each runtime."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fits = [c for c in run["search"]["candidates"] if c["fits"]]
+    left.plot([100 * c["unit_fraction"] for c in fits], [c["val_loss"] for c in fits], "o-")
+    chosen = run["search"]["unit_fraction"]
+    left.axvline(100 * chosen, color="grey", ls="--", label=f"chosen: {chosen:.0%}")
+    left.set_xlabel("hidden units removed per layer (%)")
+    left.set_ylabel("validation MSE (no fine-tuning)")
+    left.set_title(f"candidates within {run['target_us']:g} µs (predicted)")
+    left.legend()
+    names = ("unpruned", "eta0.9", "target")
+    runtimes = ("edgeprune-auto", "edgeprune-numba", "litert")
+    for k, rt in enumerate(runtimes):
+        right.bar([i + (k - 1) * 0.27 for i in range(len(names))],
+                  [run["p50_us"][f"{n} {rt}"] for n in names], 0.27, label=rt)
+    right.set_xticks(range(len(names)), names)
+    right.set_ylabel("p50 µs per sample (batch 1)")
+    right.set_title("measured on this host, one thread")
+    right.legend(fontsize=8)
+    fig.suptitle("compress --target-latency on the MNIST autoencoder (measured on this host; "
+                 "predicted = the cost model)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--latency", type=Path, default=RESULTS / "runtime_latency")
@@ -158,6 +191,7 @@ def main() -> int:
         os.environ["EDGEPRUNE_HOME"] = tempfile.mkdtemp(prefix="edgeprune_home_")
         run = target_run(args.target_us, args.out)
         (args.out / "target.json").write_text(json.dumps(run, indent=2) + "\n")
+        plot(run, args.out / "target.png")
         s, q, t = run["search"], run["quality"], run["p50_us"]
         lines += ["", f"`compress --target-latency {args.target_us:g}` (built-in cost model): "
                   f"{s['unit_fraction']:.0%} of hidden units removed, sparsity "
