@@ -1,8 +1,9 @@
 """Optional compiled engine: one numba call runs a whole one-sample forward pass.
 
 ``load(path, engine="numba")`` uses it for one-sample calls (a 1-D input or a batch of one):
-the input gather, every layer (dense rows blocked by four, or CSR; bias and activation fused
-into the row loop) and the output assembly run in one compiled function, so a call pays one
+the input gather, every layer (dense by rows, four at a time; dense by columns skipping zero
+inputs, after a relu; or CSR -- see :func:`dense_layouts`; then bias and activation) and the
+output assembly run in one compiled function, so a call pays one
 dispatch instead of a few NumPy calls per layer. Batches keep the NumPy/SciPy plans (one BLAS
 GEMM per layer is faster there). The kernel of each layer (``dense`` or ``csr``) is the one the
 model chose for batch size 1.

@@ -115,3 +115,15 @@ def test_cli_target_latency(tmp_path, small_model, npy_data, monkeypatch):
     result = runner.invoke(main, [*base, "--target-latency", "5", "--sparsity", "0.5",
                                   "-o", str(tmp_path / "d")])
     assert result.exit_code == 1 and "exactly one of" in result.output
+
+
+def test_options_refuse_a_bad_latency_budget():
+    from edgeprune.compress import CompressOptions
+    from edgeprune.network import ModelError
+
+    for bad in (-1.0, 0.0, float("nan"), float("inf")):
+        with pytest.raises(ModelError, match="--target-latency .*microseconds > 0"):
+            CompressOptions(target_latency=bad).validate()
+    with pytest.raises(ModelError, match="exactly one of"):
+        CompressOptions(target_latency=10.0, sparsity=0.5).validate()
+    CompressOptions(target_latency=10.0).validate()
