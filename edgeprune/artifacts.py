@@ -18,7 +18,8 @@ from edgeprune.output_dir import check_output_dir, staged_output_dir
 from edgeprune.report import resolve_recorded
 
 FORMATS = ("npz", "onnx", "tflite")
-QUANTIZE = ("none", "int8", "shared4")
+QUANTIZE = ("none", "int8", "shared4", "shared5", "shared6")  # = exporters.quantize's choices
+NPZ_COMPRESSIONS = ("auto", "stored", "deflate", "lzma")
 PARITY_TOLERANCE = 1e-5
 VERIFY_SAMPLES = 256
 
@@ -35,16 +36,23 @@ class ExportOptions:
     the output range; model.tflite is
     full-integer int8 (per-channel int8 weights, int8 activations from the same calibration),
     run in LiteRT and checked the same way.
-    ``quantize="shared4"``: model.npz stores 4-bit codes into a 16-value codebook per layer
-    (k-means weight sharing), verified the same way; ONNX and TFLite stay float32."""
+    ``quantize="shared4"/"shared5"/"shared6"``: model.npz stores codes into a codebook of at
+    most 16/32/64 values per layer (k-means weight sharing, or the network's own values after
+    codebook fine-tuning), verified the same way; ONNX and TFLite stay float32.
+    ``npz_compression``: how the zip members of model.npz are compressed (``auto``: the
+    smallest of stored, deflate and LZMA per member; ``deflate`` for runtimes without lzma)."""
 
     onnx_sparse_initializers: bool = False
     tflite_sparse: bool = False
     quantize: str = "none"
+    npz_compression: str = "auto"
 
     def validate(self) -> None:
         if self.quantize not in QUANTIZE:
             raise ModelError(f"--quantize {self.quantize!r}: use one of {', '.join(QUANTIZE)}")
+        if self.npz_compression not in NPZ_COMPRESSIONS:
+            raise ModelError(f"--npz-compression {self.npz_compression!r}: use one of "
+                             f"{', '.join(NPZ_COMPRESSIONS)}")
 
 
 def float32_notes(quantize: str, formats: list[str], tflite_sparse: bool = False) -> list[str]:
@@ -114,12 +122,14 @@ def bundle_meta(pruned: Network, metadata: dict | None = None) -> tuple[dict, di
 def write_artifacts(pruned: Network, compact_net: CompactNetwork, x_verify: np.ndarray,
                     outdir: Path, formats: list[str], options: ExportOptions | None = None,
                     metadata: dict | None = None,
-                    x_calibration: np.ndarray | None = None) -> dict[str, dict]:
+                    x_calibration: np.ndarray | None = None,
+                    float32_net: Network | None = None) -> dict[str, dict]:
     """Write ``model.<fmt>`` for each format into ``outdir``; verify each against PyTorch.
 
     Returns per format: path, bytes on disk, max |artifact - PyTorch| on ``x_verify``; a
     quantized artifact is checked against the dequantized model (``max_abs_diff_vs_pytorch``,
-    same tolerance) and also reports ``max_abs_diff_vs_fp32`` against ``pruned``."""
+    same tolerance) and also reports ``max_abs_diff_vs_fp32`` against ``float32_net`` (default
+    ``pruned``; after codebook fine-tuning, the float32 network the shared one came from)."""
     from edgeprune.torch_network import torch_forward
 
     options = options or ExportOptions()
@@ -131,6 +141,8 @@ def write_artifacts(pruned: Network, compact_net: CompactNetwork, x_verify: np.n
         from edgeprune.exporters.quantize import quantized_network
 
         q_reference = torch_forward(quantized_network(pruned, options.quantize), x)
+        if float32_net is not None:
+            reference = torch_forward(float32_net, x)
     meta, bundle_report = bundle_meta(pruned, metadata)
     written: dict[str, dict] = {}
     extra: dict[str, dict] = {}
@@ -141,7 +153,7 @@ def write_artifacts(pruned: Network, compact_net: CompactNetwork, x_verify: np.n
             from edgeprune.exporters.csr import save_bundle
 
             save_bundle(compact_net, path, provenance=meta, quantize=options.quantize,
-                        report=bundle_report)
+                        report=bundle_report, compression=options.npz_compression)
             out = runtime.load(path)(x)
             diff = _max_diff(out, q_reference if quantized else reference)
             if quantized:

@@ -29,18 +29,23 @@ data_option = click.option(
 
 
 def quantize_options(fn):
-    """--quantize and --max-metric-drop (compress and export)."""
+    """--quantize, --max-metric-drop and --npz-compression (compress and export)."""
+    fn = click.option(
+        "--npz-compression", type=click.Choice(["auto", "stored", "deflate", "lzma"]),
+        default="auto", show_default=True,
+        help="Zip compression of model.npz's members (auto: the smallest; deflate for a board "
+             "whose Python lacks the lzma module).")(fn)
     fn = click.option(
         "--max-metric-drop", type=float, default=None, metavar="DROP",
         help="With --quantize: refuse the model if quantization costs more than DROP of test "
              "accuracy (classifier, 0.01 = 1 pp) or of test MSE (autoencoder, relative: 0.01 = "
              "1 %).")(fn)
     return click.option(
-        "--quantize", type=click.Choice(["none", "int8", "shared4"]), default="none",
-        show_default=True,
-        help="int8: model.npz stores per-row int8 weights and compact indices (bundle v2) and "
-             "model.onnx is int8 (QDQ); shared4: 4-bit codes into 16 shared values per layer "
-             "(npz only). Decoded at load; the report shows the metrics before/after.")(fn)
+        "--quantize", type=click.Choice(["none", "int8", "shared4", "shared5", "shared6"]),
+        default="none", show_default=True,
+        help="int8: model.npz stores per-row int8 weights and model.onnx/.tflite are int8; "
+             "shared4/5/6: codes into 16/32/64 shared values per layer (npz only; see "
+             "--codebook-epochs). Decoded at load; the report shows the metrics before/after.")(fn)
 
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -332,6 +337,9 @@ class AlphaType(click.ParamType):
                    "re-scoring and fine-tuning between steps (the --finetune-epochs are shared).")
 @click.option("--finetune-epochs", type=click.IntRange(0), default=0, show_default=True,
               help="Epochs of masked fine-tuning after pruning (pruned links stay zero).")
+@click.option("--codebook-epochs", type=click.IntRange(0), default=0, show_default=True,
+              help="With --quantize shared4/5/6: epochs of fine-tuning the shared values "
+                   "(each centroid moves by its members' summed gradient) after --finetune-epochs.")
 @click.option("--export", "export_formats", default="auto", show_default=True,
               help="Artifacts besides model.npz: onnx,tflite (auto: every installed format).")
 @click.option("--onnx-sparse-initializers", is_flag=True,
@@ -368,8 +376,8 @@ class AlphaType(click.ParamType):
 @_user_errors
 def compress(model, data_spec, importance_level, sparsity, method, estimator, reference, samples,
              scores_path, finetune_epochs, seed, memory_budget, export_formats,
-             onnx_sparse_initializers, tflite_sparse, quantize, max_metric_drop, outdir, as_json,
-             quiet, model_opts, **neuron):
+             onnx_sparse_initializers, tflite_sparse, quantize, max_metric_drop, npz_compression,
+             codebook_epochs, outdir, as_json, quiet, model_opts, **neuron):
     """Prune MODEL (SHAP-SAE or a baseline) and write pruned.pt, model.npz and reports."""
     from edgeprune.artifacts import ExportOptions
     from edgeprune.compress import CompressOptions
@@ -383,8 +391,9 @@ def compress(model, data_spec, importance_level, sparsity, method, estimator, re
                            memory_budget=memory_budget_bytes(memory_budget), quiet=quiet,
                            provenance={"model": str(model)}, export=export_formats,
                            export_options=ExportOptions(onnx_sparse_initializers,
-                                                        tflite_sparse, quantize),
-                           max_metric_drop=max_metric_drop, **neuron)
+                                                        tflite_sparse, quantize, npz_compression),
+                           max_metric_drop=max_metric_drop, codebook_epochs=codebook_epochs,
+                           **neuron)
     opts.validate()  # bad options and -o fail before the model and data are read
     from edgeprune.output_dir import check_output_dir
 
@@ -462,14 +471,14 @@ def explain(model_or_outdir, data_spec, importance_level, scores_path, estimator
 @with_model_options
 @_user_errors
 def export(pruned, formats, data_spec, onnx_sparse_initializers, tflite_sparse, quantize,
-           max_metric_drop, seed, outdir, model_opts):
+           max_metric_drop, npz_compression, seed, outdir, model_opts):
     """Export PRUNED (a compress output directory or a pruned checkpoint) to npz/ONNX/TFLite,
     each checked against PyTorch on real inputs."""
     from edgeprune.artifacts import ExportOptions, export_pruned
 
     result = export_pruned(pruned, outdir, formats=formats, data_spec=data_spec, seed=seed,
                            options=ExportOptions(onnx_sparse_initializers, tflite_sparse,
-                                                 quantize),
+                                                 quantize, npz_compression),
                            max_metric_drop=max_metric_drop, **model_opts)
     for note in result["notes"]:
         click.echo(f"note: {note}")

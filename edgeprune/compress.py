@@ -55,6 +55,8 @@ class CompressOptions:
     seed: int = 0
     finetune_epochs: int = 0
     finetune_lr: float = 1e-3
+    codebook_epochs: int = 0  # --quantize sharedN: fine-tune the shared values (weight_sharing)
+    codebook_lr: float = 1e-4
     memory_budget: int = DEFAULT_MEMORY_BUDGET
     scores_path: str | None = None
     score_rule: str = DEFAULT_SCORE_RULE  # shap-sae: paper (mean |phi|), rms or hybrid
@@ -131,6 +133,11 @@ class CompressOptions:
             raise ModelError("--samples must be at least 1")
         if self.finetune_epochs < 0:
             raise ModelError("--finetune-epochs must be >= 0")
+        if self.codebook_epochs < 0:
+            raise ModelError("--codebook-epochs must be >= 0")
+        if self.codebook_epochs and not self.export_options.quantize.startswith("shared"):
+            raise ModelError("--codebook-epochs fine-tunes shared weights; add --quantize "
+                             "shared4, shared5 or shared6")
         parse_formats(self.export)  # unknown or unavailable formats fail before any work
         self.export_options.validate()
         from edgeprune.quantization import check_max_metric_drop
@@ -202,12 +209,20 @@ def compress(net: Network, ds: Dataset, outdir: str | os.PathLike,
         metadata = _artifact_metadata(net, ds, opts, outdir, walk, result.importance_level)
         pruned = _keep_size_budget(pruned, scoring, opts, metadata)
         after = evaluate(pruned, ds, opts.seed)
-        quantization = None
+        quantization, float32_net = None, None
         if opts.export_options.quantize != "none":  # the accuracy guard, before any file
             from edgeprune.quantization import quantization_stage
 
+            shared, codebook_history = _shared_codebooks(pruned, ds, opts)
+            if shared is not None:  # the tuned codebooks are what model.npz measures now
+                shared = _keep_size_budget(shared, scoring, opts, metadata)
             quantization = quantization_stage(pruned, ds, opts.seed, opts.export_options.quantize,
-                                              opts.max_metric_drop, fp32_metrics=after)
+                                              opts.max_metric_drop, fp32_metrics=after,
+                                              quantized=shared)
+            if shared is not None:  # what model.npz stores exactly, and pruned.pt with it
+                quantization["codebook_epochs"] = opts.codebook_epochs
+                quantization["codebook_history"] = codebook_history
+                float32_net, pruned = pruned, shared
         compact_net = compact_network(pruned)
         if scoring and scoring.get("from"):
             scoring["from"] = record_path(scoring["from"], outdir)
@@ -215,7 +230,8 @@ def compress(net: Network, ds: Dataset, outdir: str | os.PathLike,
                          {"before": before, "after": after}, history, outdir)
         report.quantization = quantization
         report.steps = steps
-        _write_outputs(staging, net, pruned, compact_net, ds, opts, report, walk, t0, metadata)
+        _write_outputs(staging, net, pruned, compact_net, ds, opts, report, walk, t0, metadata,
+                       float32_net)
     return CompressResult(pruned, report, Path(outdir))
 
 
@@ -245,7 +261,8 @@ def _prune_links(work: Network, ds: Dataset, opts: CompressOptions, metadata: di
         kind = "macs" if opts.target_macs is not None else "bytes"
         result, search = prune_to_target(
             work, scores, int(opts.target_macs or opts.target_size), kind,
-            target_measure(kind, opts.export_options.quantize, metadata))
+            target_measure(kind, opts.export_options.quantize, metadata,
+                           opts.export_options.npz_compression))
         return result, {**(scoring or {}), "target": search}, None, opts.finetune_epochs
     return prune_network(work, scores, importance_level=opts.importance_level,
                          sparsity=opts.sparsity), scoring, None, opts.finetune_epochs
@@ -277,7 +294,8 @@ def _keep_size_budget(pruned: Network, scoring: dict | None, opts: CompressOptio
     from edgeprune.prune import baseline_scores
     from edgeprune.prune.targets import prune_to_target, target_measure
 
-    measure = target_measure("bytes", opts.export_options.quantize, metadata)
+    measure = target_measure("bytes", opts.export_options.quantize, metadata,
+                             opts.export_options.npz_compression)
     size = measure(pruned)  # exactly the model.npz that will be published
     if size <= target["target"]:
         target["value"] = size
@@ -288,6 +306,18 @@ def _keep_size_budget(pruned: Network, scoring: dict | None, opts: CompressOptio
                                         "bytes": search["value"]}
     target["value"] = search["value"]
     return trimmed.network
+
+
+def _shared_codebooks(pruned: Network, ds: Dataset,
+                      opts: CompressOptions) -> tuple[Network | None, list]:
+    """With --codebook-epochs: ``pruned`` with shared, fine-tuned weights (else ``None``)."""
+    if not opts.codebook_epochs:
+        return None, []
+    from edgeprune.weight_sharing import share_and_finetune
+
+    return share_and_finetune(pruned, ds, opts.export_options.quantize,
+                              epochs=opts.codebook_epochs, lr=opts.codebook_lr, seed=opts.seed,
+                              quiet=opts.quiet)
 
 
 def _finetune(pruned: Network, ds: Dataset, opts: CompressOptions,
@@ -353,7 +383,7 @@ def _recorded_source(data: str, opts: CompressOptions, outdir) -> dict:
 
 
 def _write_outputs(staging: Path, net, pruned, compact_net, ds, opts, report: CompressReport,
-                   walk, t0, metadata: dict) -> None:
+                   walk, t0, metadata: dict, float32_net=None) -> None:
     """pruned.pt, every artifact (each verified against PyTorch), report.json and report.md."""
     pruned.meta = {**pruned.meta, "pruning": {"method": report.method,
                                               "importance_level": report.importance_level,
@@ -364,7 +394,7 @@ def _write_outputs(staging: Path, net, pruned, compact_net, ds, opts, report: Co
     artifacts = write_artifacts(
         pruned, compact_net, ds.x_test, staging, formats, opts.export_options,
         metadata=metadata,
-        x_calibration=ds.x_train)
+        x_calibration=ds.x_train, float32_net=float32_net)
     target = (report.scoring or {}).get("target")
     if target and target["kind"] == "latency":  # predicted vs measured, here
         from edgeprune.prune.latency_target import measure_us

@@ -238,6 +238,7 @@ def format_info(desc: dict) -> str:
     for row in desc.get("layers", []):
         extra = f" kernel={row['kernel']}" if "kernel" in row else ""
         extra += f" storage={row['storage']}" if "storage" in row else ""
+        extra += "".join(f" {key}={row[key]}" for key in ("weights", "indices") if key in row)
         shape = " x ".join(str(d) for d in row["shape"])
         lines.append(f"  layer {row['layer']}: {shape} "
                      f"{row['activation']:<10} nnz={row['nnz']}{extra}")
@@ -251,4 +252,8 @@ def format_info(desc: dict) -> str:
             if isinstance(val, float):
                 val = f"{val:.4f}"
             lines.append(f"  {key.replace('_', ' ')}: {val}")
+    if "zip_members" in desc:
+        lines.append(f"  bundle version {desc['version']}, {desc['container']} ("
+                     + ", ".join(f"{m['name']} {m['compression']} {m['bytes']} B"
+                                 for m in desc["zip_members"]) + ")")
     return "\n".join(lines)

@@ -21,15 +21,20 @@ def check_max_metric_drop(value: float | None) -> None:
 
 
 def quantization_stage(pruned: Network, ds, seed: int, quantize: str,
-                       max_metric_drop: float | None, fp32_metrics: dict | None = None) -> dict:
+                       max_metric_drop: float | None, fp32_metrics: dict | None = None,
+                       quantized: Network | None = None) -> dict:
     """Metrics of ``pruned`` before/after ``quantize``; refuses a drop over ``max_metric_drop``.
 
-    ``fp32_metrics`` (already computed for ``pruned``) saves one evaluation."""
+    ``fp32_metrics`` (already computed for ``pruned``) saves one evaluation; ``quantized`` is
+    the network the bundle will compute (default: ``pruned`` quantized at write time; after
+    codebook fine-tuning, the fine-tuned shared network)."""
     from edgeprune.exporters.quantize import quantized_network
     from edgeprune.train import evaluate
 
     before = fp32_metrics if fp32_metrics is not None else evaluate(pruned, ds, seed)
-    after = evaluate(quantized_network(pruned, quantize), ds, seed)
+    if quantized is None:
+        quantized = quantized_network(pruned, quantize)
+    after = evaluate(quantized, ds, seed)
     if "test_accuracy" in before:
         metric, drop = "test_accuracy", before["test_accuracy"] - after["test_accuracy"]
         unit = "accuracy points (0.01 = 1 pp)"

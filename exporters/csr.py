@@ -7,11 +7,9 @@ never produce a bundle the loader refuses.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +18,10 @@ import scipy.sparse as sp
 
 from edgeprune.compacted import CompactNetwork
 from edgeprune.fileio import atomic_path
-from edgeprune.runtime.bundle import FORMAT, BundleError, validate_bundle
-from edgeprune.runtime.quant import INDEX_CODINGS
+from edgeprune.runtime.bundle import FORMAT, PACKED_VERSION, BundleError, validate_bundle
+from edgeprune.runtime.quant import CODEBOOK_SIZES, INDEX_CODINGS, VERSION_3_CODINGS
 
+from .packing import COMPRESSIONS, compressed_bytes, pack_arrays, zip_members
 from .quantize import (
     QUANTIZE_CHOICES,
     encode_indices,
@@ -31,11 +30,12 @@ from .quantize import (
     share_weights,
 )
 
-VERSION = 1  # float32 weights, int32 indices: what a bundle without --quantize is
-VERSION_COMPACT = 2  # int8 weights and/or narrow or delta-coded indices, row lengths
+VERSION = 1  # one member per array: float32 weights, int32 indices
+VERSION_COMPACT = 2  # one member per array: int8/shared4 weights, narrow or delta8 indices
+VERSION_PACKED = PACKED_VERSION  # what the writer writes: meta + one blob (runtime/packed.py)
 
-__all__ = ["FORMAT", "VERSION", "VERSION_COMPACT", "bundle_arrays", "save_bundle",
-           "serialize"]
+__all__ = ["FORMAT", "VERSION", "VERSION_COMPACT", "VERSION_PACKED", "bundle_arrays",
+           "save_bundle", "serialize"]
 
 
 def _jsonable(obj: Any) -> Any:
@@ -64,23 +64,33 @@ def bundle_arrays(
     report: dict | None = None,
     quantize: str = "none",
     indices: str = "auto",
+    packed: bool = True,
 ) -> dict[str, np.ndarray]:
     """The arrays of the bundle for ``net`` (``meta`` included), validated, not yet written.
 
     ``provenance``/``report`` default to ``net.meta["provenance"]``/``net.meta["report"]``.
-    ``quantize="int8"`` stores per-row symmetric int8 weights with float32 scales (version 2),
-    ``"shared4"`` 4-bit codes into a per-layer codebook of 16 float32 values (k-means);
-    ``indices`` picks the column-index coding of a version-2 bundle per layer: one of
-    ``INDEX_CODINGS`` or ``"auto"`` (the one whose deflated bytes are fewest, measured on the
-    layer; ties go to the plain narrow dtype). Without quantization a version-1 bundle (float32,
-    int32 indices) is written unless ``indices`` names a narrow coding.
-    Raises ``ValueError`` when ``net`` is inconsistent or an option unknown.
+    ``quantize="int8"`` stores per-row symmetric int8 weights with float32 scales,
+    ``"shared4"``/``"shared5"``/``"shared6"`` codes into a per-layer codebook of at most 16/32/64
+    float32 values (k-means, or the layer's own values when it has no more than that: a
+    network whose codebooks were fine-tuned, :mod:`edgeprune.weight_sharing`);
+    ``indices`` picks the column-index coding per layer: one of ``INDEX_CODINGS`` or ``"auto"``
+    (the one whose compressed bytes are fewest, measured on the layer with deflate and, when
+    packed, LZMA; ties go to the plain narrow dtype).
+    ``packed=True`` (the default) describes a version-3 bundle: row lengths and the codings
+    above for every layer, index maps in the narrowest unsigned dtype, and :func:`serialize`
+    packs the arrays into one blob. ``packed=False`` describes the one-member-per-array layout
+    of versions 1 (float32, int32 indices: no quantization, indices auto/int32) and 2, which
+    runtimes older than version 3 read; the version-3 codings (shared5/6, bitmask) need
+    ``packed``. Raises ``ValueError`` when ``net`` is inconsistent or an option unknown.
     """
     if quantize not in QUANTIZE_CHOICES:
         raise ValueError(f"quantize={quantize!r}: use one of {', '.join(QUANTIZE_CHOICES)}")
     if indices != "auto" and indices not in INDEX_CODINGS:
         raise ValueError(f"indices={indices!r}: use auto or one of {', '.join(INDEX_CODINGS)}")
-    compact = quantize != "none" or indices not in ("auto", "int32")
+    if not packed and {quantize, indices} & VERSION_3_CODINGS:
+        raise ValueError(f"{quantize if quantize in VERSION_3_CODINGS else indices} needs the "
+                         "packed layout (bundle version 3)")
+    compact = packed or quantize != "none" or indices not in ("auto", "int32")
     if provenance is None:
         provenance = net.meta.get("provenance", {}) if isinstance(net.meta, dict) else {}
     if report is None:
@@ -110,7 +120,7 @@ def bundle_arrays(
             "nnz": int(csr.nnz),
         }
         if compact:
-            entry.update(_compact_layer(arrays, k, csr, quantize, indices))
+            entry.update(_compact_layer(arrays, k, csr, quantize, indices, packed))
         else:
             arrays[f"layer{k}.data"] = np.ascontiguousarray(csr.data, dtype=np.float32)
             arrays[f"layer{k}.indices"] = np.ascontiguousarray(csr.indices, dtype=np.int32)
@@ -118,8 +128,12 @@ def bundle_arrays(
         arrays[f"layer{k}.bias"] = bias
         layer_meta.append(entry)
 
-    arrays["input_index"] = np.asarray(net.input_index, dtype=np.int64).reshape(-1)
-    arrays["output_index"] = np.asarray(net.output_index, dtype=np.int64).reshape(-1)
+    def index_map(values, dim: int) -> np.ndarray:  # version 3: narrowest dtype for dim - 1
+        dtype = narrowest_uint(max(int(dim) - 1, 0)) if packed else np.dtype(np.int64)
+        return np.asarray(values, dtype=np.int64).reshape(-1).astype(dtype)
+
+    arrays["input_index"] = index_map(net.input_index, net.input_dim)
+    arrays["output_index"] = index_map(net.output_index, net.output_dim)
     arrays["output_const"] = np.asarray(net.output_const, dtype=np.float32).reshape(-1)
 
     latent_layer = None if net.latent_layer is None else int(net.latent_layer)
@@ -142,12 +156,12 @@ def bundle_arrays(
             latent_const = np.zeros(latent_dim, dtype=np.float32)
         else:
             latent_const = np.asarray(net.latent_const, dtype=np.float32).reshape(-1)
-        arrays["latent_index"] = latent_index
+        arrays["latent_index"] = index_map(latent_index, latent_dim)
         arrays["latent_const"] = latent_const
 
     meta = {
         "format": FORMAT,
-        "version": VERSION_COMPACT if compact else VERSION,
+        "version": VERSION_PACKED if packed else VERSION_COMPACT if compact else VERSION,
         "kind": str(net.kind),
         "input_dim": int(net.input_dim),
         "output_dim": int(net.output_dim),
@@ -169,29 +183,30 @@ def bundle_arrays(
 
 
 def _compact_layer(arrays: dict[str, np.ndarray], k: int, csr: sp.csr_matrix, quantize: str,
-                   indices: str) -> dict[str, str]:
-    """The version-2 arrays of layer ``k`` into ``arrays``; returns its meta codings."""
+                   indices: str, packed: bool) -> dict[str, str]:
+    """The version-2/3 arrays of layer ``k`` into ``arrays``; returns its meta codings."""
     rows, cols = csr.shape
     if quantize == "int8":
         qdata, scale = quantize_rows(csr)
         arrays[f"layer{k}.qdata"] = qdata
         arrays[f"layer{k}.scale"] = scale
-    elif quantize == "shared4":
-        codes, codebook = share_weights(csr.data)
+    elif quantize in CODEBOOK_SIZES:
+        codes, codebook = share_weights(csr.data, CODEBOOK_SIZES[quantize])
         arrays[f"layer{k}.codes"] = codes
         arrays[f"layer{k}.codebook"] = codebook
     else:
         arrays[f"layer{k}.data"] = np.ascontiguousarray(csr.data, dtype=np.float32)
     narrow = narrowest_uint(max(cols - 1, 0)).name
     if indices == "auto":
-        candidates = {c: encode_indices(csr.indices, csr.indptr, cols, c)
-                      for c in (narrow, "delta8")}
-        coding = min(candidates, key=lambda c: (len(zlib.compress(candidates[c].tobytes())),
-                                                c == "delta8"))
+        options = (narrow, "delta8", "bitmask") if packed else (narrow, "delta8")
+        candidates = {c: encode_indices(csr.indices, csr.indptr, cols, c, rows)
+                      for c in options}
+        coding = min(candidates, key=lambda c: (compressed_bytes(candidates[c].tobytes(), packed),
+                                                options.index(c)))
         coded = candidates[coding]
     else:
         coding = indices
-        coded = encode_indices(csr.indices, csr.indptr, cols, coding)
+        coded = encode_indices(csr.indices, csr.indptr, cols, coding, rows)
     arrays[f"layer{k}.indices"] = coded
     lengths = np.diff(csr.indptr)
     rowlen = narrowest_uint(int(lengths.max()) if rows else 0)
@@ -200,20 +215,25 @@ def _compact_layer(arrays: dict[str, np.ndarray], k: int, csr: sp.csr_matrix, qu
             "rowlen": rowlen.name}
 
 
-def serialize(arrays: dict[str, np.ndarray], compression: str = "auto") -> tuple[bytes, bool]:
-    """The ``.npz`` bytes of ``arrays`` and whether they are deflated.
+def serialize(arrays: dict[str, np.ndarray], compression: str = "auto") -> bytes:
+    """The ``.npz`` bytes of ``arrays`` (as :func:`bundle_arrays` returns them).
 
-    ``compression``: ``"stored"`` (np.savez), ``"deflate"`` (np.savez_compressed) or ``"auto"``:
-    both are built and the smaller kept (stored on a tie: loading then skips an inflate pass)."""
-    if compression not in ("auto", "stored", "deflate"):
-        raise ValueError(f"compression={compression!r}: use auto, stored or deflate")
-    out: dict[bool, bytes] = {}
-    for deflate in ((False, True) if compression == "auto" else (compression == "deflate",)):
-        buf = io.BytesIO()
-        (np.savez_compressed if deflate else np.savez)(buf, **arrays)
-        out[deflate] = buf.getvalue()
-    best = min(out, key=lambda d: (len(out[d]), d))
-    return out[best], best
+    A version-3 ``meta`` packs the arrays into one blob (:func:`~edgeprune.exporters.packing.
+    pack_arrays`); versions 1 and 2 keep one member per array. ``compression``: ``"stored"``,
+    ``"deflate"``, ``"lzma"`` (version 3 only: older runtimes read stored and deflated members)
+    or ``"auto"``: per member, the smallest of those."""
+    if compression != "auto" and compression not in COMPRESSIONS:
+        raise ValueError(f"compression={compression!r}: use auto or one of "
+                         f"{', '.join(COMPRESSIONS)}")
+    version = json.loads(str(arrays["meta"].item()))["version"]
+    if version >= VERSION_PACKED:
+        return zip_members(pack_arrays(arrays), compression)
+    if compression == "lzma":
+        raise ValueError(f"compression='lzma' needs the packed layout (version {version} "
+                         "bundles are read by runtimes that only inflate)")
+    if compression == "auto":  # the smaller of all-stored and all-deflated, as version 2 did
+        return min((zip_members(arrays, c) for c in ("stored", "deflate")), key=len)
+    return zip_members(arrays, compression)
 
 
 def save_bundle(
@@ -225,6 +245,7 @@ def save_bundle(
     quantize: str = "none",
     indices: str = "auto",
     compression: str = "auto",
+    packed: bool = True,
 ) -> Path:
     """Write ``net`` to ``path`` as an ``.npz`` CSR bundle, atomically; returns the path.
 
@@ -234,11 +255,10 @@ def save_bundle(
     The name is used as given (no ``.npz`` is appended).
     """
     arrays = bundle_arrays(net, provenance=provenance, report=report, quantize=quantize,
-                           indices=indices)
-    # Deflated only where that makes the file smaller (measured per file: float32 weights of
-    # large layers barely compress, the .npy headers and int8/uint8 arrays do).
-    payload, _ = serialize(arrays, compression)
+                           indices=indices, packed=packed)
+    # Compressed only where that makes the file smaller (measured per member: float32 weights
+    # of large layers barely compress, index codes and int8 weights do).
     target = Path(path)
     with atomic_path(target) as tmp, open(tmp, "wb") as handle:
-        handle.write(payload)
+        handle.write(serialize(arrays, compression))
     return target

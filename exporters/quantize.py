@@ -8,13 +8,22 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from edgeprune.runtime.quant import CODEBOOK_SIZE, ESCAPE, INDEX_CODINGS, QMAX, decode_delta8
+from edgeprune.runtime.quant import (
+    CODEBOOK_SIZE,
+    CODEBOOK_SIZES,
+    ESCAPE,
+    INDEX_CODINGS,
+    QMAX,
+    decode_delta8,
+    narrowest_uint,
+)
 
-QUANTIZE_CHOICES = ("none", "int8", "shared4")
+QUANTIZE_CHOICES = ("none", "int8", "shared4", "shared5", "shared6")
 KMEANS_ITERATIONS = 50
 
 __all__ = [
     "QUANTIZE_CHOICES",
+    "encode_bitmask",
     "encode_delta8",
     "encode_indices",
     "narrowest_uint",
@@ -46,10 +55,15 @@ def quantize_rows(csr: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
 def share_weights(data: np.ndarray, size: int = CODEBOOK_SIZE) -> tuple[np.ndarray, np.ndarray]:
     """``(codes uint8, codebook float32)``: 1-D k-means of ``data`` into at most ``size`` shared
     values (Deep Compression's weight sharing), deterministic: centroids start at evenly spaced
-    quantiles and take ``KMEANS_ITERATIONS`` Lloyd steps; empty clusters are dropped."""
+    quantiles and take ``KMEANS_ITERATIONS`` Lloyd steps; empty clusters are dropped. Data with
+    at most ``size`` distinct float32 values (codebooks already shared and fine-tuned,
+    :mod:`edgeprune.weight_sharing`) keeps exactly those values."""
     data = np.asarray(data, dtype=np.float64)
     if data.size == 0:
         return np.zeros(0, np.uint8), np.zeros(1, np.float32)
+    distinct, inverse = np.unique(data.astype(np.float32), return_inverse=True)
+    if distinct.size <= size:
+        return inverse.reshape(-1).astype(np.uint8), distinct
     centroids = np.unique(np.quantile(data, (np.arange(size) + 0.5) / size))
     for _ in range(KMEANS_ITERATIONS):
         codes = _nearest(data, centroids)
@@ -78,23 +92,14 @@ def quantize_network_weights(weights: list[np.ndarray], quantize: str = "int8") 
         csr.eliminate_zeros()
         csr.sort_indices()
         deq = csr.copy().astype(np.float32)
-        if quantize == "shared4":
-            codes, codebook = share_weights(csr.data)
+        if quantize in CODEBOOK_SIZES:
+            codes, codebook = share_weights(csr.data, CODEBOOK_SIZES[quantize])
             deq.data = codebook[codes]
         else:
             q, scale = quantize_rows(csr)
             deq.data = q.astype(np.float32) * np.repeat(scale, np.diff(csr.indptr))
         out.append(deq.toarray())
     return out
-
-
-def narrowest_uint(bound: int) -> np.dtype:
-    """The narrowest of uint8/uint16/int32 that holds every value in ``[0, bound]``."""
-    if bound <= np.iinfo(np.uint8).max:
-        return np.dtype(np.uint8)
-    if bound <= np.iinfo(np.uint16).max:
-        return np.dtype(np.uint16)
-    return np.dtype(np.int32)
 
 
 def encode_delta8(indices: np.ndarray, indptr: np.ndarray) -> np.ndarray:
@@ -115,11 +120,21 @@ def encode_delta8(indices: np.ndarray, indptr: np.ndarray) -> np.ndarray:
     return out
 
 
+def encode_bitmask(indices: np.ndarray, indptr: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """The row-major occupancy bits of a ``rows x cols`` CSR layer, ``numpy.packbits``-packed."""
+    mask = np.zeros(rows * cols, dtype=bool)
+    row_of = np.repeat(np.arange(rows, dtype=np.int64), np.diff(indptr))
+    mask[row_of * cols + np.asarray(indices, dtype=np.int64)] = True
+    return np.packbits(mask)
+
+
 def encode_indices(indices: np.ndarray, indptr: np.ndarray, cols: int,
-                   coding: str) -> np.ndarray:
-    """Column indices in ``coding`` (one of INDEX_CODINGS)."""
+                   coding: str, rows: int | None = None) -> np.ndarray:
+    """Column indices in ``coding`` (one of INDEX_CODINGS; ``bitmask`` needs ``rows``)."""
     if coding == "delta8":
         return encode_delta8(indices, indptr)
+    if coding == "bitmask":
+        return encode_bitmask(indices, indptr, len(indptr) - 1 if rows is None else rows, cols)
     if coding not in INDEX_CODINGS:
         raise ValueError(f"unknown index coding {coding!r}")
     dtype = np.dtype(coding)

@@ -19,22 +19,34 @@ from typing import Any
 
 import numpy as np
 
+try:  # only for the LZMA-compressed blob of a version-3 bundle
+    from lzma import LZMAError
+except ImportError:  # pragma: no cover - a Python without liblzma
+    class LZMAError(Exception):  # type: ignore[no-redef]
+        """Stands in for lzma.LZMAError where the lzma module is missing."""
+
 from . import limits
 from .activations import ACTIVATIONS
 from .checks import BundleError, Checker
+from .packed import BLOB, blob_table, unpack_blob
 from .quant import (
-    CODEBOOK_SIZE,
+    CODEBOOK_SIZES,
     INDEX_CODINGS,
     QMAX,
     ROWLEN_DTYPES,
+    VERSION_3_CODINGS,
     WEIGHT_CODINGS,
+    bitmask_bytes,
+    decode_bitmask,
     decode_delta8,
     delta8_max_codes,
     dequantize,
+    narrowest_uint,
 )
 
 FORMAT = "edgeprune-csr"
-SUPPORTED_VERSIONS = (1, 2)
+SUPPORTED_VERSIONS = (1, 2, 3)
+PACKED_VERSION = 3  # meta + one blob member (runtime/packed.py)
 
 _DATA_DTYPE = np.dtype(np.float32)
 _CSR_INDEX_DTYPE = np.dtype(np.int32)
@@ -112,16 +124,23 @@ class Bundle:
 
 
 _MEMBER = re.compile(
-    r"(meta|input_index|output_index|output_const|latent_index|latent_const"
+    r"(meta|blob|input_index|output_index|output_const|latent_index|latent_const"
     r"|layer[1-9][0-9]{0,5}\.(?:data|qdata|scale|codes|codebook|indices|indptr|rowlen|bias))"
     r"\.npy"
 )
 _MEMBER_NAMES = (
-    "meta, input_index, output_index, output_const, latent_index, latent_const and "
+    "meta, blob, input_index, output_index, output_const, latent_index, latent_const and "
     "layerK.data/qdata/scale/codes/codebook/indices/indptr/rowlen/bias (.npy)"
 )
 _NOT_A_BUNDLE = "pass a bundle written by `edgeprune compress`"
 _DAMAGED = "copy it again or re-export it with `edgeprune compress`"
+
+
+# LZMA (the packed blob of a version-3 bundle, where it is smallest) needs Python's lzma module,
+# present in every CPython build that has liblzma (Debian/Raspberry Pi OS included).
+_COMPRESSIONS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_LZMA)
+_NO_LZMA = ("this Python lacks the lzma module; install a Python built with liblzma, or re-export "
+            "the bundle with `edgeprune compress --bundle-compression deflate`")
 
 
 def _open_zip(path: str | os.PathLike[str], check: Checker) -> zipfile.ZipFile:
@@ -181,10 +200,11 @@ def _check_members(zf: zipfile.ZipFile, check: Checker) -> list[zipfile.ZipInfo]
         seen.add(name)
         if info.flag_bits & 0x1:
             raise check.fail(f"member {name!r}", "is encrypted", _NOT_A_BUNDLE)
-        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        if info.compress_type not in _COMPRESSIONS:
             raise check.fail(
                 f"member {name!r}",
-                f"uses zip compression method {info.compress_type} (only stored or deflated)",
+                f"uses zip compression method {info.compress_type} (only stored, deflated or "
+                "LZMA)",
                 _NOT_A_BUNDLE,
             )
         total += info.file_size
@@ -212,10 +232,14 @@ def _read_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo, check: Checker) -> 
                 name, "is a pickled object array, which is refused (allow_pickle=False)"
             ) from None
         raise check.fail(name, str(err)) from None
-    except (zipfile.BadZipFile, EOFError, zlib.error, OSError) as err:
+    except (zipfile.BadZipFile, EOFError, zlib.error, OSError, LZMAError) as err:
         raise check.fail(
             name, f"cannot be read: the archive is truncated or damaged ({err})", _DAMAGED
         ) from None
+    except (RuntimeError, NotImplementedError) as err:
+        if "lzma" in str(err).lower():
+            raise check.fail(name, "is LZMA-compressed", _NO_LZMA) from None
+        raise
     held = info.file_size - header.offset
     if header.data_bytes > held:
         raise check.fail(
@@ -226,15 +250,22 @@ def _read_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo, check: Checker) -> 
     return header
 
 
+def _map_dtype(meta: dict[str, Any], dim_key: str) -> np.dtype:
+    """An index map's dtype: int64 before version 3, then the narrowest that holds dim - 1."""
+    if meta["version"] < PACKED_VERSION:
+        return _MAP_INDEX_DTYPE
+    return narrowest_uint(max(int(meta[dim_key]) - 1, 0))
+
+
 def _declared_arrays(meta: dict[str, Any]) -> dict[str, tuple[np.dtype, int, bool]]:
     """Each array's dtype and length (exact, or an upper bound: ``True``) as ``meta`` allows."""
     out = {
-        "input_index": (_MAP_INDEX_DTYPE, int(meta["input_dim"]), True),
-        "output_index": (_MAP_INDEX_DTYPE, int(meta["output_dim"]), True),
+        "input_index": (_map_dtype(meta, "input_dim"), int(meta["input_dim"]), True),
+        "output_index": (_map_dtype(meta, "output_dim"), int(meta["output_dim"]), True),
         "output_const": (_DATA_DTYPE, int(meta["output_dim"]), False),
     }
     if meta.get("latent_layer") is not None:
-        out["latent_index"] = (_MAP_INDEX_DTYPE, int(meta["latent_dim"]), True)
+        out["latent_index"] = (_map_dtype(meta, "latent_dim"), int(meta["latent_dim"]), True)
         out["latent_const"] = (_DATA_DTYPE, int(meta["latent_dim"]), False)
     for k, entry in enumerate(meta["layers"], start=1):
         rows, cols = int(entry["shape"][0]), int(entry["shape"][1])
@@ -259,13 +290,15 @@ def _layer_arrays(
     if codings["weights"] == "int8":
         out["qdata"] = (_QDATA_DTYPE, nnz, True)
         out["scale"] = (_DATA_DTYPE, rows, False)
-    elif codings["weights"] == "shared4":
+    elif codings["weights"] in CODEBOOK_SIZES:
         out["codes"] = (np.dtype(np.uint8), nnz, True)
-        out["codebook"] = (_DATA_DTYPE, CODEBOOK_SIZE, True)
+        out["codebook"] = (_DATA_DTYPE, CODEBOOK_SIZES[str(codings["weights"])], True)
     else:
         out["data"] = (_DATA_DTYPE, nnz, True)
     if codings["indices"] == "delta8":
         out["indices"] = (np.dtype(np.uint8), delta8_max_codes(nnz, rows, cols), True)
+    elif codings["indices"] == "bitmask":
+        out["indices"] = (np.dtype(np.uint8), bitmask_bytes(rows, cols), True)
     else:
         out["indices"] = (np.dtype(str(codings["indices"])), nnz, True)
     if codings["rowlen"] is None:
@@ -285,10 +318,31 @@ def _read_member(zf: zipfile.ZipFile, name: str, check: Checker) -> np.ndarray:
                 name, "is a pickled object array, which is refused (allow_pickle=False)"
             ) from None
         raise check.fail(name, f"cannot be read ({err})") from None
-    except (zipfile.BadZipFile, EOFError, zlib.error, OSError) as err:
+    except (zipfile.BadZipFile, EOFError, zlib.error, OSError, LZMAError) as err:
         raise check.fail(
             name, f"cannot be read: the archive is truncated or damaged ({err})", _DAMAGED
         ) from None
+
+
+def _read_packed(zf: zipfile.ZipFile, headers: dict[str, limits.NpyHeader],
+                 meta: dict[str, Any], check: Checker) -> dict[str, np.ndarray]:
+    """The arrays of a version-3 bundle, from its table and blob, checked before reading."""
+    extra = sorted(set(headers) - {"meta", BLOB})
+    if extra:
+        raise check.fail(extra[0], f"is a separate member, but a version-{meta['version']} "
+                         "bundle packs every array into its blob member")
+    if BLOB not in headers:
+        raise check.fail(BLOB, "is missing (a version-3 bundle packs its arrays into it)")
+    table = blob_table(meta, check)
+    header = headers[BLOB]
+    check.declared(BLOB, header.dtype, header.shape, np.dtype(np.uint8),
+                   int(meta["blob"]["bytes"]))
+    _refuse_unexpected([entry[0] for entry in table], meta, check)
+    declared = _declared_arrays(meta)
+    for name, dtype, _, length, _ in table:
+        want, bound, at_most = declared[name]
+        check.declared(name, dtype.newbyteorder("="), (length,), want, bound, at_most)
+    return unpack_blob(_read_member(zf, BLOB, check), table, check)
 
 
 def read_arrays(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
@@ -315,6 +369,8 @@ def read_arrays(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
             )
         arrays = {"meta": _read_member(zf, "meta", check)}
         meta = _parse_meta(arrays, check)
+        if meta["version"] >= PACKED_VERSION:
+            return {**arrays, **_read_packed(zf, headers, meta, check)}
         _refuse_unexpected(headers, meta, check)
         declared = _declared_arrays(meta)
         for name, header in headers.items():
@@ -435,7 +491,12 @@ def _parse_meta(arrays: dict[str, np.ndarray], check: Checker) -> dict[str, Any]
                 raise check.fail(
                     f"{field}.{key}", f"is {entry[key]!r}, expected one of {', '.join(allowed)}"
                 )
-        if version >= 2 and entry["indices"] not in ("int32", "delta8"):
+            if version < PACKED_VERSION and entry[key] in VERSION_3_CODINGS:
+                raise check.fail(
+                    f"{field}.{key}",
+                    f"is {entry[key]!r}, a version-3 coding in a version-{version} bundle",
+                )
+        if version >= 2 and entry["indices"] not in ("int32", "delta8", "bitmask"):
             bound = np.iinfo(np.dtype(entry["indices"])).max
             if cols - 1 > bound:
                 raise check.fail(
@@ -515,6 +576,21 @@ def _validate_layer(
             indices = decoded.astype(np.int32)
         else:
             indices = np.zeros(nnz, dtype=np.int32)  # the indptr checks below fail first
+    elif codings["indices"] == "bitmask":
+        codes = check.array(arrays, f"{p}.indices", np.dtype(np.uint8), specs["indices"][1])
+        decoded, problem = decode_bitmask(codes, rows, cols)
+        if decoded is None:
+            raise check.fail(f"{p}.indices", problem)
+        indices, counts = decoded
+        mismatch = counts != np.diff(indptr)
+        if mismatch.any():
+            pos = int(np.argmax(mismatch))
+            raise check.fail(
+                f"{p}.indices",
+                f"marks {counts[pos]} positions in row {pos} but {p}.rowlen says "
+                f"{int(np.diff(indptr)[pos])}",
+            )
+        indices = indices.astype(np.int32)
     else:
         indices = check.array(arrays, f"{p}.indices", specs["indices"][0], nnz)
         indices = indices.astype(np.int32)  # unsigned steps below would wrap around
@@ -527,12 +603,13 @@ def _validate_layer(
         check.none_of(qdata < -QMAX, f"{p}.qdata",
                       lambda pos: f"holds {qdata[pos]} at position {pos}, outside the "
                                   f"symmetric range [-{QMAX}, {QMAX}]")
-    elif codings["weights"] == "shared4":
+    elif codings["weights"] in CODEBOOK_SIZES:
+        size = CODEBOOK_SIZES[str(codings["weights"])]
         codes = check.array(arrays, f"{p}.codes", np.dtype(np.uint8), nnz)
         codebook = check.array(arrays, f"{p}.codebook", _DATA_DTYPE)
-        if not 1 <= codebook.shape[0] <= CODEBOOK_SIZE:
+        if not 1 <= codebook.shape[0] <= size:
             raise check.fail(
-                f"{p}.codebook", f"has length {codebook.shape[0]}, expected 1..{CODEBOOK_SIZE}"
+                f"{p}.codebook", f"has length {codebook.shape[0]}, expected 1..{size}"
             )
         check.finite(codebook, f"{p}.codebook")
         check.none_of(codes >= codebook.shape[0], f"{p}.codes",
@@ -615,11 +692,12 @@ def validate_bundle(arrays: dict[str, np.ndarray], source: str = "bundle") -> Bu
             )
         layers.append(layer)
 
-    input_index = check.array(arrays, "input_index", _MAP_INDEX_DTYPE)
+    input_index = check.array(arrays, "input_index", _map_dtype(meta, "input_dim"))
     if input_index.shape[0] > input_dim:
         raise check.fail(
             "input_index", f"has {input_index.shape[0]} entries, input_dim={input_dim}"
         )
+    input_index = input_index.astype(_MAP_INDEX_DTYPE)  # unsigned steps would wrap around
     check.index_map(input_index, "input_index", input_dim, "input_dim", increasing=True)
     if layers and layers[0].shape[1] != input_index.shape[0]:
         raise check.fail(
@@ -628,7 +706,8 @@ def validate_bundle(arrays: dict[str, np.ndarray], source: str = "bundle") -> Bu
         )
 
     n_out = layers[-1].shape[0] if layers else 0
-    output_index = check.array(arrays, "output_index", _MAP_INDEX_DTYPE)
+    output_index = check.array(arrays, "output_index", _map_dtype(meta, "output_dim"))
+    output_index = output_index.astype(_MAP_INDEX_DTYPE)
     if output_index.shape[0] != n_out:
         where = f"layer{n_layers} has {n_out} rows" if layers else "the bundle has no layers"
         raise check.fail("output_index", f"has {output_index.shape[0]} entries but {where}")
@@ -644,7 +723,8 @@ def validate_bundle(arrays: dict[str, np.ndarray], source: str = "bundle") -> Bu
                 "meta.latent_layer", f"is {latent_layer}, the bundle has {n_layers} layers"
             )
         n_latent = layers[latent_layer - 1].shape[0] if layers else 0
-        latent_index = check.array(arrays, "latent_index", _MAP_INDEX_DTYPE)
+        latent_index = check.array(arrays, "latent_index", _map_dtype(meta, "latent_dim"))
+        latent_index = latent_index.astype(_MAP_INDEX_DTYPE)
         if latent_index.shape[0] != n_latent:
             where = (
                 f"layer{latent_layer} has {n_latent} rows" if layers else "the bundle has no layers"

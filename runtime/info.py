@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import zipfile
 from typing import Any
 
 from .bench.costs import file_figures
@@ -12,6 +13,8 @@ from .kernels import choose_kernel
 __all__ = ["describe"]
 
 _F32 = 4
+_COMPRESSION = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate",
+                zipfile.ZIP_LZMA: "lzma"}
 _I32 = 4
 
 
@@ -25,7 +28,9 @@ def describe(path: str | os.PathLike[str], kernel: str = "auto") -> dict[str, An
     delta-coded indices, row lengths; ``meta`` excluded) and ``in_memory_bytes`` what the loaded
     bundle holds in RAM (every layer decoded to float32/int32, plus the index maps and
     constants). ``kernel`` is the choice reported per layer (``"auto"`` applies the runtime's
-    density rule).
+    density rule). ``container`` is ``"packed"`` (version 3: meta + one blob) or ``"members"``
+    (one ``.npy`` member per array), and ``zip_members`` lists each member's compression and
+    its bytes in the file and uncompressed.
     """
     if kernel not in ("auto", "dense", "csr"):
         raise ValueError(f"unknown kernel {kernel!r}; expected 'dense', 'csr' or 'auto'")
@@ -58,10 +63,16 @@ def describe(path: str | os.PathLike[str], kernel: str = "auto") -> dict[str, An
     in_memory += sum(a.nbytes for a in maps if a is not None)
     meta = bundle.meta
     nnz = sum(layer.nnz for layer in bundle.layers)
+    with zipfile.ZipFile(path) as zf:  # already read and validated above
+        members = [{"name": i.filename, "compression": _COMPRESSION.get(i.compress_type, "?"),
+                    "bytes": i.compress_size, "uncompressed_bytes": i.file_size}
+                   for i in zf.infolist()]
     info: dict[str, Any] = {
         "path": os.fspath(path),
         "format": meta["format"],
         "version": meta["version"],
+        "container": "packed" if "blob" in meta else "members",
+        "zip_members": members,
         "kind": bundle.kind,
         "layers": layers,
         "input_dim": bundle.input_dim,

@@ -18,6 +18,16 @@ A version-2 layer may store (``meta.layers[k].weights`` / ``.indices`` / ``.indp
 ``indptr: "uint8" | "uint16" | "int32" (row lengths)``
     ``layerK.rowlen`` (rows,) holds each row's non-zero count instead of ``layerK.indptr``.
 
+Version 3 (the packed container, :mod:`edgeprune.runtime.packed`) adds:
+
+``weights: "shared5" | "shared6"``
+    as ``shared4`` with codebooks of at most 32 / 64 values (codes still one uint8 each: the
+    container's deflate/LZMA stage does the entropy coding, which packed bits would defeat).
+``indices: "bitmask"``
+    ``layerK.indices`` is ``numpy.packbits`` of the layer's row-major ``rows x cols`` occupancy
+    (exactly ``ceil(rows * cols / 8)`` bytes, padding bits zero): cheaper than a delta stream
+    on dense rows, and a fully dense layer's mask deflates to almost nothing.
+
 Everything is decoded once at load into the float32 / int32 arrays the kernels already take.
 """
 
@@ -28,20 +38,27 @@ import numpy as np
 ESCAPE = 255
 QMAX = 127
 CODEBOOK_SIZE = 16
-INDEX_CODINGS = ("int32", "uint16", "uint8", "delta8")
+CODEBOOK_SIZES = {"shared4": 16, "shared5": 32, "shared6": 64}
+INDEX_CODINGS = ("int32", "uint16", "uint8", "delta8", "bitmask")
 ROWLEN_DTYPES = ("int32", "uint16", "uint8")
-WEIGHT_CODINGS = ("float32", "int8", "shared4")
+WEIGHT_CODINGS = ("float32", "int8", "shared4", "shared5", "shared6")
+VERSION_3_CODINGS = frozenset({"shared5", "shared6", "bitmask"})  # packed container only
 
 __all__ = [
     "CODEBOOK_SIZE",
+    "CODEBOOK_SIZES",
     "ESCAPE",
     "INDEX_CODINGS",
     "QMAX",
     "ROWLEN_DTYPES",
+    "VERSION_3_CODINGS",
     "WEIGHT_CODINGS",
+    "bitmask_bytes",
+    "decode_bitmask",
     "decode_delta8",
     "delta8_max_codes",
     "dequantize",
+    "narrowest_uint",
 ]
 
 
@@ -77,3 +94,29 @@ def dequantize(qdata: np.ndarray, scale: np.ndarray, indptr: np.ndarray) -> np.n
     lengths = np.diff(np.asarray(indptr, dtype=np.int64))
     with np.errstate(over="ignore"):  # an overflow to inf is refused by the caller
         return qdata.astype(np.float32) * np.repeat(scale.astype(np.float32), lengths)
+
+
+def narrowest_uint(bound: int) -> np.dtype:
+    """The narrowest of uint8/uint16/int32 that holds every value in ``[0, bound]``."""
+    if bound <= np.iinfo(np.uint8).max:
+        return np.dtype(np.uint8)
+    if bound <= np.iinfo(np.uint16).max:
+        return np.dtype(np.uint16)
+    return np.dtype(np.int32)
+
+
+def bitmask_bytes(rows: int, cols: int) -> int:
+    """The exact length of a layer's bitmask: ``ceil(rows * cols / 8)``."""
+    return -(-rows * cols // 8)
+
+
+def decode_bitmask(codes: np.ndarray, rows: int,
+                   cols: int) -> tuple[tuple[np.ndarray, np.ndarray] | None, str]:
+    """``((indices, row_counts), "")`` from a bitmask of the checked length, or ``(None,
+    problem)`` when padding bits are set. Indices come out sorted within each row; the caller
+    compares ``row_counts`` with the stored row lengths."""
+    bits = np.unpackbits(np.asarray(codes, dtype=np.uint8))
+    if bits[rows * cols:].any():
+        return None, f"sets padding bits beyond the {rows} x {cols} = {rows * cols} positions"
+    mask = bits[: rows * cols].reshape(rows, cols).astype(bool)
+    return (np.nonzero(mask)[1].astype(np.int64), mask.sum(axis=1)), ""

@@ -55,7 +55,9 @@ def make_net(seed: int = 0) -> CompactNetwork:
 
 @pytest.fixture
 def good(tmp_path: Path) -> Path:
-    return save_bundle(make_net(), tmp_path / "good.npz")
+    """A version-1 bundle (one member per array): the layout older writers produced, which the
+    loader still reads and checks member by member (version 3: tests/test_packed_bundle.py)."""
+    return save_bundle(make_net(), tmp_path / "good.npz", packed=False)
 
 
 def read_all(path: Path) -> Arrays:
@@ -120,7 +122,7 @@ def test_writer_drops_explicit_and_negative_zeros(tmp_path: Path) -> None:
     net.layers[0].weight[0, :] = 0.0
     net.layers[0].weight[0, 0] = -0.0
     net.layers[0].weight[0, 4] = 2.0
-    arrays = read_all(save_bundle(net, tmp_path / "z.npz"))
+    arrays = read_all(save_bundle(net, tmp_path / "z.npz", packed=False))
     indptr = arrays["layer1.indptr"]
     np.testing.assert_array_equal(arrays["layer1.indices"][indptr[0] : indptr[1]], [4])
     assert meta_of(arrays)["layers"][0]["nnz"] == net.layers[0].nnz
@@ -165,15 +167,14 @@ def test_writer_refuses_inconsistent_network(tmp_path: Path) -> None:
 # -- atomic writing -----------------------------------------------------------------------------
 
 
-def _failing_savez(file: object, *args: object, **kwargs: object) -> None:
-    file.write(b"PK\x03\x04 partial")  # type: ignore[attr-defined]
-    raise OSError("disk full")
+def _failing_serialize(*args: object, **kwargs: object) -> bytes:
+    raise OSError("disk full")  # inside the write: the temporary file exists by then
 
 
 def test_atomic_write_leaves_nothing_on_failure(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(csr_module.np, "savez", _failing_savez)
+    monkeypatch.setattr(csr_module, "serialize", _failing_serialize)
     with pytest.raises(OSError, match="disk full"):
         save_bundle(make_net(), tmp_path / "model.npz")
     assert os.listdir(tmp_path) == []
@@ -183,7 +184,7 @@ def test_atomic_write_keeps_old_file_on_failure(
     good: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     before = good.read_bytes()
-    monkeypatch.setattr(csr_module.np, "savez", _failing_savez)
+    monkeypatch.setattr(csr_module, "serialize", _failing_serialize)
     with pytest.raises(OSError):
         save_bundle(make_net(seed=9), good)
     assert good.read_bytes() == before
@@ -193,11 +194,11 @@ def test_atomic_write_keeps_old_file_on_failure(
 def test_atomic_write_cleans_up_on_interrupt_and_replace_failure(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def interrupted(file: object, *args: object, **kwargs: object) -> None:
+    def interrupted(*args: object, **kwargs: object) -> bytes:
         raise KeyboardInterrupt
 
     with monkeypatch.context() as patch:
-        patch.setattr(csr_module.np, "savez", interrupted)
+        patch.setattr(csr_module, "serialize", interrupted)
         with pytest.raises(KeyboardInterrupt):
             save_bundle(make_net(), tmp_path / "model.npz")
     assert os.listdir(tmp_path) == []
@@ -343,7 +344,7 @@ CORRUPTIONS: dict[str, tuple[Callable[[Arrays], None], str]] = {
         "meta must be a 0-d unicode array",
     ),
     "wrong format": (_meta(_set_item("format", "onnx")), "meta.format is 'onnx'"),
-    "future version": (_meta(_set_item("version", 3)), "meta.version is 3"),
+    "future version": (_meta(_set_item("version", 4)), "meta.version is 4"),
     "unknown activation": (
         _meta(lambda m: m["layers"][1].__setitem__("activation", "gelu")),
         "meta.layers[2].activation is 'gelu'",
@@ -463,7 +464,7 @@ def test_pickled_object_array_is_refused_not_unpickled(good: Path, tmp_path: Pat
 
 def test_zero_layer_bundle_validation(tmp_path: Path) -> None:
     net = compact_mlp([], 3, 2, input_index=[], output_const=[1.0, 2.0])
-    path = save_bundle(net, tmp_path / "empty.npz")
+    path = save_bundle(net, tmp_path / "empty.npz", packed=False)
     arrays = read_all(path)
     assert meta_of(arrays)["layers"] == []
     np.testing.assert_array_equal(load(path)(np.zeros(3)), [1.0, 2.0])

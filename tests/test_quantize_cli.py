@@ -26,7 +26,7 @@ def _compress(runner, model, data, outdir, *extra):
                                 *extra])
 
 
-def test_compress_quantize_int8_writes_a_verified_v2_bundle(runner, tmp_path, small_model,
+def test_compress_quantize_int8_writes_a_verified_packed_bundle(runner, tmp_path, small_model,
                                                            npy_data):
     outdir = tmp_path / "q"
     res = _compress(runner, small_model, npy_data, outdir, "--quantize", "int8",
@@ -46,7 +46,8 @@ def test_compress_quantize_int8_writes_a_verified_v2_bundle(runner, tmp_path, sm
     assert np.abs(got - torch_forward(quantized_network(pruned), x)).max() < 1e-5
     assert np.abs(got - torch_forward(pruned, x)).max() < 0.05
     info = json.loads(runner.invoke(main, ["info", str(outdir / "model.npz"), "--json"]).output)
-    assert info["version"] == 2 and {row["weights"] for row in info["layers"]} == {"int8"}
+    assert info["version"] == 3 and {row["weights"] for row in info["layers"]} == {"int8"}
+    assert info["container"] == "packed"
     assert info["stored_array_bytes"] < info["in_memory_bytes"]
 
 

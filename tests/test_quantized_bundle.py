@@ -1,4 +1,6 @@
-"""Bundle version 2: int8 weights, compact indices, row lengths; parity and hostile arrays."""
+"""Quantized bundles: int8 weights, shared weights, compact indices, row lengths; parity, and
+hostile arrays in the one-member-per-array layout of version 2 (the packed version 3:
+tests/test_packed_bundle.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import scipy.sparse as sp
 from edgeprune.exporters.csr import bundle_arrays, save_bundle
 from edgeprune.exporters.quantize import encode_delta8, quantize_network_weights, quantize_rows
 from edgeprune.runtime import BundleError, load
-from edgeprune.runtime.bundle import read_bundle
+from edgeprune.runtime.bundle import read_arrays, read_bundle
 from edgeprune.runtime.quant import decode_delta8
 from tests.factories import compact_layer, compact_mlp
 from tests.test_csr_bundle import make_net, meta_of, read_all
@@ -48,33 +50,34 @@ def test_int8_bundle_matches_the_dequantized_network(tmp_path: Path, indices: st
     # and int8 stays close to float32: |error| per weight <= scale / 2
     assert np.abs(got - reference(net)).max() < 0.05
     meta = meta_of(read_all(path))
-    assert meta["version"] == 2
+    assert meta["version"] == 3
     assert all(entry["weights"] == "int8" for entry in meta["layers"])
 
 
 @pytest.mark.parametrize("indices", ["uint8", "delta8"])
 def test_float32_compact_indices_are_exact(tmp_path: Path, indices: str) -> None:
     net = make_net()
-    got = load(save_bundle(net, tmp_path / "c.npz", indices=indices))(X)
-    assert np.abs(got - reference(net)).max() < 1e-5
-    assert meta_of(read_all(tmp_path / "c.npz"))["version"] == 2
+    for packed, version in ((True, 3), (False, 2)):
+        path = save_bundle(net, tmp_path / f"c{version}.npz", indices=indices, packed=packed)
+        assert np.abs(load(path)(X) - reference(net)).max() < 1e-5
+        assert meta_of(read_all(path))["version"] == version
 
 
-def test_default_bundle_stays_version_1(tmp_path: Path) -> None:
-    arrays = read_all(save_bundle(make_net(), tmp_path / "v1.npz"))
+def test_unpacked_float32_bundle_stays_version_1(tmp_path: Path) -> None:
+    arrays = read_all(save_bundle(make_net(), tmp_path / "v1.npz", packed=False))
     assert meta_of(arrays)["version"] == 1
     assert arrays["layer1.indices"].dtype == np.int32 and "layer1.indptr" in arrays
 
 
 def test_version_1_bundles_written_stored_still_load(tmp_path: Path) -> None:
-    arrays = bundle_arrays(make_net())
+    arrays = bundle_arrays(make_net(), packed=False)
     np.savez(tmp_path / "old.npz", **arrays)  # exactly what the v1 writer produced
     assert np.abs(load(tmp_path / "old.npz")(X) - reference(make_net())).max() < 1e-5
 
 
 def test_layout_of_a_quantized_layer(tmp_path: Path) -> None:
-    arrays = read_all(save_bundle(make_net(), tmp_path / "q.npz", quantize="int8",
-                                  indices="uint8"))
+    arrays = read_arrays(save_bundle(make_net(), tmp_path / "q.npz", quantize="int8",
+                                     indices="uint8"))
     assert arrays["layer1.qdata"].dtype == np.int8
     assert arrays["layer1.scale"].dtype == np.float32 and arrays["layer1.scale"].shape == (6,)
     assert arrays["layer1.indices"].dtype == np.uint8
@@ -112,7 +115,7 @@ def test_wide_layer_picks_uint16_or_delta8(tmp_path: Path) -> None:
     net = compact_mlp([compact_layer(w, np.zeros(8), "identity")], 700, 8)
     arrays = read_all(save_bundle(net, tmp_path / "w.npz", quantize="int8"))
     entry = meta_of(arrays)["layers"][0]
-    assert entry["indices"] in ("uint16", "delta8")
+    assert entry["indices"] in ("uint16", "delta8", "bitmask")
     x = rng.random((3, 700)).astype(np.float32)
     deq = quantize_network_weights([w])[0]
     assert np.abs(load(tmp_path / "w.npz")(x) - x @ deq.T).max() < 1e-5
@@ -123,12 +126,14 @@ def test_wide_layer_picks_uint16_or_delta8(tmp_path: Path) -> None:
 
 @pytest.fixture
 def quantized(tmp_path: Path) -> Path:
-    return save_bundle(make_net(), tmp_path / "q.npz", quantize="int8", indices="uint8")
+    return save_bundle(make_net(), tmp_path / "q.npz", quantize="int8", indices="uint8",
+                       packed=False)
 
 
 @pytest.fixture
 def delta(tmp_path: Path) -> Path:
-    return save_bundle(make_net(), tmp_path / "d.npz", quantize="int8", indices="delta8")
+    return save_bundle(make_net(), tmp_path / "d.npz", quantize="int8", indices="delta8",
+                       packed=False)
 
 
 def _set(name: str, fn: Callable[[np.ndarray], np.ndarray]) -> Callable[[Arrays], None]:
@@ -277,7 +282,7 @@ def test_new_member_names_are_known_to_the_header_scan(quantized: Path) -> None:
 def test_shared4_bundle_matches_the_shared_network(tmp_path: Path) -> None:
     net = make_net()
     path = save_bundle(net, tmp_path / "s.npz", quantize="shared4")
-    arrays = read_all(path)
+    arrays = read_arrays(path)
     assert arrays["layer1.codes"].dtype == np.uint8 and arrays["layer1.codes"].max() < 16
     assert arrays["layer1.codebook"].dtype == np.float32
     assert arrays["layer1.codebook"].shape[0] <= 16
@@ -312,6 +317,7 @@ SHARED_HOSTILE: dict[str, tuple[Callable[[Arrays], None], str]] = {
 @pytest.mark.parametrize("case", sorted(SHARED_HOSTILE))
 def test_hostile_shared_arrays_are_refused(tmp_path: Path, case: str) -> None:
     mutate, expected = SHARED_HOSTILE[case]
-    arrays = read_all(save_bundle(make_net(), tmp_path / "s.npz", quantize="shared4"))
+    arrays = read_all(save_bundle(make_net(), tmp_path / "s.npz", quantize="shared4",
+                                  packed=False))
     mutate(arrays)
     _refused(arrays, tmp_path, expected)

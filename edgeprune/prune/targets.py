@@ -37,7 +37,8 @@ MAX_SPARSITY = 0.999
 ITERATIONS = 16  # bisection steps: eta resolved to ~1.5e-5
 
 
-def bundle_bytes(net: Network, quantize: str = "none", metadata: dict | None = None) -> int:
+def bundle_bytes(net: Network, quantize: str = "none", metadata: dict | None = None,
+                 compression: str = "auto") -> int:
     """Bytes of the ``model.npz`` of ``net`` (compacted); with the ``metadata`` compress records
     it is exactly the file compress writes for ``net``."""
     from edgeprune.artifacts import bundle_meta
@@ -47,17 +48,17 @@ def bundle_bytes(net: Network, quantize: str = "none", metadata: dict | None = N
     provenance, report = bundle_meta(net, metadata) if metadata is not None else (None, None)
     with tempfile.TemporaryDirectory(prefix="edgeprune-size-") as tmp:
         path = save_bundle(compact_network(net), Path(tmp) / "model.npz", quantize=quantize,
-                           provenance=provenance, report=report)
+                           provenance=provenance, report=report, compression=compression)
         return path.stat().st_size
 
 
-def target_measure(kind: str, quantize: str = "none",
-                   metadata: dict | None = None) -> Callable[[Network], int]:
+def target_measure(kind: str, quantize: str = "none", metadata: dict | None = None,
+                   compression: str = "auto") -> Callable[[Network], int]:
     """The measure of a pruned network for a target kind: ``"macs"`` or ``"bytes"``."""
     if kind == "macs":
         return lambda net: int(net.n_active)
     if kind == "bytes":
-        return lambda net: bundle_bytes(net, quantize, metadata)
+        return lambda net: bundle_bytes(net, quantize, metadata, compression)
     raise EdgepruneError(f"unknown target kind {kind!r}; use macs or bytes")
 
 
