@@ -53,7 +53,10 @@ def mnist_scores(net: Network, ds, seed: int = 0, estimator: str = "auto",
 
 def pruned_at(net: Network, ds, scores_path: Path, eta: float, outdir: Path,
               seed: int = 0, finetune_epochs: int = 0):
-    """``compress`` at sparsity ``eta`` from precomputed scores; returns the CompressResult."""
+    """``compress`` at sparsity ``eta`` from precomputed scores; returns the CompressResult.
+
+    The paper's rule (``--score-rule paper``), pinned: the committed size and latency results
+    were measured with it before shap-sae's default became the hybrid rule (issue 13)."""
     return compress(net, ds, outdir, CompressOptions(sparsity=eta, scores_path=str(scores_path),
-                                                     seed=seed, quiet=True,
+                                                     seed=seed, quiet=True, score_rule="paper",
                                                      finetune_epochs=finetune_epochs))

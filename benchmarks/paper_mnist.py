@@ -186,8 +186,10 @@ def trained_models(spec: str, ds, seed: int, rc: dict, quiet: bool,
 
 
 def scores_path(spec: str, net, seed: int, rc: dict) -> Path:
-    """Where :func:`shap_scores` caches the scores of ``net`` (an ``edgeprune score`` .npz)."""
-    return CACHE / (f"{cache_tag(spec)}_scores_{rc['estimator']}_{rc['samples']}_"
+    """Where :func:`shap_scores` caches the scores of ``net`` (an ``edgeprune score`` .npz);
+    a reference other than zero is part of the name."""
+    ref = "" if rc.get("reference", "zero") == "zero" else f"_{rc['reference']}"
+    return CACHE / (f"{cache_tag(spec)}_scores_{rc['estimator']}_{rc['samples']}{ref}_"
                     f"{net.fingerprint()}_s{seed}.npz")
 
 

@@ -269,6 +269,12 @@ def _checked(net: Network, path: Path) -> Network:
 
 def _from_checkpoint(obj: dict, path: Path) -> Network:
     torch = _torch()
+    meta_kind = obj["meta"].get("kind") if isinstance(obj.get("meta"), dict) else None
+    if isinstance(meta_kind, str) and meta_kind.startswith("shapnet-"):
+        raise ModelError(f"{path}: is a ShapNet ({meta_kind}), not a chain of dense layers; "
+                         "`edgeprune explain` (its own Shapley values) and `edgeprune export` "
+                         "(model.npz, then run/bench/info) read it; this command takes MLP "
+                         "checkpoints")
     version = obj.get("version")
     if isinstance(version, bool) or not isinstance(version, int):
         raise ModelError(f"{path}: field 'version' must be an integer, got {version!r}; "

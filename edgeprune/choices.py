@@ -16,7 +16,7 @@ METHODS = ("shap-sae", "magnitude", "random", "lap")
 #: How SHAP-SAE turns per-sample Shapley values into a link score (``--score-rule``):
 #: the paper's mean |phi|, their root mean square, or LI^alpha * |w|^(1 - alpha).
 SCORE_RULES = ("paper", "rms", "hybrid")
-DEFAULT_SCORE_RULE = "paper"
+DEFAULT_SCORE_RULE = "hybrid"  # LI^0.25 * |w|^0.75: benchmarks/results/high_sparsity
 DEFAULT_ALPHA = 0.25  # the best fixed alpha in benchmarks/results/high_sparsity
 #: What is pruned, in the order the stages run.
 GRANULARITIES = ("neuron", "link")

@@ -25,7 +25,8 @@ memory_budget_option = click.option(
     help="Memory scoring may hold at once, in GB (finite, > 0).")
 data_option = click.option(
     "--data", "data_spec", default="digits", show_default=True, metavar="SPEC",
-    help="synthetic6, digits, mnist5k, idx:PATH (MNIST/Fashion-MNIST IDX), npy:PATH or csv:PATH.")
+    help="synthetic6, synthetic16 (regression), digits, mnist5k, breast-cancer, idx:PATH "
+         "(MNIST/Fashion-MNIST IDX), npy:PATH or csv:PATH.")
 
 
 def quantize_options(fn):
@@ -190,14 +191,70 @@ def main() -> None:
     """Shapley-value pruning (SHAP-SAE) of autoencoders and MLPs for edge devices."""
 
 
+SHAPNET_DEFAULTS = {"target": "auto", "active_size": 2, "transforms": None, "modules": None,
+                    "channels": 8, "shapnet_reference": "mean", "explanation_l1": 0.0,
+                    "l1_layers": "last", "explanation_smooth": 0.0}
+
+
+def shapnet_options(fn):
+    """The ShapNet options of ``train`` (``--task shapnet-shallow|shapnet-deep`` only)."""
+    for option in reversed([
+        click.option("--target", type=click.Choice(["auto", "regression", "classification"]),
+                     default=None, help="ShapNets: regression on float targets (synthetic16, "
+                     "npy: with a float y) or classification on labels  [default: auto]."),
+        click.option("--active-size", type=click.IntRange(1, 4), default=None, metavar="K",
+                     help="ShapNets: inputs per Shapley module (1-4; Deep: >= 2)  [default: 2]."),
+        click.option("--transforms", type=click.IntRange(1, 64), default=None, metavar="L",
+                     help="Deep ShapNet: Shapley transforms (butterfly stages)  "
+                          "[default: log_K of the padded width]."),
+        click.option("--modules", type=click.IntRange(1), default=None, metavar="N",
+                     help="Shallow ShapNet: Shapley modules  [default: 2*ceil(d/K)]."),
+        click.option("--channels", type=click.IntRange(1, 4096), default=None,
+                     help="ShapNets: channels per feature between transforms (Deep) or per "
+                          "module output (Shallow)  [default: 8]."),
+        click.option("--reference", "shapnet_reference", type=click.Choice(["mean", "zero"]),
+                     default=None, help="ShapNets: the input reference (absent features), the "
+                     "training mean or zero  [default: mean]."),
+        click.option("--explanation-l1", type=float, default=None, metavar="λ",
+                     help="ShapNets: ℓ1 penalty on the explanation (paper §2.4)  [default: 0]."),
+        click.option("--l1-layers", type=click.Choice(["last", "all"]), default=None,
+                     help="ShapNets: --explanation-l1 on the last representation or on every "
+                          "Shapley representation  [default: last]."),
+        click.option("--explanation-smooth", type=float, default=None, metavar="λ",
+                     help="ShapNets: ℓ∞ penalty (largest attribution per sample, §2.4)  "
+                          "[default: 0]."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+def _train_shapnet(task, data_spec, hidden, activation, epochs, lr, batch_size, seed, output,
+                   quiet, shapnet):
+    """``train --task shapnet-*``: the options into the library's spec objects."""
+    from edgeprune.shapnet.training import Regularisation, ShapNetSpec, train_shapnet_file
+    from edgeprune.train import parse_hidden
+
+    opts = {k: (SHAPNET_DEFAULTS[k] if v is None else v) for k, v in shapnet.items()}
+    spec = ShapNetSpec(kind=task, active_size=opts["active_size"],
+                       transforms=opts["transforms"], modules=opts["modules"],
+                       channels=opts["channels"], hidden=tuple(parse_hidden(hidden or "32")),
+                       activation=activation, reference=opts["shapnet_reference"])
+    reg = Regularisation(l1=opts["explanation_l1"], l1_layers=opts["l1_layers"],
+                         smooth=opts["explanation_smooth"])
+    return train_shapnet_file(data_spec, spec, target=opts["target"], reg=reg, epochs=epochs,
+                              lr=lr, batch_size=batch_size, seed=seed, output=output, quiet=quiet)
+
+
 @main.command(context_settings=CONTEXT)
 @data_option
-@click.option("--task", type=click.Choice(["autoencode", "classify"]), default="autoencode",
+@click.option("--task", type=click.Choice(["autoencode", "classify", "shapnet-shallow",
+                                           "shapnet-deep"]), default="autoencode",
               show_default=True, help="classify: an MLP classifier (softmax cross-entropy, "
-              "logits out, needs labelled data) instead of an autoencoder.")
+              "logits out, needs labelled data) instead of an autoencoder; shapnet-shallow / "
+              "shapnet-deep: a ShapNet that returns its own Shapley values (ICLR 2021).")
 @click.option("--hidden", default=None,
               help="Encoder widths, mirrored (default 32,8); a classifier's hidden widths "
-                   "(default 40).")
+                   "(default 40); a ShapNet's inner-MLP widths (default 32).")
 @click.option("--activation", default="relu", show_default=True,
               help="Hidden activation: identity, relu, leaky_relu, sigmoid or tanh.")
 @click.option("--latent-activation", default=None, help="Activation of the latent layer.")
@@ -212,15 +269,25 @@ def main() -> None:
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Checkpoint to write (model.pt).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+@shapnet_options
 @_user_errors
 def train(data_spec, hidden, activation, latent_activation, output_activation, epochs, lr,
-          batch_size, seed, output, quiet, task="autoencode"):
-    """Train a symmetric autoencoder (or, with --task classify, an MLP classifier) and write an
-    edgeprune checkpoint."""
+          batch_size, seed, output, quiet, task="autoencode", **shapnet):
+    """Train a symmetric autoencoder (or, with --task classify, an MLP classifier; with --task
+    shapnet-shallow|shapnet-deep, a ShapNet) and write an edgeprune checkpoint."""
     from edgeprune.output_dir import check_output_file
     from edgeprune.workflows import train_autoencoder
 
     check_output_file(output, {"data file": data_spec})
+    if task.startswith("shapnet-"):
+        click.echo(_train_shapnet(task, data_spec, hidden, activation, epochs, lr, batch_size,
+                                  seed, output, quiet, shapnet))
+        return
+    given = [k for k, v in shapnet.items() if v is not None]
+    if given:
+        name = "--reference" if given[0] == "shapnet_reference" else (
+            "--" + given[0].replace("_", "-"))
+        raise EdgepruneError(f"{name} applies to --task shapnet-shallow or shapnet-deep only")
     if task == "classify":  # --latent-activation/--output-activation do not apply
         from edgeprune.train import train_classifier_file
 
@@ -335,6 +402,10 @@ class AlphaType(click.ParamType):
 @click.option("--steps", type=click.IntRange(1), default=1, show_default=True,
               help="Gradual pruning: reach --sparsity in N steps of a cubic schedule, "
                    "re-scoring and fine-tuning between steps (the --finetune-epochs are shared).")
+@click.option("--compensate", is_flag=True,
+              help="Replace each pruned link by its mean instead of 0: every live unit's bias "
+                   "is set to keep its mean pre-activation on the training split (the "
+                   "consistent pruning for --reference mean; works with every --method).")
 @click.option("--finetune-epochs", type=click.IntRange(0), default=0, show_default=True,
               help="Epochs of masked fine-tuning after pruning (pruned links stay zero).")
 @click.option("--codebook-epochs", type=click.IntRange(0), default=0, show_default=True,
@@ -435,7 +506,8 @@ def explain(model_or_outdir, data_spec, importance_level, scores_path, estimator
             reference, seed, memory_budget, top, outdir, quiet, model_opts):
     """Explain MODEL_OR_OUTDIR (a model file or a compress output directory): input unit
     importance, per-layer LI heatmaps, the inputs the pruned model never reads (PNG, 640x480),
-    explain.json and explain.md in OUTPUT."""
+    explain.json and explain.md in OUTPUT. A ShapNet model explains itself: its own Shapley
+    values of --samples rows (no scoring, no sampling), written as PNGs, .npy and JSON/MD."""
     from edgeprune.explain import ExplainOptions
     from edgeprune.explain import explain as run_explain
     from edgeprune.scoring import memory_budget_bytes
@@ -447,11 +519,8 @@ def explain(model_or_outdir, data_spec, importance_level, scores_path, estimator
     result = run_explain(model_or_outdir, outdir, opts, data_spec=data_spec,
                          **model_opts,
                          progress=None if quiet else lambda msg: click.echo(msg, err=True))
-    summary = result.explanation.to_dict()
-    click.echo("most important inputs: "
-               + ", ".join(e["name"] for e in summary["most_important"][:5]))
-    click.echo(f"never read by the pruned model: {len(summary['never_read'])} of "
-               f"{summary['input_dim']} inputs")
+    for line in result.explanation.summary_lines():
+        click.echo(line)
     click.echo(f"wrote {os.path.join(outdir, '')}: " + ", ".join(result.files))
 
 
@@ -466,15 +535,27 @@ def explain(model_or_outdir, data_spec, importance_level, scores_path, estimator
 @click.option("--tflite-sparse", is_flag=True, help="Store TFLite weights as sparse tensors.")
 @quantize_options
 @seed_option
+@click.option("--inner-sparsity", type=float, default=None, metavar="ETA",
+              help="ShapNet checkpoints: first prune this fraction of each inner MLP's links "
+                   "(SHAP-SAE scores on its masked-copy inputs; no fine-tuning).")
 @click.option("-o", "--output", "outdir", required=True, type=click.Path(file_okay=False),
               help="Output directory; replaced as a whole when the run succeeds.")
 @with_model_options
 @_user_errors
 def export(pruned, formats, data_spec, onnx_sparse_initializers, tflite_sparse, quantize,
-           max_metric_drop, npz_compression, seed, outdir, model_opts):
+           max_metric_drop, npz_compression, seed, inner_sparsity, outdir, model_opts):
     """Export PRUNED (a compress output directory or a pruned checkpoint) to npz/ONNX/TFLite,
-    each checked against PyTorch on real inputs."""
+    each checked against PyTorch on real inputs. A ShapNet checkpoint (train --task
+    shapnet-*) is compiled; its artifacts return the prediction and the explanation."""
     from edgeprune.artifacts import ExportOptions, export_pruned
+
+    if _is_shapnet_file(pruned):
+        _export_shapnet(pruned, outdir, formats, data_spec, seed, inner_sparsity,
+                        onnx_sparse_initializers or tflite_sparse, quantize, max_metric_drop)
+        return
+    if inner_sparsity is not None:
+        raise EdgepruneError("--inner-sparsity prunes a ShapNet's inner MLPs; PRUNED is not a "
+                             "ShapNet checkpoint")
 
     result = export_pruned(pruned, outdir, formats=formats, data_spec=data_spec, seed=seed,
                            options=ExportOptions(onnx_sparse_initializers, tflite_sparse,
@@ -492,6 +573,41 @@ def export(pruned, formats, data_spec, onnx_sparse_initializers, tflite_sparse, 
                                                  "artifacts": result["written"]})))
 
 
+def _is_shapnet_file(path) -> bool:
+    try:
+        from edgeprune.shapnet.checkpoint import is_shapnet_file
+    except ImportError:  # torch missing: not a ShapNet this install can read
+        return False
+    return is_shapnet_file(path)
+
+
+def _export_shapnet(source, outdir, formats, data_spec, seed, inner_sparsity, sparse, quantize,
+                    max_metric_drop):
+    from edgeprune.shapnet.deploy import export_shapnet_checkpoint
+
+    if sparse or quantize != "none" or max_metric_drop is not None:
+        raise EdgepruneError("a ShapNet is exported in float32 with dense ONNX/TFLite weights; "
+                             "drop --quantize/--max-metric-drop/--onnx-sparse-initializers/"
+                             "--tflite-sparse")
+    result = export_shapnet_checkpoint(source, outdir, formats=formats, data_spec=data_spec,
+                                       seed=seed, inner_sparsity=inner_sparsity)
+    for note in result["notes"]:
+        click.echo(f"note: {note}")
+    pruning = result.get("inner_pruning")
+    if pruning:
+        metric = ", ".join(f"{k} {pruning['before'].get(k, float('nan')):.4g} -> {v:.4g}"
+                           for k, v in pruning["after"].items())
+        click.echo(f"pruned {pruning['inner_sparsity']:.1%} of the inner MLPs' links"
+                   + (f" ({metric}, no fine-tuning)" if metric else ""))
+    c = result["compiled"]
+    click.echo(f"compiled {c['transforms']} Shapley transforms, {c['modules']} modules: "
+               f"{c['layers']} CSR layers, {c['nnz']} non-zeros")
+    for art in result["written"].values():
+        click.echo(f"wrote {art['path']} ({art['bytes']} bytes; max |diff| vs PyTorch "
+                   f"prediction {art['max_abs_diff_prediction']:.2e}, explanation "
+                   f"{art['max_abs_diff_explanation']:.2e} on {result['data']})")
+
+
 @main.command(context_settings=CONTEXT)
 @click.argument("bundle", type=click.Path(dir_okay=False))
 @click.argument("inputs", type=click.Path(dir_okay=False))
@@ -505,11 +621,38 @@ def export(pruned, formats, data_spec, onnx_sparse_initializers, tflite_sparse, 
                    "'edgeprune[fast]'); numpy: always available.")
 @click.option("--encode", "mode", flag_value="encode", help="Return the latent code.")
 @click.option("--decode", "mode", flag_value="decode", help="Inputs are latent codes.")
+@click.option("--explanations", type=click.Path(dir_okay=False), default=None,
+              help="ShapNet bundles: also write the per-feature Shapley values (.npy, "
+                   "samples x features x outputs).")
+@click.option("--skip-threshold", type=float, default=None, metavar="T",
+              help="ShapNet bundles: skip the Shapley modules whose inputs are all within T "
+                   "of their reference (dynamic pruning; 0 changes no output).")
 @_user_errors
-def run(bundle, inputs, output, kernel, engine, mode):
-    """Run a model.npz bundle on INPUTS (.npy) with the edgeprune runtime; write OUTPUT (.npy)."""
-    from edgeprune.workflows import run_bundle
+def run(bundle, inputs, output, kernel, engine, mode, explanations, skip_threshold):
+    """Run a model.npz bundle on INPUTS (.npy) with the edgeprune runtime; write OUTPUT (.npy).
 
+    For a ShapNet bundle OUTPUT is the prediction; --explanations writes its Shapley values."""
+    from edgeprune.runtime.bundle import read_bundle
+    from edgeprune.workflows import run_bundle, run_shapnet_bundle
+
+    shapnet = explanations is not None or skip_threshold is not None
+    if not shapnet and mode is None and os.path.isfile(bundle):
+        shapnet = read_bundle(bundle).shapnet is not None
+    if shapnet:
+        if mode is not None:
+            raise EdgepruneError(f"--{mode} needs an autoencoder bundle; a ShapNet bundle "
+                                 "runs forward only")
+        info = run_shapnet_bundle(bundle, inputs, output, explanations=explanations,
+                                  skip_threshold=skip_threshold,
+                                  kernel="csr" if kernel == "auto" else kernel, engine=engine)
+        line = f"wrote {output} {info['prediction']}"
+        if explanations is not None:
+            line += f" and {explanations} {info['explanation']}"
+        if skip_threshold is not None:
+            line += (f"; skipped {info['skipped_fraction']:.1%} of {info['modules']} Shapley "
+                     f"modules per sample (output change <= {info['bound']:.3g})")
+        click.echo(line)
+        return
     shape = run_bundle(bundle, inputs, output, kernel=kernel, mode=mode or "forward",
                        engine=engine)
     click.echo(f"wrote {output} {shape}")
@@ -591,10 +734,17 @@ def _deploy_options(identity, ssh_config, accept_new_host_key, connect_timeout, 
               help="Also run on this board over SSH (deploying ARTIFACTS first, a no-op when "
                    "already there) and report host vs board side by side; --calibrate then "
                    "calibrates the board.")
+@click.option("--skip-threshold", "skip_thresholds", type=float, multiple=True, metavar="T",
+              help="ShapNet bundles: also time dynamic pruning at batch 1 with this threshold "
+                   "(repeatable), on the samples of --inputs; reports modules skipped and "
+                   "latency saved per input.")
+@click.option("--inputs", "skip_inputs", type=click.Path(dir_okay=False), default=None,
+              help="The .npy samples (samples x features) --skip-threshold is measured on.")
 @with_ssh_options
 @_user_errors
 def bench(artifacts, batches, backends, warmup, runs, min_time, threads, json_path, md_path,
           plot_path, energy_profile, calibrate, profile_out, kernel_profile, quiet, remote,
+          skip_thresholds, skip_inputs,
           identity, ssh_config, accept_new_host_key, connect_timeout, remote_dir, remote_python):
     """Benchmark ARTIFACTS (model.npz, .onnx, .tflite, pruned.pt or compress output dirs)."""
     from edgeprune import bench as benchmark
@@ -603,6 +753,9 @@ def bench(artifacts, batches, backends, warmup, runs, min_time, threads, json_pa
         if not quiet:
             click.echo(msg, err=True)
 
+    if remote and skip_thresholds:
+        raise EdgepruneError("--skip-threshold is measured on this host; drop --remote (or "
+                             "run `edgeprune bench --skip-threshold` on the board)")
     if remote:
         _bench_remote(remote, artifacts, batches, warmup, runs, min_time, threads, json_path,
                       md_path, energy_profile, calibrate, say,
@@ -612,7 +765,8 @@ def bench(artifacts, batches, backends, warmup, runs, min_time, threads, json_pa
 
     opts = benchmark.BenchOptions(batches=benchmark.parse_batches(batches), backends=backends,
                                   warmup=warmup, runs=runs, min_time=min_time, threads=threads,
-                                  energy_profile=energy_profile, kernel_profile=kernel_profile)
+                                  energy_profile=energy_profile, kernel_profile=kernel_profile,
+                                  skip_thresholds=skip_thresholds, skip_inputs=skip_inputs)
     opts.validate()
     if calibrate:
         path = benchmark.calibrate_device(artifacts, opts, profile_out, progress=say)

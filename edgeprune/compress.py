@@ -62,6 +62,7 @@ class CompressOptions:
     score_rule: str = DEFAULT_SCORE_RULE  # shap-sae: paper (mean |phi|), rms or hybrid
     alpha: float | str = DEFAULT_ALPHA  # hybrid: LI^alpha * |w|^(1 - alpha); or "auto"
     steps: int = 1  # gradual pruning: steps of the polynomial schedule towards --sparsity
+    compensate: bool = False  # fold each pruned link's mean contribution into its unit's bias
     target_macs: int | None = None  # instead of m / eta: the least sparsity within this budget
     target_size: int | None = None  # ... or within this many bytes of model.npz
     target_latency: float | None = None  # ... or a predicted batch-1 latency (µs), units traded
@@ -129,6 +130,9 @@ class CompressOptions:
             if self.scores_path:
                 raise ModelError("--steps N re-scores the pruned network at every step; "
                                  "drop --scores")
+        if self.compensate and "link" not in self.granularities():
+            raise ModelError("--compensate folds the means of pruned links into the biases; "
+                             "use it with --granularity link or neuron,link")
         if self.samples < 1:
             raise ModelError("--samples must be at least 1")
         if self.finetune_epochs < 0:
@@ -246,7 +250,8 @@ def _prune_links(work: Network, ds: Dataset, opts: CompressOptions, metadata: di
 
         return gradual_prune(work, ds, opts, lambda n: link_scores(n, ds, opts),
                              lambda n, e: _finetune(n, ds, opts, e)[0],
-                             lambda n: evaluate(n, ds, opts.seed))
+                             lambda n: evaluate(n, ds, opts.seed),
+                             adjust=lambda before, res: _compensated(before, res, ds, opts))
     scores, scoring = link_scores(work, ds, opts)
     if opts.target_latency is not None:
         from edgeprune.prune.latency_target import prune_to_latency, validation_loss
@@ -263,9 +268,26 @@ def _prune_links(work: Network, ds: Dataset, opts: CompressOptions, metadata: di
             work, scores, int(opts.target_macs or opts.target_size), kind,
             target_measure(kind, opts.export_options.quantize, metadata,
                            opts.export_options.npz_compression))
-        return result, {**(scoring or {}), "target": search}, None, opts.finetune_epochs
-    return prune_network(work, scores, importance_level=opts.importance_level,
-                         sparsity=opts.sparsity), scoring, None, opts.finetune_epochs
+        return (_compensated(work, result, ds, opts), {**(scoring or {}), "target": search},
+                None, opts.finetune_epochs)
+    result = prune_network(work, scores, importance_level=opts.importance_level,
+                           sparsity=opts.sparsity)
+    return _compensated(work, result, ds, opts), scoring, None, opts.finetune_epochs
+
+
+def _compensated(before: Network, result, ds: Dataset, opts: CompressOptions):
+    """``--compensate``: the pruned links' mean contributions over the training split folded
+    into the biases (:mod:`edgeprune.prune.compensate`); otherwise ``result`` unchanged."""
+    if not opts.compensate:
+        return result
+    from dataclasses import replace
+
+    from edgeprune.prune.compensate import compensate_biases
+
+    net = compensate_biases(before, result.network, ds.x_train)
+    return replace(result, network=net, notes=[*result.notes, (
+        "--compensate: each live unit's bias matches its mean pre-activation before pruning "
+        "(the pruned links' mean contributions folded in, on the training split)")])
 
 
 def _artifact_metadata(net, ds, opts, outdir, walk, importance_level) -> dict:

@@ -45,6 +45,11 @@ class Dataset:
     y_test: np.ndarray | None
     image_shape: tuple[int, ...] | None
     feature_names: tuple[str, ...] | None
+    #: Regression targets, float32 (n, outputs) per split (``synthetic16``, or ``npy:`` data
+    #: loaded with ``regression=True``); None for label/unlabelled data.
+    t_train: np.ndarray | None = None
+    t_val: np.ndarray | None = None
+    t_test: np.ndarray | None = None
 
     @property
     def dim(self) -> int:
@@ -56,10 +61,45 @@ class Dataset:
         """Whether integer labels accompany the samples."""
         return self.y_train is not None
 
+    @property
+    def has_targets(self) -> bool:
+        """Whether float regression targets accompany the samples."""
+        return self.t_train is not None
+
+
+#: Built-in datasets whose ``y`` is a float regression target, not a class label.
+REGRESSION_DATASETS = ("synthetic16",)
+
 
 def available_datasets() -> list[str]:
     """The dataset spec forms accepted by :func:`load_dataset`."""
-    return ["synthetic6", "digits", "mnist5k", "idx:PATH", "npy:PATH", "csv:PATH"]
+    return ["synthetic6", "synthetic16", "digits", "mnist5k", "breast-cancer", "idx:PATH",
+            "npy:PATH", "csv:PATH"]
+
+
+def _synthetic16(seed: int, n: int = 10_000) -> tuple[np.ndarray, np.ndarray]:
+    """The ShapNets paper's synthetic regression (§3): v ~ U[-0.5, 0.5]^16,
+    f(v) = sum_i v_i + sum_i v_i^2 + 0.05 eps with eps ~ N(0, 1); drawn with ``seed``.
+
+    Not rescaled (the [0, 1] rule of the built-in data would change f)."""
+    rng = np.random.default_rng(seed)
+    v = rng.uniform(-0.5, 0.5, size=(n, 16))
+    return v, v.sum(axis=1) + (v ** 2).sum(axis=1) + 0.05 * rng.standard_normal(n)
+
+
+def _breast_cancer() -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """scikit-learn's Breast Cancer Wisconsin (Diagnostic), 569 x 30, label 1 = benign; each
+    feature min-max scaled to [0, 1] over the whole set (the features span 1e-3..4e3)."""
+    try:
+        from sklearn.datasets import load_breast_cancer
+    except ImportError as exc:
+        raise DataError(f"dataset 'breast-cancer' needs scikit-learn, which is missing; run "
+                        f"{_EXTRA}") from exc
+    bunch = load_breast_cancer()
+    x = np.asarray(bunch.data, dtype=np.float64)
+    lo, hi = x.min(axis=0), x.max(axis=0)
+    return ((x - lo) / np.where(hi > lo, hi - lo, 1.0), np.asarray(bunch.target),
+            tuple(str(name) for name in bunch.feature_names))
 
 
 def _synthetic6(seed: int, n: int = 15_000) -> tuple[np.ndarray, np.ndarray]:
@@ -287,6 +327,11 @@ def _source(spec: str, seed: int) -> tuple[
     kind, _, arg = spec.partition(":")
     if spec == "synthetic6":
         return (*_synthetic6(seed), None, tuple(f"x{i}" for i in range(1, 7)), None)
+    if spec == "synthetic16":
+        return (*_synthetic16(seed), None, tuple(f"v{i}" for i in range(1, 17)), None)
+    if spec == "breast-cancer":
+        x, y, names = _breast_cancer()
+        return x, y, None, names, None
     if spec in ("digits", "mnist5k"):
         return (*_bundled(spec), (8, 8) if spec == "digits" else (28, 28), None, None)
     if kind not in ("idx", "npy", "csv") or not arg:
@@ -353,14 +398,35 @@ def _min_samples(val_fraction: float, test_fraction: float) -> int:
     return n
 
 
+def _targets(t: np.ndarray | None, n: int, spec: str) -> np.ndarray | None:
+    """Validate regression targets as finite float32 (n, outputs)."""
+    if t is None:
+        raise DataError(f"{spec}: regression needs targets; save them with "
+                        "np.savez(path, x=..., y=targets)")
+    t = np.asarray(t)
+    if t.ndim == 1:
+        t = t[:, None]
+    if t.ndim != 2 or len(t) != n or t.dtype.kind not in "biuf" or t.shape[1] == 0:
+        raise DataError(f"{spec}: targets have shape {t.shape} and dtype {t.dtype} but there "
+                        f"are {n} samples; give numeric targets of shape ({n},) or ({n}, outputs)")
+    t32 = t.astype(np.float32)
+    if not np.all(np.isfinite(t32)):
+        raise DataError(f"{spec}: targets hold NaN, inf or values beyond the float32 range; "
+                        "clean them first")
+    return t32
+
+
 def load_dataset(spec: str, seed: int = 0, val_fraction: float = 0.1,
-                 test_fraction: float = 0.2) -> Dataset:
+                 test_fraction: float = 0.2, regression: bool = False) -> Dataset:
     """Load the dataset named by ``spec`` and split it with a ``seed``-ed permutation.
 
     Rows are shuffled by ``np.random.default_rng(seed)`` and cut into test, validation and train
     parts by the fractions. For ``idx:`` directories holding both train and t10k files the
     official t10k set is the test split and only validation is carved from train. ``synthetic6``
     is also *drawn* with ``seed``, so different seeds give different samples.
+
+    ``synthetic16`` carries float regression targets (``t_*``); with ``regression=True`` the
+    ``y`` of an ``npy:`` archive is read as such targets instead of class labels.
     """
     spec = spec.strip()
     if not (val_fraction >= 0 and test_fraction >= 0 and val_fraction + test_fraction < 1):
@@ -373,6 +439,12 @@ def load_dataset(spec: str, seed: int = 0, val_fraction: float = 0.1,
                         "with at least one feature")
     x = x.reshape(n, -1)
     _check_float32(x, spec)
+    t = None
+    if spec in REGRESSION_DATASETS or regression:
+        if official is not None or not (spec in REGRESSION_DATASETS or spec.startswith("npy:")):
+            raise DataError(f"{spec}: regression targets come from synthetic16 or an npy: "
+                            "archive with a float y; this data has class labels at most")
+        t, y = _targets(y, n, spec), None
     y = _labels(y, n, spec)
     if official is None:
         test_idx, val_idx, train_idx = _split(n, seed, (test_fraction, val_fraction))
@@ -393,7 +465,8 @@ def load_dataset(spec: str, seed: int = 0, val_fraction: float = 0.1,
                         f"at least {_min_samples(val_fraction, test_fraction)} samples")
     xs = [np.ascontiguousarray(a, dtype=np.float32) for a in (x[train_idx], x[val_idx], x_test)]
     ys = [None, None] if y is None else [y[train_idx], y[val_idx]]
-    return Dataset(spec, *xs, *ys, y_test, image_shape, names)
+    ts = [None] * 3 if t is None else [t[train_idx], t[val_idx], t[test_idx]]
+    return Dataset(spec, *xs, *ys, y_test, image_shape, names, *ts)
 
 
 def explanation_set(ds: Dataset, n: int, seed: int) -> np.ndarray:

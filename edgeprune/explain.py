@@ -135,6 +135,13 @@ class Explanation:
             row["li_kept_fraction"] = float(li[layer.mask].sum() / li.sum())
         return row
 
+    def summary_lines(self) -> list[str]:
+        """What ``edgeprune explain`` prints."""
+        d = self.to_dict()
+        return ["most important inputs: " + ", ".join(e["name"] for e in d["most_important"][:5]),
+                f"never read by the pruned model: {len(d['never_read'])} of {d['input_dim']} "
+                "inputs"]
+
     def markdown(self, files: list[str]) -> str:
         d = self.to_dict()
         src = d["source"]
@@ -264,6 +271,8 @@ def explain(source: str | os.PathLike, outdir: str | os.PathLike, opts: ExplainO
                          "check the path")
     inputs = [p for p in (source, opts.scores_path) if p]
     check_output_dir(outdir, "explain", inputs=inputs)  # before any scoring
+    if source.is_file() and _is_shapnet(source):
+        return _explain_shapnet(source, outdir, opts, data_spec, say, inputs)
     pruned, report = None, {}
     if source.is_dir():
         if opts.importance_level is not None:
@@ -291,6 +300,27 @@ def explain(source: str | os.PathLike, outdir: str | os.PathLike, opts: ExplainO
     expl = explain_network(net, ds, opts, pruned=pruned, info={**info, "data": spec})
     say(f"drawing {len(expl.li) + 2} pictures into {outdir}")
     files = write_explanation(expl, outdir, inputs=inputs)
+    return ExplainResult(expl, outdir, files)
+
+
+def _is_shapnet(path: Path) -> bool:
+    from edgeprune.shapnet.checkpoint import is_shapnet_file
+
+    return is_shapnet_file(path)
+
+
+def _explain_shapnet(source: Path, outdir: Path, opts: ExplainOptions, data_spec, say,
+                     inputs) -> ExplainResult:
+    """A ShapNet explains itself: its own Shapley values, no scoring or pruning."""
+    from edgeprune.shapnet.explain import explain_shapnet
+
+    for given, name in ((opts.importance_level, "--importance-level"),
+                        (opts.scores_path, "--scores")):
+        if given is not None:
+            raise ModelError(f"{name} does not apply to {source}: a ShapNet is explained by its "
+                             "own Shapley values, without link scores or pruning")
+    expl, files = explain_shapnet(source, outdir, data_spec=data_spec, samples=opts.samples,
+                                  seed=opts.seed, top=opts.top, inputs=inputs, say=say)
     return ExplainResult(expl, outdir, files)
 
 

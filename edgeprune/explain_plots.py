@@ -43,30 +43,47 @@ def _bars(ax, values: np.ndarray, names: list[str], colors=None) -> None:
     """A bar per input at x = 1..n, named when there are few enough to read."""
     x = np.arange(1, len(values) + 1)
     ax.bar(x, values, color=colors if colors is not None else "tab:blue", width=0.8)
-    if len(values) <= MAX_TICK_LABELS:
-        ax.set_xticks(x)
-        ax.set_xticklabels(names, rotation=45 if len(values) > 8 else 0, ha="right"
-                           if len(values) > 8 else "center", fontsize=8)
+    _input_axis(ax, names)
+
+
+def _input_axis(ax, names: list[str]) -> None:
+    """x = inputs 1..n, each named when there are few enough to read."""
+    n = len(names)
+    if n <= MAX_TICK_LABELS:
+        ax.set_xticks(np.arange(1, n + 1))
+        ax.set_xticklabels(names, rotation=45 if n > 8 else 0, ha="right" if n > 8 else "center",
+                           fontsize=8)
     ax.set_xlabel("input")
-    ax.set_xlim(0.4, len(values) + 0.6)
+    ax.set_xlim(0.4, n + 0.6)
 
 
 def plot_input_importance(ui: np.ndarray, names: list[str], image_shape: tuple[int, int] | None,
-                          path: str | os.PathLike) -> None:
-    """UI of every input (paper eq. 4, Figure 2a): an image for image inputs, else bars."""
+                          path: str | os.PathLike, *, label: str = "UI",
+                          title: str = "Unit importance of the inputs (UI, SHAP-SAE eq. 4)"
+                          ) -> None:
+    """UI of every input (paper eq. 4, Figure 2a), or another per-input importance named by
+    ``label``/``title``: an image for image inputs, else bars."""
     fig = _figure()
     ax = fig.add_subplot()
     if image_shape is not None:
         im = ax.imshow(ui.reshape(image_shape), cmap="viridis", interpolation="nearest")
-        fig.colorbar(im, ax=ax, label="UI")
+        fig.colorbar(im, ax=ax, label=label)
         ax.set_xticks([])
         ax.set_yticks([])
     else:
         _bars(ax, ui, names)
-        ax.set_ylabel("UI")
-    ax.set_title("Unit importance of the inputs (UI, SHAP-SAE eq. 4)")
+        ax.set_ylabel(label)
+    ax.set_title(title, fontsize=10)
     fig.tight_layout()
     _save(fig, path)
+
+
+def _heatmap(fig, ax, values: np.ndarray, cmap: str, label: str) -> None:
+    """``values`` (rows, cols) with rows and columns numbered from 1, and its colour bar."""
+    rows, cols = values.shape
+    im = ax.imshow(values, aspect="auto", cmap=cmap, interpolation="nearest",
+                   extent=(0.5, cols + 0.5, rows + 0.5, 0.5))
+    fig.colorbar(im, ax=ax, label=label)
 
 
 def plot_layer_li(li: np.ndarray, layer: int, path: str | os.PathLike) -> None:
@@ -74,9 +91,7 @@ def plot_layer_li(li: np.ndarray, layer: int, path: str | os.PathLike) -> None:
     fig = _figure()
     ax = fig.add_subplot()
     out_dim, in_dim = li.shape
-    im = ax.imshow(li, aspect="auto", cmap="magma", interpolation="nearest",
-                   extent=(0.5, in_dim + 0.5, out_dim + 0.5, 0.5))
-    fig.colorbar(im, ax=ax, label="LI")
+    _heatmap(fig, ax, li, "magma", "LI")
     ax.set_xlabel(f"input unit j (layer {layer - 1}{', the inputs' if layer == 1 else ''})")
     ax.set_ylabel(f"unit i (layer {layer})")
     ax.set_title(f"Link importance of layer {layer} ({out_dim} x {in_dim}, SHAP-SAE eq. 3)")
@@ -115,5 +130,35 @@ def plot_pruned_inputs(never_read: np.ndarray, mean_input: np.ndarray, ui: np.nd
         ax.legend(handles=[Patch(color=PRUNED_GRAY, alpha=0.5, label="never read"),
                            Patch(color="tab:blue", label="read")], fontsize=8)
     ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_attribution_spread(phi: np.ndarray, names: list[str], path: str | os.PathLike,
+                            what: str) -> None:
+    """Signed Shapley values of every input over the explained samples (a box per input,
+    x = input 1..n), ``phi`` (samples, inputs); ``what`` names the output explained."""
+    fig = _figure()
+    ax = fig.add_subplot()
+    ax.axhline(0.0, color="gray", lw=0.8)
+    ax.boxplot(phi, positions=np.arange(1, phi.shape[1] + 1), widths=0.6, showfliers=False)
+    _input_axis(ax, names)
+    ax.set_ylabel(f"Shapley value ({what})")
+    ax.set_title(f"Intrinsic Shapley values of {phi.shape[0]} samples (ShapNet forward pass)",
+                 fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_layer_importance(share: np.ndarray, path: str | os.PathLike) -> None:
+    """ShapNets' layer-wise explanations (paper Fig. 3): ``share[l, j]``, the mean |Z| of
+    input j in Shapley representation l, normalised per representation."""
+    fig = _figure()
+    ax = fig.add_subplot()
+    _heatmap(fig, ax, share, "viridis", "share of mean |Z| in the representation")
+    ax.set_xlabel("input")
+    ax.set_ylabel("Shapley transform")
+    ax.set_yticks(np.arange(1, share.shape[0] + 1))
+    ax.set_title("Layer-wise Shapley representations (Deep ShapNet)", fontsize=10)
     fig.tight_layout()
     _save(fig, path)

@@ -18,17 +18,21 @@ from edgeprune.prune.rules import polynomial_schedule
 
 
 def gradual_prune(net: Network, ds, opts, score: Callable, finetune: Callable,
-                  evaluate: Callable) -> tuple[PruneResult, dict | None, list[dict], int]:
+                  evaluate: Callable, adjust: Callable | None = None,
+                  ) -> tuple[PruneResult, dict | None, list[dict], int]:
     """Run the schedule; returns the last step's result, its scoring summary, one record per
     step (target and achieved eta, epochs, test metrics) and the epochs left for the final
     fine-tune. ``score(net) -> (scores, summary)``, ``finetune(net, epochs) -> net``,
-    ``evaluate(net) -> dict``."""
+    ``evaluate(net) -> dict``; ``adjust(net_before, result) -> result`` (optional) runs on
+    each step's pruned result before its fine-tune (``--compensate``)."""
     targets = polynomial_schedule(opts.sparsity, opts.steps)
     per_step = opts.finetune_epochs // opts.steps
     work, log = net, []
     for k, eta in enumerate(targets, start=1):
         scores, scoring = score(work)
         result = prune_network(work, scores, sparsity=eta)
+        if adjust is not None:
+            result = adjust(work, result)
         last = k == len(targets)
         epochs = 0 if last else per_step
         work = finetune(result.network, epochs) if epochs else result.network

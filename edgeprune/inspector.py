@@ -256,4 +256,12 @@ def format_info(desc: dict) -> str:
         lines.append(f"  bundle version {desc['version']}, {desc['container']} ("
                      + ", ".join(f"{m['name']} {m['compression']} {m['bytes']} B"
                                  for m in desc["zip_members"]) + ")")
+    shapnet = desc.get("shapnet")
+    if shapnet:
+        lines.append(f"  ShapNet ({shapnet['variant']}): prediction {shapnet['prediction_dim']}, "
+                     f"explanation {shapnet['explanation'][0]} x {shapnet['explanation'][1]}")
+        for n, t in enumerate(shapnet["transforms"], start=1):
+            lines.append(f"    transform {n} (layers {t['layers'][0]}-{t['layers'][1]}): "
+                         f"{t['modules']} modules of k={t['k']}, channels {t['in_channels']} -> "
+                         f"{t['out_channels']}, inner {t['inner_widths']}")
     return "\n".join(lines)

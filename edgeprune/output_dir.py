@@ -50,7 +50,8 @@ COMMAND_FILES: dict[str, tuple[str, ...]] = {
                  "report.md"),
     "export": ("model.npz", "model.onnx", "model.tflite"),
     "explain": ("explain.json", "explain.md", "input_importance.png", "pruned_inputs.png",
-                "li_layer*.png"),
+                "li_layer*.png", "shapley_values.png", "layer_importance.png",
+                "shapley_values.npy", "explained_inputs.npy"),
 }
 
 __all__ = ["MANIFEST", "check_output_dir", "check_output_file", "clean_stale", "read_manifest",

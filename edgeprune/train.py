@@ -49,7 +49,8 @@ def build_autoencoder(in_dim: int, hidden: list[int], activation: str = "relu",
 def _masked_adam_loop(net: Network, x: torch.Tensor, loss_fn, val_metrics, train_key: str, *,
                       epochs: int, lr: float, batch_size: int, seed: int, quiet: bool, desc: str,
                       fmt: str, forward=None) -> tuple[MaskedMLP, list[dict]]:
-    """The one training loop: seeded shuffles, Adam, masks re-applied after every step.
+    """The masked-network training loop: :func:`adam_epochs` with the masks re-applied after
+    every step.
 
     ``loss_fn(outputs, batch_indices)`` is the batch loss; ``val_metrics(model)`` (evaluated
     under ``no_grad`` in eval mode) adds validation figures to each epoch's history row.
@@ -57,23 +58,41 @@ def _masked_adam_loop(net: Network, x: torch.Tensor, loss_fn, val_metrics, train
     the plain masked forward)."""
     torch.manual_seed(seed)
     model = MaskedMLP(net)
+
+    def batch_loss(idx):
+        return loss_fn(model(x[idx]) if forward is None else forward(model, x[idx]), idx)
+
+    history = adam_epochs(model, len(x), batch_loss, val_metrics, train_key, epochs=epochs,
+                          lr=lr, batch_size=batch_size, seed=seed, quiet=quiet, desc=desc,
+                          fmt=fmt, after_step=model.apply_masks_)
+    return model, history
+
+
+def adam_epochs(model: torch.nn.Module, n: int, batch_loss, val_metrics, train_key: str, *,
+                epochs: int, lr: float, batch_size: int, seed: int, quiet: bool, desc: str,
+                fmt: str, after_step=None) -> list[dict]:
+    """The one training loop: seeded shuffles of ``range(n)``, Adam on ``model``'s parameters,
+    ``batch_loss(indices)`` per mini-batch, ``after_step()`` after every update; returns one
+    history row per epoch (mean training loss as ``train_key`` + ``val_metrics(model)``,
+    evaluated under ``no_grad`` in eval mode). A non-finite loss is a one-line error."""
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
     history: list[dict] = []
     bar = tqdm(range(epochs), desc=desc, disable=quiet, unit="epoch", leave=False)
     for epoch in bar:
         model.train()
-        order = torch.randperm(len(x), generator=gen)
+        order = torch.randperm(n, generator=gen)
         total = 0.0
-        for start in range(0, len(x), batch_size):
+        for start in range(0, n, batch_size):
             idx = order[start:start + batch_size]
-            loss = loss_fn(model(x[idx]) if forward is None else forward(model, x[idx]), idx)
+            loss = batch_loss(idx)
             opt.zero_grad()
             loss.backward()
             opt.step()
-            model.apply_masks_()
+            if after_step is not None:
+                after_step()
             total += float(loss.detach()) * len(idx)
-        row = {"epoch": epoch + 1, train_key: total / max(len(x), 1)}
+        row = {"epoch": epoch + 1, train_key: total / max(n, 1)}
         if not np.isfinite(row[train_key]):
             raise ModelError(f"training diverged: the {desc} loss is {row[train_key]} in epoch "
                              f"{epoch + 1}; scale the data to a small range (e.g. [0, 1]) or "
@@ -83,7 +102,7 @@ def _masked_adam_loop(net: Network, x: torch.Tensor, loss_fn, val_metrics, train
         history.append(row)
         bar.set_postfix({k: f"{v:{fmt}}" for k, v in row.items() if k != "epoch"})
     bar.close()
-    return model, history
+    return history
 
 
 def train_network(net: Network, x_train: np.ndarray, x_val: np.ndarray | None = None, *,

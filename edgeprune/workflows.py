@@ -46,6 +46,14 @@ def _save_npy_atomic(path: Path, arr: np.ndarray) -> None:
         np.save(tmp, arr)
 
 
+def read_samples(path: str | os.PathLike, width: int, widths: list[int] | None = None,
+                 what: str = "inputs") -> np.ndarray:
+    """The samples of the ``.npy`` file ``path`` as float32 ``(samples, width)``, every check of
+    ``edgeprune run`` first (header, shape, size bound, finite values)."""
+    x = _read_inputs(Path(path), width, what, widths or [width])
+    return x.reshape(-1, width)
+
+
 def _read_inputs(path: Path, width: int, what: str, widths: list[int]) -> np.ndarray:
     """The samples in the .npy ``path`` as float32, checked from the header first, then finite."""
     from edgeprune.runtime import limits
@@ -121,3 +129,41 @@ def run_bundle(bundle: str | os.PathLike, inputs: str | os.PathLike, output: str
     y = fn(x)
     _save_npy_atomic(output, y)
     return tuple(y.shape)
+
+
+def run_shapnet_bundle(bundle: str | os.PathLike, inputs: str | os.PathLike,
+                       output: str | os.PathLike, *, explanations: str | os.PathLike | None = None,
+                       skip_threshold: float | None = None, kernel: str = "csr",
+                       engine: str = "numpy") -> dict:
+    """``edgeprune run`` on a ShapNet bundle: the prediction to ``output``, the per-feature
+    explanation ``(samples, features, outputs)`` to ``explanations`` (when given); with
+    ``skip_threshold`` the modules within it of their reference are skipped (dynamic pruning).
+    Returns the shapes written, the fraction of modules skipped and the threshold's bound."""
+    from edgeprune.runtime.bundle import read_bundle
+    from edgeprune.runtime.shapnet import ShapNetModel, check_skip_threshold
+
+    threshold = check_skip_threshold(skip_threshold, "--skip-threshold")
+    bundle, inputs, output = Path(bundle), Path(inputs), Path(output)
+    reads = {"model bundle": bundle, "input file": inputs}
+    check_output_file(output, reads)
+    if explanations is not None:
+        explanations = Path(explanations)
+        check_output_file(explanations, {**reads, "prediction output (-o)": output},
+                          "--explanations")
+    loaded = read_bundle(bundle)
+    if loaded.shapnet is None:
+        raise ModelError(f"{bundle}: --skip-threshold and --explanations need a ShapNet bundle "
+                         f"(edgeprune export of a ShapNet model); this one is {loaded.kind!r}")
+    model = ShapNetModel(loaded, kernel=kernel, engine=engine)
+    x = _read_inputs(inputs, model.input_dim, "inputs", model.chain.buffer_widths())
+    result = model.run(x, threshold)
+    _save_npy_atomic(output, result.prediction)
+    if explanations is not None:
+        _save_npy_atomic(explanations, result.explanation)
+    summary = {"prediction": tuple(result.prediction.shape),
+               "explanation": tuple(result.explanation.shape) if explanations else None,
+               "skip_threshold": threshold, "modules": model.n_modules}
+    if threshold is not None:
+        summary["skipped_fraction"] = result.skipped_fraction
+        summary["bound"] = float(model.skip_bound(threshold)[0].max())
+    return summary

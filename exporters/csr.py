@@ -226,7 +226,7 @@ def serialize(arrays: dict[str, np.ndarray], compression: str = "auto") -> bytes
         raise ValueError(f"compression={compression!r}: use auto or one of "
                          f"{', '.join(COMPRESSIONS)}")
     version = json.loads(str(arrays["meta"].item()))["version"]
-    if version >= VERSION_PACKED:
+    if version == VERSION_PACKED:
         return zip_members(pack_arrays(arrays), compression)
     if compression == "lzma":
         raise ValueError(f"compression='lzma' needs the packed layout (version {version} "

@@ -216,8 +216,9 @@ class _Graph:
                          Outputs=ints(outputs), Operators=operators, Name=b.CreateString("main"))
         codes = [table("OperatorCode", DeprecatedBuiltinCode=min(code, 127), Version=version,
                        BuiltinCode=code) for code, version in self.codes]
+        labels = [("input", inputs[0])] + [(self.tensors[i]["name"], i) for i in outputs]
         maps = [table("TensorMap", Name=b.CreateString(label), TensorIndex=index)
-                for label, index in (("input", inputs[0]), ("output", outputs[0]))]
+                for label, index in labels]
         signature = table("SignatureDef", Inputs=offsets(maps[:1]), Outputs=offsets(maps[1:]),
                           SignatureKey=b.CreateString("serving_default"), SubgraphIndex=0)
         entry = table("Metadata", Name=b.CreateString("edgeprune"),
@@ -268,9 +269,31 @@ def place_outputs(g: _Graph, net: CompactNetwork, h: int) -> int:
     return h
 
 
+def _split_outputs(g: _Graph, h: int, p: int, d: int, o: int) -> list[int]:
+    """A compiled ShapNet's chain output ``h`` ``[B, p + d*o]`` -> ``prediction [B, p]`` and
+    ``explanation [B, d, o]`` (SLICE, SLICE + RESHAPE)."""
+    tfl, ops = g.tfl, g.tfl.BuiltinOperator
+    pred = g.activation("prediction", p)
+    g.op(ops.SLICE, [h, g.const("prediction_begin", np.array([0, 0], np.int32)),
+                     g.const("prediction_size", np.array([-1, p], np.int32))], [pred],
+         _options(tfl, "SliceOptions"))
+    flat = g.activation("explanation_flat", d * o)
+    g.op(ops.SLICE, [h, g.const("explanation_begin", np.array([0, p], np.int32)),
+                     g.const("explanation_size", np.array([-1, d * o], np.int32))], [flat],
+         _options(tfl, "SliceOptions"))
+    expl = g._tensor("explanation", [1, d, o], tfl.TensorType.FLOAT32, signature=[-1, d, o])
+    g.op(ops.RESHAPE, [flat, g.const("explanation_shape", np.array([-1, d, o], np.int32))],
+         [expl], _options(tfl, "ReshapeOptions"))
+    return [pred, expl]
+
+
 def build_tflite_model(net: CompactNetwork, *, sparse: bool = False,
-                       metadata: dict | None = None) -> bytes:
-    """The serialized ``.tflite`` flatbuffer for ``net`` (not verified, not written)."""
+                       metadata: dict | None = None,
+                       split_outputs: tuple[int, int, int] | None = None) -> bytes:
+    """The serialized ``.tflite`` flatbuffer for ``net`` (not verified, not written).
+
+    ``split_outputs=(p, d, o)``: a compiled ShapNet's chain; its output is split into the
+    graph outputs ``prediction [B, p]`` and ``explanation [B, d, o]``."""
     check_network(net, "TFLite", TFLITE_ACTIVATIONS)
     flatbuffers, tfl = _import_schema()
     ops, act_type = tfl.BuiltinOperator, tfl.ActivationFunctionType
@@ -314,10 +337,14 @@ def build_tflite_model(net: CompactNetwork, *, sparse: bool = False,
                 g.op(getattr(ops, after), [z], [h], options)
         h = place_outputs(g, net, h)
         g.tensors[h]["name"] = "output"
+    outputs = [h]
+    if split_outputs is not None:
+        g.tensors[h]["name"] = "chain_output"
+        outputs = _split_outputs(g, h, *split_outputs)
     meta = export_metadata(net, metadata)
     description = describe(net, meta) + (", sparse CSR weights" if sparse else "")
     blob = json.dumps(meta, sort_keys=True).encode("utf-8")
-    return g.finish(flatbuffers, [0], [h], description, blob)
+    return g.finish(flatbuffers, [0], outputs, description, blob)
 
 
 def _interpreter_module():

@@ -43,10 +43,18 @@ from .quant import (
     dequantize,
     narrowest_uint,
 )
+from .shapnet_layout import (
+    ShapnetLayout,
+    declared_shapnet_arrays,
+    parse_shapnet_meta,
+    validate_shapnet,
+)
 
 FORMAT = "edgeprune-csr"
-SUPPORTED_VERSIONS = (1, 2, 3)
+SUPPORTED_VERSIONS = (1, 2, 3, 4)
 PACKED_VERSION = 3  # meta + one blob member (runtime/packed.py)
+SHAPNET_VERSION = 4  # version-1 layers plus meta.shapnet and its arrays (a compiled ShapNet)
+CODED_VERSIONS = (2, 3)  # layers name their codings (weights, indices, rowlen)
 
 _DATA_DTYPE = np.dtype(np.float32)
 _CSR_INDEX_DTYPE = np.dtype(np.int32)
@@ -101,6 +109,7 @@ class Bundle:
     output_const: np.ndarray  # (output_dim,) float32
     latent_index: np.ndarray | None = None  # (live latent units,) int64, unique
     latent_const: np.ndarray | None = None  # (latent_dim,) float32
+    shapnet: ShapnetLayout | None = None  # version 4: the compiled ShapNet's layout
 
     @property
     def kind(self) -> str:
@@ -125,12 +134,14 @@ class Bundle:
 
 _MEMBER = re.compile(
     r"(meta|blob|input_index|output_index|output_const|latent_index|latent_const"
-    r"|layer[1-9][0-9]{0,5}\.(?:data|qdata|scale|codes|codebook|indices|indptr|rowlen|bias))"
+    r"|layer[1-9][0-9]{0,5}\.(?:data|qdata|scale|codes|codebook|indices|indptr|rowlen|bias)"
+    r"|shapnet\.t[1-9][0-9]{0,5}\.(?:active|reference))"
     r"\.npy"
 )
 _MEMBER_NAMES = (
-    "meta, blob, input_index, output_index, output_const, latent_index, latent_const and "
-    "layerK.data/qdata/scale/codes/codebook/indices/indptr/rowlen/bias (.npy)"
+    "meta, blob, input_index, output_index, output_const, latent_index, latent_const, "
+    "layerK.data/qdata/scale/codes/codebook/indices/indptr/rowlen/bias and "
+    "shapnet.tT.active/reference (.npy)"
 )
 _NOT_A_BUNDLE = "pass a bundle written by `edgeprune compress`"
 _DAMAGED = "copy it again or re-export it with `edgeprune compress`"
@@ -179,7 +190,8 @@ def _check_members(zf: zipfile.ZipFile, check: Checker) -> list[zipfile.ZipInfo]
     seen: set[str] = set()
     total = 0
     infos = zf.infolist()
-    most = 6 + 5 * limits.MAX_LAYERS  # maps and constants, then at most 5 arrays per layer
+    # maps and constants, then at most 5 arrays per layer and 2 per ShapNet transform
+    most = 6 + 7 * limits.MAX_LAYERS
     if len(infos) > most:
         raise check.fail(
             "file",
@@ -251,8 +263,8 @@ def _read_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo, check: Checker) -> 
 
 
 def _map_dtype(meta: dict[str, Any], dim_key: str) -> np.dtype:
-    """An index map's dtype: int64 before version 3, then the narrowest that holds dim - 1."""
-    if meta["version"] < PACKED_VERSION:
+    """An index map's dtype: the narrowest that holds dim - 1 in version 3, else int64."""
+    if meta["version"] != PACKED_VERSION:
         return _MAP_INDEX_DTYPE
     return narrowest_uint(max(int(meta[dim_key]) - 1, 0))
 
@@ -273,6 +285,8 @@ def _declared_arrays(meta: dict[str, Any]) -> dict[str, tuple[np.dtype, int, boo
         for name, spec in _layer_arrays(entry, rows, cols, nnz).items():
             out[f"layer{k}.{name}"] = spec
         out[f"layer{k}.bias"] = (_DATA_DTYPE, rows, False)
+    if meta["version"] == SHAPNET_VERSION:
+        out.update(declared_shapnet_arrays(meta))
     return out
 
 
@@ -369,7 +383,7 @@ def read_arrays(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
             )
         arrays = {"meta": _read_member(zf, "meta", check)}
         meta = _parse_meta(arrays, check)
-        if meta["version"] >= PACKED_VERSION:
+        if meta["version"] == PACKED_VERSION:
             return {**arrays, **_read_packed(zf, headers, meta, check)}
         _refuse_unexpected(headers, meta, check)
         declared = _declared_arrays(meta)
@@ -478,10 +492,10 @@ def _parse_meta(arrays: dict[str, np.ndarray], check: Checker) -> dict[str, Any]
         check.integer(entry.get("nnz"), f"{field}.nnz", 0)
         for key, allowed in _CODING_KEYS.items():
             if key not in entry:
-                if version >= 2:
+                if version in CODED_VERSIONS:
                     raise check.fail(f"{field}.{key}", "is missing")
                 continue
-            if version < 2:
+            if version not in CODED_VERSIONS:
                 raise check.fail(
                     f"{field}.{key}",
                     f"is a version-2 field in a version-{version} bundle",
@@ -496,13 +510,18 @@ def _parse_meta(arrays: dict[str, np.ndarray], check: Checker) -> dict[str, Any]
                     f"{field}.{key}",
                     f"is {entry[key]!r}, a version-3 coding in a version-{version} bundle",
                 )
-        if version >= 2 and entry["indices"] not in ("int32", "delta8", "bitmask"):
+        if version in CODED_VERSIONS and entry["indices"] not in ("int32", "delta8", "bitmask"):
             bound = np.iinfo(np.dtype(entry["indices"])).max
             if cols - 1 > bound:
                 raise check.fail(
                     f"{field}.indices",
                     f"is {entry['indices']} but {cols} columns need indices up to {cols - 1}",
                 )
+    if version == SHAPNET_VERSION:
+        parse_shapnet_meta(meta, check, dim)
+    elif "shapnet" in meta:
+        raise check.fail("meta.shapnet", f"is a version-{SHAPNET_VERSION} field in a "
+                         f"version-{version} bundle", "re-export it with edgeprune")
     return meta
 
 
@@ -516,6 +535,8 @@ def _refuse_unexpected(names: Any, meta: dict[str, Any], check: Checker) -> None
         expected |= {f"layer{k}.{part}" for part in parts}
     if latent_layer is not None:
         expected |= {"latent_index", "latent_const"}
+    if meta["version"] == SHAPNET_VERSION:
+        expected |= set(declared_shapnet_arrays(meta))
     unexpected = sorted(set(names) - expected)
     if unexpected:
         raise check.fail(
@@ -734,6 +755,9 @@ def validate_bundle(arrays: dict[str, np.ndarray], source: str = "bundle") -> Bu
         latent_const = check.array(arrays, "latent_const", _DATA_DTYPE, latent_dim)
         check.finite(latent_const, "latent_const")
 
+    shapnet = None
+    if meta["version"] == SHAPNET_VERSION:
+        shapnet = validate_shapnet(meta, arrays, tuple(layers), input_index, output_index, check)
     return Bundle(
         source=source,
         meta=meta,
@@ -743,4 +767,5 @@ def validate_bundle(arrays: dict[str, np.ndarray], source: str = "bundle") -> Bu
         output_const=output_const,
         latent_index=latent_index,
         latent_const=latent_const,
+        shapnet=shapnet,
     )

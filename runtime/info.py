@@ -93,4 +93,14 @@ def describe(path: str | os.PathLike[str], kernel: str = "auto") -> dict[str, An
         "provenance": meta.get("provenance", {}),
         "report": meta.get("report", {}),
     }
+    if bundle.shapnet is not None:
+        lay = bundle.shapnet
+        info["shapnet"] = {
+            "variant": lay.variant, "features": lay.features, "inputs": lay.inputs,
+            "prediction_dim": lay.prediction_dim, "explanation": [lay.inputs,
+                                                                  lay.explanation_channels],
+            "transforms": [{"modules": t.n_modules, "k": t.k, "in_channels": t.in_channels,
+                            "out_channels": t.out_channels, "inner_widths": list(t.inner_widths),
+                            "layers": [t.first_layer + 1, t.mixing_layer + 1]}
+                           for t in lay.transforms]}
     return info

@@ -344,7 +344,7 @@ CORRUPTIONS: dict[str, tuple[Callable[[Arrays], None], str]] = {
         "meta must be a 0-d unicode array",
     ),
     "wrong format": (_meta(_set_item("format", "onnx")), "meta.format is 'onnx'"),
-    "future version": (_meta(_set_item("version", 4)), "meta.version is 4"),
+    "future version": (_meta(_set_item("version", 5)), "meta.version is 5"),
     "unknown activation": (
         _meta(lambda m: m["layers"][1].__setitem__("activation", "gelu")),
         "meta.layers[2].activation is 'gelu'",

@@ -50,7 +50,8 @@ def synth() -> Dataset:
 
 
 def test_available_datasets() -> None:
-    assert available_datasets() == ["synthetic6", "digits", "mnist5k", "idx:PATH", "npy:PATH",
+    assert available_datasets() == ["synthetic6", "synthetic16", "digits", "mnist5k",
+                                    "breast-cancer", "idx:PATH", "npy:PATH",
                                     "csv:PATH"]
 
 
@@ -236,7 +237,7 @@ def test_csv_errors(tmp_path: Path) -> None:
 
 
 def test_unknown_and_bad_arguments() -> None:
-    with pytest.raises(DataError, match="synthetic6, digits, mnist5k") as info:
+    with pytest.raises(DataError, match="synthetic6, synthetic16, digits, mnist5k") as info:
         load_dataset("cifar10")
     assert "\n" not in str(info.value)
     with pytest.raises(DataError, match="unknown"):
@@ -264,3 +265,23 @@ def test_explanation_set(synth: Dataset) -> None:
     assert np.array_equal(full, synth.x_train)
     with pytest.raises(DataError):
         explanation_set(synth, 0, seed=0)
+
+
+def test_shapnet_datasets_synthetic16_and_breast_cancer(tmp_path) -> None:
+    ds = load_dataset("synthetic16", seed=4)
+    assert ds.dim == 16 and ds.has_targets and not ds.has_labels
+    assert ds.t_train.shape == (len(ds.x_train), 1) and ds.t_train.dtype == np.float32
+    v, t = ds.x_test.astype(np.float64), ds.t_test[:, 0]
+    noise = t - (v.sum(axis=1) + (v ** 2).sum(axis=1))
+    assert abs(noise.std() - 0.05) < 0.005 and np.abs(v).max() <= 0.5
+    bc = load_dataset("breast-cancer")
+    assert bc.dim == 30 and set(np.unique(bc.y_train)) == {0, 1}
+    assert bc.feature_names[0] == "mean radius" and 0 <= bc.x_train.min() <= bc.x_train.max() <= 1
+    np.savez(tmp_path / "r.npz", x=np.ones((20, 3)), y=np.linspace(0, 1, 20))
+    reg = load_dataset(f"npy:{tmp_path / 'r.npz'}", regression=True)
+    assert reg.t_train.shape[1] == 1 and reg.y_train is None
+    with pytest.raises(DataError, match="regression targets come from"):
+        load_dataset("digits", regression=True)
+    np.savez(tmp_path / "bad.npz", x=np.ones((20, 3)), y=np.full(20, np.nan))
+    with pytest.raises(DataError, match="NaN"):
+        load_dataset(f"npy:{tmp_path / 'bad.npz'}", regression=True)

@@ -40,9 +40,25 @@ def test_report_writes_table_and_plot(tmp_path):
              "rows": [r for r in rows if r["seed"] == seed]}))
     assert hs.main(["--report", "--runs", str(runs), "--out", str(tmp_path / "out")]) == 0
     md = (tmp_path / "out" / "summary.md").read_text()
-    assert "measured on this host" in md and "| hybrid-0.5 | 77.00 | +2.00 ± 1.00 | 10 |" in md
+    assert "Machines" in md and "| hybrid-0.5 | 77.00 | +2.00 ± 1.00 | 10 |" in md
+    # the paired differences against each baseline, with standard errors
+    assert "| hybrid-0.5 | +2.00 ± 0.58 (n=3) |" in md
     assert (tmp_path / "out" / "high_sparsity.png").stat().st_size > 0
+    assert (tmp_path / "out" / "accuracy_vs_eta.png").stat().st_size > 0
     assert json.loads((tmp_path / "out" / "results.json").read_text())["measured_on"]
+
+
+def test_standard_error_twins_and_duplicate_dense_rows():
+    import high_sparsity as hs
+
+    assert hs.fmt_se(np.array([1.0, 3.0])) == "+2.00 ± 1.00 (n=2)"
+    assert hs.twin("hybrid-0.25-comp-g3") == "magnitude-comp-g3"
+    assert hs.twin("hybrid-0.25") == "magnitude" and hs.twin("shap-mean-comp") == "magnitude-comp"
+    rows = _rows()
+    docs = [{"rows": rows}, {"rows": [r for r in rows if r["variant"] == "dense"]}]
+    assert len(hs.unique_rows(docs)) == len(rows)  # a seed split over processes: dense once
+    with pytest.raises(SystemExit, match="unknown"):
+        hs.main(["--variants", "magnitude,nope", "--runs", "/nonexistent"])
 
 
 @pytest.mark.slow
@@ -58,3 +74,11 @@ def test_one_digits_run_end_to_end(tmp_path, monkeypatch):
     got = {(r["variant"], r["finetune"]) for r in doc["rows"]}
     assert ("hybrid-0.5-g3", True) in got and ("hybrid-0.5", False) in got
     assert all(abs(r["achieved_eta"] - 0.9) < 0.02 for r in doc["rows"] if r["eta"] == 0.9)
+    # --compensate rows and a pruned-only sweep
+    assert hs.main(["--data", "digits", "--seeds", "0", "--etas", "0.5,0.9", "--variants",
+                    "magnitude,hybrid-0.25-comp", "--pruned-only", "--runs",
+                    str(tmp_path / "p"), "--quiet"]) == 0
+    doc = json.loads(next((tmp_path / "p").glob("*_pruned.json")).read_text())
+    assert {r["finetune"] for r in doc["rows"]} == {False}
+    assert {(r["variant"], r["eta"]) for r in doc["rows"]} >= {("hybrid-0.25-comp", 0.5),
+                                                                 ("magnitude", 0.9)}

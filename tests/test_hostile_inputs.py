@@ -206,7 +206,7 @@ def test_duplicate_member_is_refused(tmp_path):
 
 def test_too_many_members(tmp_path):
     members = _bundle_members()
-    members.update({f"layer{k}.{part}.npy": b"" for k in range(2, 3 + limits.MAX_LAYERS)
+    members.update({f"layer{k}.{part}.npy": b"" for k in range(2, 3 + 2 * limits.MAX_LAYERS)
                     for part in ("qdata", "scale", "indices", "rowlen", "bias")})
     with pytest.raises(BundleError, match=rf"holds {len(members)} members, more than a bundle"):
         read_bundle(_zip(tmp_path / "b.npz", members))

@@ -134,6 +134,34 @@ def _static_section(artifact: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _dynamic_section(results: dict[str, Any]) -> list[str]:
+    """ShapNet dynamic pruning (``bench --skip-threshold``): batch 1, per input."""
+    if not results.get("dynamic_pruning"):
+        return []
+    name = artifact_labels(results)
+    lines = ["## ShapNet dynamic pruning (batch 1, µs per input, measured on this host)", "",
+             "Modules whose inputs are all within the threshold of their reference are not "
+             "computed. *saved* = p50 of the chain without skipping minus p50 with the "
+             "threshold; the bound is the runtime's worst case for the prediction change.", ""]
+    for d in results["dynamic_pruning"]:
+        base = d["baseline"]
+        lines.append(f"`{name[d['artifact']]}` on {d['inputs']} inputs of `{d['inputs_file']}`, "
+                     f"{d['modules']} modules: chain {base['chain_p50_us']:,.1f} µs, "
+                     f"per-module path without skipping {base['no_skip_p50_us']:,.1f} µs.")
+        lines.append("")
+        lines += _table(["threshold", "modules skipped", "MACs skipped", "p50", "saved",
+                         "saved vs no-skip path", "p50 new patterns", "max pred. change",
+                         "bound", "stable"],
+                        [[f"{r['threshold']:g}", f"{r['skipped_fraction']:.1%}",
+                          f"{r['macs_skipped_fraction']:.1%}", r["p50_us"],
+                          r["latency_saved_us"], r["saved_vs_no_skip_us"],
+                          r["p50_first_pattern_us"],
+                          f"{r['max_prediction_change']:.3g}", f"{r['bound']:.3g}",
+                          "**unstable**" if r["unstable"] else "yes"]
+                         for r in d["thresholds"]])
+    return lines
+
+
 def to_markdown(results: dict[str, Any]) -> str:
     """A Markdown report of ``results``: environment, static figures, latency, comparisons."""
     env, prof = results["environment"], results["energy_profile"]
@@ -192,6 +220,7 @@ def to_markdown(results: dict[str, Any]) -> str:
                           f"{r['best_forced']} {r['best_forced_p50_us']:,.1f}",
                           f"{r['ratio']:.3f}", "yes" if r["within_10pct"] else "no"]
                          for r in comp["auto_vs_forced"]])
+    lines += _dynamic_section(results)
     if results["skipped"]:
         lines += ["## Skipped", ""]
         lines += [f"- {s['backend']}"

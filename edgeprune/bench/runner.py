@@ -92,11 +92,18 @@ class BenchOptions:
     energy_profile: str | None = "generic45nm"
     kernel_profile: str | os.PathLike[str] | None = None
     seed: int = 0
+    skip_thresholds: Sequence[float] = ()  # ShapNet bundles: dynamic pruning, per input
+    skip_inputs: str | os.PathLike[str] | None = None  # the .npy samples it is measured on
 
     def validate(self) -> None:
         if self.warmup < 0 or self.runs < 1 or self.min_time < 0 or self.threads < 1:
             raise EdgepruneError("need --warmup >= 0, --runs >= 1, --min-time >= 0, --threads >= 1")
         parse_batches(self.batches)
+        if self.skip_thresholds and self.skip_inputs is None:
+            raise EdgepruneError("--skip-threshold needs --inputs FILE.npy: how many modules "
+                                 "are skipped depends on the inputs, so give real samples")
+        if self.skip_inputs is not None and not self.skip_thresholds:
+            raise EdgepruneError("--inputs is the data of --skip-threshold; give a threshold")
 
 
 def run(
@@ -116,12 +123,41 @@ def run(
     skipped = [{"backend": b.name, "reason": f"no .{'/.'.join(b.formats)} artifact given"}
                for b in backends if not formats & set(b.formats)]
     backends = [b for b in backends if formats & set(b.formats)]
-    return run_benchmark(
+    results = run_benchmark(
         found, backends, batches=batches, warmup=opts.warmup, runs=opts.runs,
         min_time=opts.min_time, max_time=opts.max_time, threads=opts.threads,
         energy_profile=energy, kernel_profile=summary, layer_source=layer_source,
         skipped=skipped, seed=opts.seed, progress=progress,
     )
+    if opts.skip_thresholds:
+        _bench_dynamic(results, found, opts, progress or (lambda _msg: None))
+    return results
+
+
+def _bench_dynamic(results: dict[str, Any], found: list, opts: BenchOptions,
+                   say: Callable[[str], None]) -> None:
+    """``results["dynamic_pruning"]``: per ShapNet bundle, latency per input by threshold."""
+    from edgeprune.runtime.bench.dynamic import bench_dynamic_pruning
+    from edgeprune.runtime.bench.harness import blas_threads
+    from edgeprune.runtime.bundle import read_bundle
+    from edgeprune.runtime.shapnet import ShapNetModel
+    from edgeprune.workflows import read_samples
+
+    rows = results.setdefault("dynamic_pruning", [])
+    for path, fmt in found:
+        bundle = read_bundle(path) if fmt == "npz" else None
+        if bundle is None or bundle.shapnet is None:
+            results["skipped"].append({"backend": "dynamic-pruning", "artifact": str(path),
+                                       "reason": "--skip-threshold applies to ShapNet bundles"})
+            continue
+        model = ShapNetModel(bundle)
+        x = read_samples(opts.skip_inputs, model.input_dim, model.chain.buffer_widths())
+        say(f"{path.name} dynamic pruning at {len(opts.skip_thresholds)} thresholds")
+        with blas_threads(opts.threads):
+            res = bench_dynamic_pruning(model, x, opts.skip_thresholds, warmup=opts.warmup,
+                                        runs=opts.runs, min_time=opts.min_time,
+                                        max_time=opts.max_time)
+        rows.append({"artifact": str(path), "inputs_file": str(opts.skip_inputs), **res})
 
 
 def write_outputs(results: dict[str, Any], json_path: str | None = None,
@@ -181,6 +217,17 @@ def summary_lines(results: dict[str, Any]) -> str:
             lines.append(f"{name[r['artifact']]} edgeprune-auto / onnxruntime "
                          f"{name[r['reference_artifact']]} p50 at batch {r['batch']}: "
                          f"{r['p50_ratio']:.2f}")
+    for d in results.get("dynamic_pruning", []):
+        base = d["baseline"]
+        lines.append(f"{name[d['artifact']]} dynamic pruning, batch 1, {d['inputs']} inputs: "
+                     f"chain p50 {base['chain_p50_us']:.1f} µs, per-module path without "
+                     f"skipping {base['no_skip_p50_us']:.1f} µs")
+        for r in d["thresholds"]:
+            lines.append(f"  --skip-threshold {r['threshold']:g}: skipped "
+                         f"{r['skipped_fraction']:.1%} of modules ({r['macs_skipped_fraction']:.1%}"
+                         f" of MACs), p50 {r['p50_us']:.1f} µs, saved {r['latency_saved_us']:.1f}"
+                         f" µs per input, max prediction change {r['max_prediction_change']:.3g}"
+                         + ("  UNSTABLE" if r["unstable"] else ""))
     for s in results["skipped"]:
         where = f" ({name.get(s['artifact'], s['artifact'])})" if s.get("artifact") else ""
         lines.append(f"skipped {s['backend']}{where}: {s['reason']}")
