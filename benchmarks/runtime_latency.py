@@ -35,7 +35,7 @@ from edgeprune import bench as benchmark
 from edgeprune.artifacts import write_artifacts
 from edgeprune.bench.backends import LiteRTBackend, resolve_backends
 from edgeprune.prune import compact_network
-from edgeprune.runtime.bench.floor import kernel_floor
+from edgeprune.runtime.bench.floor import fused_floor, kernel_floor
 from edgeprune.runtime.bench.harness import (
     LoadedModel,
     RuntimeBackend,
@@ -125,6 +125,7 @@ def measure(dirs: list[Path], batches: list[int], runs: int, min_time: float,
     found = discover_artifacts(dirs)
     best: dict[tuple, dict] = {}
     results: dict[str, Any] = {}
+    loads = [os.getloadavg()[0]]  # the machine is shared: say how busy it was
     for k in range(rounds):
         results = run_benchmark(found, backends, batches=batches, warmup=20, runs=runs,
                                 min_time=min_time, threads=1,
@@ -134,8 +135,10 @@ def measure(dirs: list[Path], batches: list[int], runs: int, min_time: float,
             row["round"] = k + 1
             if key not in best or row["p50_us"] < best[key]["p50_us"]:
                 best[key] = row
+        loads.append(os.getloadavg()[0])
     results["latency"] = list(best.values())
     results["settings"]["rounds"] = rounds
+    results["settings"]["load_average"] = loads
     add_comparisons(results)
     results["kernel_floor"] = floors(dirs, batches, runs, min_time, rounds)
     return results
@@ -143,16 +146,23 @@ def measure(dirs: list[Path], batches: list[int], runs: int, min_time: float,
 
 def floors(dirs: list[Path], batches: list[int], runs: int, min_time: float,
            rounds: int) -> list[dict[str, Any]]:
-    """Each model's raw layer kernels, one BLAS thread, the fastest of ``rounds``."""
-    from edgeprune.runtime import load
+    """Each model's raw layer kernels, one BLAS thread, the fastest of ``rounds``: the NumPy/SciPy
+    products per batch size, and at batch 1 the numba engine's own compiled layer kernels (on
+    the layer inputs of one uniform [0, 1) sample, like the timed calls' inputs)."""
+    from edgeprune.runtime import fused, load
 
     out = []
     with blas_threads(1):
         for d in dirs:
             model = load(d / "model.npz")
+            compiled = load(d / "model.npz", engine="numba") if fused.available() else None
+            x = np.random.default_rng(0).random(model.input_dim, dtype=np.float32)
             for batch in batches:
                 f = min((kernel_floor(model, batch, runs=runs, min_time=min_time / 4)
                          for _ in range(rounds)), key=lambda f: f["best_sum_us"])
+                if batch == 1 and compiled is not None:
+                    f["numba"] = min((fused_floor(compiled, x, runs=runs, min_time=min_time / 4)
+                                      for _ in range(rounds)), key=lambda f: f["sum_us"])
                 out.append({"artifact": str(d / "model.npz"), **f})
     return out
 
@@ -164,12 +174,14 @@ def tables(results: dict, etas: list[float]) -> tuple[list[str], list[str]]:
     for r in results["latency"]:
         get.setdefault((label[r["artifact"]], r["batch"]), {})[r["backend"]] = r["p50_us"]
     floor = {(label[f["artifact"]], f["batch"]): f["best_sum_us"] for f in results["kernel_floor"]}
+    own = {(label[f["artifact"]], f["batch"]): f["numba"]["sum_us"]
+           for f in results["kernel_floor"] if "numba" in f}
     models = ["unpruned", *(f"eta{e}" for e in etas)]
     batches = sorted({b for _, b in get})
-    rows = ["| model | batch | raw kernels µs | edgeprune-auto µs (/ raw) | edgeprune-numba µs "
-            "(/ raw) | auto / best forced | fastest other (µs) | best edgeprune / fastest "
-            "other | fastest here / fastest on unpruned |",
-            "|---|---:|---:|---:|---:|---:|---|---:|---:|"]
+    rows = ["| model | batch | raw kernels µs | edgeprune-auto µs (/ raw) | numba kernels µs | "
+            "edgeprune-numba µs (/ raw; / its kernels) | auto / best forced | fastest other (µs) "
+            "| best edgeprune / fastest other | fastest here / fastest on unpruned |",
+            "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
     fastest_unpruned = {b: min(get[("unpruned", b)].values()) for b in batches
                         if ("unpruned", b) in get}
     goals: dict[str, list[str]] = {"overhead": [], "auto": [], "fastest": [], "half": [],
@@ -188,13 +200,20 @@ def tables(results: dict, etas: list[float]) -> tuple[list[str], list[str]]:
             others = {k: v for k, v in g.items() if k in OTHERS}
             other = min(others, key=others.get)
             fastest = min(g.values())
-            nb_text = f"{nb:.1f} ({nb / raw:.2f})" if nb is not None else "-"
-            rows.append(f"| {m} | {b} | {raw:.1f} | {auto:.1f} ({auto / raw:.2f}) | {nb_text} | "
+            kern = own.get((m, b))
+            nb_text = f"{nb:.1f} ({nb / raw:.2f}" if nb is not None else "-"
+            if nb is not None:
+                nb_text += f"; {nb / kern:.2f})" if kern else ")"
+            kern_text = f"{kern:.1f}" if kern else "-"
+            rows.append(f"| {m} | {b} | {raw:.1f} | {auto:.1f} ({auto / raw:.2f}) | {kern_text} | "
+                        f"{nb_text} | "
                         f"{auto / forced:.2f} | {other} ({others[other]:.1f}) | "
                         f"{ours / others[other]:.2f} | {fastest / fastest_unpruned[b]:.2f} |")
             if b == 1:
-                e2e = min(auto, nb if nb is not None else auto)
-                goals["overhead"].append(f"{m}: {e2e / raw:.2f}")
+                text = f"{m}: auto {auto / raw:.2f}"
+                if nb is not None and kern:
+                    text += f", numba {nb / kern:.2f} of its own kernels ({nb / raw:.2f} of raw)"
+                goals["overhead"].append(text)
             goals["auto"].append(f"{m}/{b}: {auto / forced:.2f}")
             if m in ("eta0.9", "eta0.95") and b == 1:
                 goals["fastest"].append(f"{m}: {best_ours} {ours:.1f} µs vs {other} "
@@ -204,7 +223,8 @@ def tables(results: dict, etas: list[float]) -> tuple[list[str], list[str]]:
             if m in ("eta0.9", "eta0.95") and b > 1 and "onnxruntime" in g:
                 goals["ort"].append(f"{m}/{b}: {ours / g['onnxruntime']:.2f}")
     lines = [
-        "- batch 1, best edgeprune end-to-end / raw kernels (goal ≤ 1.3): "
+        "- batch 1, end-to-end / sum of the layer kernels it runs (goal ≤ 1.3; auto: the "
+        "NumPy/SciPy products, numba: its compiled kernels, one dispatch each): "
         + "; ".join(goals["overhead"]),
         "- default auto (no calibration file) / best forced kernel (goal ≤ 1.10): "
         + "; ".join(goals["auto"]),
@@ -256,6 +276,11 @@ def plot(results: dict, etas: list[float], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def load_text(results: dict) -> str:
+    loads = results["settings"].get("load_average")
+    return "not recorded" if not loads else f"{min(loads):.1f}-{max(loads):.1f}"
 
 
 def rewrite_readme(path: Path, block: list[str]) -> None:
@@ -315,8 +340,10 @@ def main() -> int:
         f"Command: `{command}`. Measured on this host ({env.get('machine', '')}, "
         f"{env.get('cpu_count', '')} cores shared, one thread; p50 of ≥ {args.runs} calls, "
         f"each row the fastest of {args.rounds} interleaved rounds); `auto` without a "
-        "calibration file. Raw kernels: the layers' matrix products alone (faster kernel per "
-        "layer).",
+        "calibration file. Raw kernels: the layers' NumPy/SciPy matrix products alone (faster "
+        "kernel per layer); numba kernels: the compiled engine's layer kernels alone, in the "
+        "layouts it runs, on one uniform [0, 1) sample's layer inputs. "
+        f"Load average (1 min) during the sweep: {load_text(results)}.",
         "",
         *rows,
         "",

@@ -397,16 +397,21 @@ class AlphaType(click.ParamType):
 @data_option
 @click.option("-m", "--importance-level", type=float, default=None,
               help="SHAP-SAE importance level m in (0, 1]: keep, per layer, the fewest links "
-                   "carrying m of the layer's total importance.  [one of -m/--sparsity/--target-macs/--target-size required]")
+                   "carrying m of the layer's total importance.  [one of -m/--sparsity/--target-macs/--target-size/--target-latency required]")
 @click.option("--sparsity", type=float, default=None,
               help="Target sparsity eta in [0, 1): the fraction of links to remove.  "
-                   "[one of -m/--sparsity/--target-macs/--target-size required]")
+                   "[one of -m/--sparsity/--target-macs/--target-size/--target-latency required]")
 @click.option("--target-macs", type=click.IntRange(1), default=None, metavar="N",
               help="Budget: at most N multiply-adds per inference; prunes as little as that "
                    "allows.")
 @click.option("--target-size", type=click.IntRange(1), default=None, metavar="BYTES",
               help="Budget: model.npz of at most BYTES (with --quantize as given); prunes as "
                    "little as that allows.")
+@click.option("--target-latency", type=click.FloatRange(min=0, min_open=True), default=None,
+              metavar="US",
+              help="Budget: at most US microseconds per sample (batch 1, the runtime's default "
+                   "engine, predicted by this machine's kernel cost model); removes whole units "
+                   "where that costs less validation loss than removing links.")
 @click.option("--method", default="shap-sae", show_default=True,
               type=click.Choice(choices.METHODS),
               help="Link scores: Shapley values (SHAP-SAE) or a baseline.")

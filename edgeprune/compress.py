@@ -7,6 +7,7 @@ been checked (:mod:`edgeprune.output_dir`).
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -65,6 +66,7 @@ class CompressOptions:
     compensate: bool = False  # fold each pruned link's mean contribution into its unit's bias
     target_macs: int | None = None  # instead of m / eta: the least sparsity within this budget
     target_size: int | None = None  # ... or within this many bytes of model.npz
+    target_latency: float | None = None  # ... or a predicted batch-1 latency (µs), units traded
     # neuron pruning (edgeprune.prune.neuron_walk): units first, then links
     granularity: str = "link"  # "link", "neuron" or "neuron,link"
     strategy: str | None = None  # svbottom:k, svbottom-p:p, svbucket:p, random:k, wbottom:k
@@ -96,13 +98,20 @@ class CompressOptions:
 
             check_neuron_options(self)
         goals = [v for v in (self.importance_level, self.sparsity, self.target_macs,
-                             self.target_size) if v is not None]
+                             self.target_size, self.target_latency) if v is not None]
         if "link" not in grains and goals:
-            raise ModelError("--importance-level/--sparsity/--target-macs/--target-size prune "
-                             "links; use --granularity neuron,link to prune links after the units")
+            raise ModelError("--importance-level/--sparsity/--target-macs/--target-size/"
+                             "--target-latency prune links; use --granularity neuron,link to "
+                             "prune links after the units")
         if "link" in grains and len(goals) != 1:
             raise ModelError("give exactly one of --importance-level M, --sparsity ETA, "
-                             "--target-macs N or --target-size BYTES")
+                             "--target-macs N, --target-size BYTES or --target-latency US")
+        if self.target_latency is not None and not (
+                isinstance(self.target_latency, (int, float))
+                and not isinstance(self.target_latency, bool)
+                and math.isfinite(self.target_latency) and self.target_latency > 0):
+            raise ModelError(f"--target-latency {self.target_latency}: must be a number of "
+                             "microseconds > 0, e.g. 15")
         for name, value in (("--target-macs", self.target_macs),
                             ("--target-size", self.target_size)):
             if value is not None and (isinstance(value, bool) or int(value) != value
@@ -260,6 +269,13 @@ def _prune_links(work: Network, ds: Dataset, opts: CompressOptions, metadata: di
                              lambda n: evaluate(n, ds, opts.seed),
                              adjust=lambda before, res: _compensated(before, res, ds, opts))
     scores, scoring = link_scores(work, ds, opts)
+    if opts.target_latency is not None:
+        from edgeprune.prune.latency_target import prune_to_latency, validation_loss
+        from edgeprune.runtime.bench.latency_model import latency_model_for
+
+        result, search = prune_to_latency(work, scores, float(opts.target_latency),
+                                          latency_model_for(), validation_loss(ds), opts.quiet)
+        return result, {**(scoring or {}), "target": search}, None, opts.finetune_epochs
     if opts.target_macs is not None or opts.target_size is not None:
         from edgeprune.prune.targets import prune_to_target, target_measure
 
@@ -429,6 +445,11 @@ def _write_outputs(staging: Path, net, pruned, compact_net, ds, opts, report: Co
         pruned, compact_net, ds.x_test, staging, formats, opts.export_options,
         metadata=metadata,
         x_calibration=ds.x_train, float32_net=float32_net)
+    target = (report.scoring or {}).get("target")
+    if target and target["kind"] == "latency":  # predicted vs measured, here
+        from edgeprune.prune.latency_target import measure_us
+
+        target["measured_us_this_host"] = measure_us(artifacts["npz"]["path"])
     report.artifacts = {fmt: {k: v for k, v in a.items() if k != "path"}
                         for fmt, a in artifacts.items()}
     if opts.export_options.quantize != "none":

@@ -67,7 +67,14 @@ def importance_level_line(report: dict) -> str:
 
 
 def target_line(target: dict) -> str:
-    """How --target-macs / --target-size was met: the least sparsity within the budget."""
+    """How --target-macs / --target-size / --target-latency was met."""
+    if target["kind"] == "latency":
+        line = (f"budget: at most {target['target']:g} µs per sample (predicted, batch 1, "
+                f"{target['latency_model']['source']} cost model); chose "
+                f"{target['unit_fraction']:.0%} of hidden units removed, predicted "
+                f"{target['value']:.1f} µs, of {len(target['candidates'])} candidates")
+        measured = target.get("measured_us_this_host")
+        return line + (f"; measured {measured:.1f} µs on this host" if measured else "")
     what = "multiply-adds per inference" if target["kind"] == "macs" else "bytes of model.npz"
     line = (f"budget: at most {target['target']:,} {what}; the least sparsity within it "
             f"gives {target['value']:,} (searched {len(target['probes'])} sparsities)")

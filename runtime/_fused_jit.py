@@ -35,6 +35,52 @@ def dense_rows(w, h, y, b):  # pragma: no cover - compiled
 
 
 @_jit
+def nonzeros(h, nz):  # pragma: no cover - compiled
+    """Write the positions of ``h``'s non-zero entries into ``nz``; return how many."""
+    n = 0
+    for j in range(h.shape[0]):
+        if h[j] != 0:
+            nz[n] = j
+            n += 1
+    return n
+
+
+@_jit
+def dense_cols(wt, h, y, b, nz, n):  # pragma: no cover - compiled
+    """``y = W @ h + b`` with ``wt = W.T`` (``(cols, rows)``, C-contiguous), reading only the
+    ``n`` columns listed in ``nz`` (the non-zero inputs, :func:`nonzeros`).
+
+    Column by column (``y += h[j] * W[:, j]``, eight columns per pass over ``y``, then four,
+    then one): after a relu many inputs are exactly zero, and each one skipped saves a whole
+    column of multiply-adds. Exact: a skipped term is ``0 * w = 0``."""
+    r = y.shape[0]
+    for i in range(r):
+        y[i] = b[i]
+    k = 0
+    while k + 8 <= n:
+        w0, w1, w2, w3 = wt[nz[k]], wt[nz[k + 1]], wt[nz[k + 2]], wt[nz[k + 3]]
+        w4, w5, w6, w7 = wt[nz[k + 4]], wt[nz[k + 5]], wt[nz[k + 6]], wt[nz[k + 7]]
+        a0, a1, a2, a3 = h[nz[k]], h[nz[k + 1]], h[nz[k + 2]], h[nz[k + 3]]
+        a4, a5, a6, a7 = h[nz[k + 4]], h[nz[k + 5]], h[nz[k + 6]], h[nz[k + 7]]
+        for i in range(r):
+            y[i] += ((a0 * w0[i] + a1 * w1[i] + a2 * w2[i] + a3 * w3[i])
+                     + (a4 * w4[i] + a5 * w5[i] + a6 * w6[i] + a7 * w7[i]))
+        k += 8
+    while k + 4 <= n:
+        w0, w1, w2, w3 = wt[nz[k]], wt[nz[k + 1]], wt[nz[k + 2]], wt[nz[k + 3]]
+        a0, a1, a2, a3 = h[nz[k]], h[nz[k + 1]], h[nz[k + 2]], h[nz[k + 3]]
+        for i in range(r):
+            y[i] += a0 * w0[i] + a1 * w1[i] + a2 * w2[i] + a3 * w3[i]
+        k += 4
+    while k < n:
+        a0 = h[nz[k]]
+        w0 = wt[nz[k]]
+        for i in range(r):
+            y[i] += a0 * w0[i]
+        k += 1
+
+
+@_jit
 def csr_rows(data, indices, indptr, h, y, b):  # pragma: no cover - compiled
     """``y = W @ h + b`` with ``W`` in CSR."""
     for i in range(y.shape[0]):
@@ -42,6 +88,37 @@ def csr_rows(data, indices, indptr, h, y, b):  # pragma: no cover - compiled
         for q in range(indptr[i], indptr[i + 1]):
             s += data[q] * h[indices[q]]
         y[i] = s
+
+
+# float32 constants (a bare Python float would promote the arithmetic to float64)
+_ONE = np.float32(1.0)
+_LOG2E = np.float32(1.4426950408889634)
+_LN2_HI = np.float32(0.693359375)  # ln 2 = _LN2_HI + _LN2_LO, Cody-Waite split (Cephes expf)
+_LN2_LO = np.float32(-2.12194440e-4)
+_EXP_MIN = np.float32(-87.0)  # exp(-87) = 1.6e-38, still a normal float32
+_P0, _P1, _P2 = np.float32(1.9875691500e-4), np.float32(1.3981999507e-3), np.float32(8.3334519073e-3)
+_P3, _P4, _P5 = np.float32(4.1665795894e-2), np.float32(1.6666665459e-1), np.float32(5.0000001201e-1)
+_HALF = np.float32(0.5)
+_POW2 = (np.float32(0.5), np.float32(0.25), np.float32(0.0625), np.float32(2.0 ** -8),
+         np.float32(2.0 ** -16), np.float32(2.0 ** -32), np.float32(2.0 ** -64))
+
+
+@_jit
+def exp_neg(a):  # pragma: no cover - compiled
+    """``exp(a)`` for float32 ``a <= 0`` in plain arithmetic, so that loops over it vectorize
+    (libm's ``expf`` is a scalar call: 632 sigmoids took 4.5 µs, most of a small layer).
+    Cephes ``expf``: ``a = k ln2 + r``, ``|r| <= ln2 / 2``, degree-7 polynomial (about 1 ulp);
+    ``2**k`` (``-126 <= k <= 0``) as a product of exact powers of two chosen by the bits of
+    ``-k``. Below -87 the result is ``exp(-87)`` (1.6e-38), which is 0 to every use here."""
+    a = max(a, _EXP_MIN)
+    fk = np.floor(a * _LOG2E + _HALF)
+    r = a - fk * _LN2_HI - fk * _LN2_LO
+    p = (((((_P0 * r + _P1) * r + _P2) * r + _P3) * r + _P4) * r + _P5) * r * r + r + _ONE
+    m = np.int32(-fk)
+    for j in range(7):
+        if (m >> j) & 1:
+            p *= _POW2[j]
+    return p
 
 
 @_jit
@@ -56,17 +133,18 @@ def activate(y, code, slope):  # pragma: no cover - compiled
         for i in range(y.shape[0]):
             if y[i] < 0:
                 y[i] = slope * y[i]
-    elif code == 3:
+    elif code == 3:  # sigmoid: 1 / (1 + e) for v >= 0, e / (1 + e) below, e = exp(-|v|)
         for i in range(y.shape[0]):
             v = y[i]
-            if v >= 0:
-                y[i] = one / (one + np.exp(-v))
-            else:
-                e = np.exp(v)
-                y[i] = e / (one + e)
-    elif code == 4:
+            e = exp_neg(-abs(v))
+            s = one / (one + e)
+            y[i] = s if v >= 0 else e * s
+    elif code == 4:  # tanh: sign(v) (1 - e) / (1 + e), e = exp(-2|v|)
         for i in range(y.shape[0]):
-            y[i] = np.tanh(y[i])
+            v = y[i]
+            e = exp_neg(np.float32(-2.0) * abs(v))
+            t = (one - e) / (one + e)
+            y[i] = t if v >= 0 else -t
 
 
 @_jit
@@ -79,7 +157,10 @@ def forward_flat(x, out, f, meta, ints):  # pragma: no cover - compiled
     indices and row pointers; ``meta`` (int64): ``[n_layers, n_in, in_off, n_out, perm_off,
     last_off]``, then 10 per layer ``[kind, act, rows, cols, w_off, b_off, h_off, y_off, ix_off,
     ip_off]`` (offsets into ``f`` or ``ints``; the slope sits at ``f[b_off + rows]``), then the
-    input index and the output permutation."""
+    input index and the output permutation. ``kind``: 0 dense by rows (``[W | b]``), 1 CSR,
+    2 dense by columns (``W.T`` at ``w_off``, zero inputs skipped; ``ix_off``: its int32
+    scratch), 3 either, per call (``[W | b]`` at ``w_off``, ``W.T`` at ``ip_off``): by columns
+    when at most 3/4 of the inputs are non-zero."""
     n, n_in, in_off, n_out, perm_off, last_off = (meta[0], meta[1], meta[2], meta[3], meta[4],
                                                   meta[5])
     idx = 6 + 10 * n
@@ -94,6 +175,14 @@ def forward_flat(x, out, f, meta, ints):  # pragma: no cover - compiled
         b = f[b_off:b_off + r]
         if kind == 0:
             dense_rows(f[w_off:w_off + r * (c + 1)].reshape((r, c + 1)), h, y, b)
+        elif kind == 2 or kind == 3:
+            nz = ints[meta[m + 8]:meta[m + 8] + c]
+            nnz = nonzeros(h, nz)
+            if kind == 2 or nnz * 4 <= c * 3:  # adaptive (3): by columns at <= 3/4 non-zero
+                t_off = w_off if kind == 2 else meta[m + 9]
+                dense_cols(f[t_off:t_off + c * r].reshape((c, r)), h, y, b, nz, nnz)
+            else:
+                dense_rows(f[w_off:w_off + r * (c + 1)].reshape((r, c + 1)), h, y, b)
         else:
             ip = ints[meta[m + 9]:meta[m + 9] + r + 1]
             nnz = ip[r]

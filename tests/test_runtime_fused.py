@@ -42,6 +42,9 @@ def test_fused_matches_numpy_path_and_reference(net_and_path, kernel) -> None:
         assert np.abs(one - expected[i]).max() <= 1e-5
         assert np.abs(fast(x[i : i + 1])[0] - one).max() == 0.0  # a batch of one: same path
     assert np.abs(fast(x.astype(np.float64)[0]) - plain(x[0])).max() <= PARITY
+    strided = np.repeat(x, 2, axis=1)[:, ::2]  # rows that are not contiguous: the general path
+    assert not strided[0].flags.c_contiguous
+    assert np.abs(fast(strided[0]) - plain(x[0])).max() <= PARITY
     # batches run the NumPy/SciPy plans: identical to the numpy engine
     np.testing.assert_array_equal(fast(x), plain(x))
     out = np.empty(net.output_dim, np.float32)
@@ -157,3 +160,74 @@ def test_numba_engine_from_the_cli_run_and_bench(tmp_path):
     assert result.exit_code == 0, result.output
     rows = json.loads((tmp_path / "b.json").read_text())["latency"]
     assert [r["backend"] for r in rows] == ["edgeprune-numba"]
+
+
+@pytest.mark.parametrize("min_rows", [1, 10**9], ids=["cols", "rows"])
+def test_dense_by_columns_matches_numpy_path(net_and_path, min_rows, monkeypatch) -> None:
+    """Dense layers after a relu run by columns, skipping zero inputs (COLS_MIN_ROWS lowered so
+    the small test nets take that path); inputs with many exact zeros, every layer dense."""
+    pytest.importorskip("numba")
+    monkeypatch.setattr(fused_module, "COLS_MIN_ROWS", min_rows)
+    net, path = net_and_path
+    plain, fast = load(path, kernel="dense"), load(path, kernel="dense", engine="numba")
+    layouts = fused_module.dense_layouts(fast._ops, fast.kernels, None)
+    acts = [None] + [layer.activation for layer in fast.layers[:-1]]
+    want = {None: "either", "relu": "cols"}
+    assert layouts == [want.get(a, "rows") if min_rows == 1 else "rows" for a in acts]
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(16, net.input_dim)).astype(np.float32)
+    x[rng.random(x.shape) < 0.5] = 0.0
+    x[3] = 0.0
+    for row in x:
+        assert np.abs(fast(row) - plain(row)).max() <= PARITY
+        assert np.abs(fast(row) - net.forward(row[None])[0]).max() <= 1e-5
+
+
+def test_dense_by_columns_wide_layers(tmp_path: Path) -> None:
+    """A relu chain wide enough for the default rule (>= COLS_MIN_ROWS rows): four-column blocks
+    and their remainder, all-zero and all-live inputs, against the NumPy path."""
+    pytest.importorskip("numba")
+    from edgeprune.runtime.bench.calibrate import random_layer
+    from edgeprune.runtime.bundle import Bundle, LayerArrays
+    from edgeprune.runtime.model import BundleModel
+
+    rng = np.random.default_rng(3)
+    shapes = [(70, 33), (130, 70), (67, 130)]
+    layers = []
+    for k, (r, c) in enumerate(shapes):
+        lay = random_layer(r, c, 0.3, rng)
+        act = "relu" if k < len(shapes) - 1 else "sigmoid"
+        scale = np.float32(1 / np.sqrt(c * 0.3))  # unit-variance pre-activations, as trained
+        layers.append(LayerArrays(lay.data * scale, lay.indices, lay.indptr, lay.bias * scale,
+                                  lay.shape, act, 0.0))
+    bundle = Bundle("mem", {"kind": "mlp", "input_dim": 33, "output_dim": 67}, tuple(layers),
+                    np.arange(33), np.arange(67), np.zeros(67, np.float32))
+    plain = BundleModel(bundle, kernel="dense")
+    fast = BundleModel(bundle, kernel="dense", engine="numba")
+    assert fused_module.dense_layouts(fast._ops, fast.kernels, None) == ["either", "cols", "cols"]
+    sparse = rng.normal(size=33).astype(np.float32)
+    sparse[rng.random(33) < 0.7] = 0.0  # the first layer takes its by-columns branch
+    for x in (np.zeros(33, np.float32), np.ones(33, np.float32),
+              rng.normal(size=33).astype(np.float32), sparse):
+        assert np.abs(fast(x) - plain(x)).max() <= PARITY
+
+
+def test_fused_floor_structure(tmp_path: Path) -> None:
+    """The compiled engine's floor times each layer's kernel in the layout the engine runs, on
+    the layer inputs of the given sample (no timing bound)."""
+    pytest.importorskip("numba")
+    from edgeprune.runtime.bench.floor import fused_floor
+
+    net = NETS["autoencoder"]()
+    path = save_bundle(net, tmp_path / "ae.npz")
+    model = load(path, kernel=["dense", "csr", "dense", "dense"], engine="numba")
+    x = np.random.default_rng(4).random(net.input_dim, dtype=np.float32)
+    floor = fused_floor(model, x, warmup=0, runs=2, min_time=0.0)
+    layouts = model._routes["forward"].fused.layouts
+    assert [row["layout"] for row in floor["layers"]] == [
+        "rows" if want == "either" else want for want in layouts]  # dense inputs: by rows
+    assert [row["shape"] for row in floor["layers"]] == [list(i.shape) for i in model.layers]
+    assert all(0.0 <= row["zero_inputs"] <= 1.0 for row in floor["layers"])
+    assert floor["sum_us"] == pytest.approx(sum(row["us"] for row in floor["layers"]))
+    with pytest.raises(ValueError, match="engine='numba'"):
+        fused_floor(load(path), x)

@@ -84,13 +84,22 @@ def prune_to_target(net: Network, scores: Sequence[np.ndarray], target: int, kin
         raise EdgepruneError(
             f"{option} {target}: even at sparsity {MAX_SPARSITY} the network needs {smallest} "
             f"{unit}; raise the budget" + (" or add --quantize int8" if kind == "bytes" else ""))
-    best, value = sparsest, smallest
+    best, value = bisect_sparsity(probe, target, sparsest, smallest, ITERATIONS)
+    return best, {"kind": kind, "target": target, "value": value, "probes": probes}
+
+
+def bisect_sparsity(probe: Callable[[float], tuple[PruneResult, float]], target: float,
+                    best: PruneResult, value: float, iterations: int,
+                    ) -> tuple[PruneResult, float]:
+    """The least sparsity in ``[0, MAX_SPARSITY]`` whose ``probe`` measure is within ``target``,
+    by bisection; ``best``/``value``: a probe known to fit (the sparsest). Keeps the least
+    sparsity that was *measured* within budget (measures may be a little non-monotone)."""
     lo, hi = 0.0, MAX_SPARSITY
-    for _ in range(ITERATIONS):
+    for _ in range(iterations):
         mid = (lo + hi) / 2
         result, measured = probe(mid)
         if measured <= target:
             hi, best, value = mid, result, measured
         else:
             lo = mid
-    return best, {"kind": kind, "target": target, "value": value, "probes": probes}
+    return best, value

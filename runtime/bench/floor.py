@@ -5,7 +5,9 @@ For each layer of a :class:`~edgeprune.runtime.model.BundleModel` and a batch si
 ``np.dot(W, h, out=y)`` and the CSR ``y += W @ h`` of scipy's ``csr_matvec(s)`` -- with no bias,
 activation, gather or scatter and no Python dispatch beyond the one call. The sum over layers of
 the faster of the two is the floor that an end-to-end call of the NumPy/SciPy runtime can
-approach; ``end-to-end / floor`` is its overhead. numpy/scipy/stdlib only.
+approach; ``end-to-end / floor`` is its overhead. numpy/scipy/stdlib only, except
+:func:`fused_floor`, which times the optional numba engine's own compiled layer kernels (on
+the layer inputs of a real sample, since the by-columns kernel's work depends on their zeros).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import numpy as np
 from ..kernels import LayerOps, _sparsetools
 from .harness import percentiles, time_calls
 
-__all__ = ["kernel_floor"]
+__all__ = ["fused_floor", "kernel_floor"]
 
 
 def _product(layer: LayerOps, kernel: str, h: np.ndarray, y: np.ndarray) -> Any:
@@ -65,3 +67,58 @@ def kernel_floor(model: Any, batch: int = 1, *, warmup: int = 20, runs: int = 20
         best += min(times.values())
         picked += times[kern]
     return {"batch": batch, "layers": layers, "best_sum_us": best, "chosen_sum_us": picked}
+
+
+def _layer_inputs(model: Any, x: np.ndarray) -> list[np.ndarray]:
+    """The float32 input of each layer of the forward route for one sample ``x``."""
+    from ..activations import apply_activation
+
+    h = np.asarray(x, np.float32)[model.input_index]
+    inputs = []
+    for ops in model._ops:  # noqa: SLF001 - the model's own layers
+        inputs.append(np.ascontiguousarray(h, dtype=np.float32))
+        layer = ops.layer
+        h = (ops.matrix @ h + ops.bias).astype(np.float32)
+        h = apply_activation(h, layer.activation, layer.negative_slope)
+    return inputs
+
+
+def fused_floor(model: Any, x: np.ndarray, *, warmup: int = 20, runs: int = 200,
+                min_time: float = 0.05) -> dict[str, Any]:
+    """Per layer of an ``engine="numba"`` model: p50 µs of its compiled layer kernel alone
+    (the product and bias, no activation, gather or scatter; one dispatch per call) on the
+    layer's input for the sample ``x``, in the layout the engine runs; and their sum.
+
+    Returns ``{"batch": 1, "layers": [{"shape", "layout", "zero_inputs", "us"}], "sum_us"}``.
+    """
+    from .. import _fused_jit as jit
+
+    fused = model._routes["forward"].fused  # noqa: SLF001 - the model's own compiled route
+    if fused is None:
+        raise ValueError("fused_floor needs a model loaded with engine='numba'")
+    layers, total = [], 0.0
+    for ops, layout, h in zip(model._ops, fused.layouts, _layer_inputs(model, x)):  # noqa: SLF001
+        rows, cols = ops.shape
+        y = np.zeros(rows, np.float32)
+        b, m = ops.bias, ops.matrix
+        nz = np.zeros(cols, np.int32)
+        by_cols = layout == "cols" or (layout == "either"
+                                       and jit.nonzeros(h, nz) * 4 <= cols * 3)
+        if layout == "csr":
+            def call(_x, a=(m.data, m.indices, m.indptr, h, y, b)):
+                jit.csr_rows(*a)
+        elif by_cols:
+            w_t = np.ascontiguousarray(ops.weight.T)
+
+            def call(_x, w_t=w_t, h=h, y=y, b=b, nz=nz):
+                jit.dense_cols(w_t, h, y, b, nz, jit.nonzeros(h, nz))
+        else:
+            def call(_x, a=(ops.weight_bias, h, y, b)):
+                jit.dense_rows(*a)
+        us = percentiles(time_calls(call, None, warmup=warmup, runs=runs, min_time=min_time),
+                         (50,))[0] / 1e3
+        ran = "cols" if by_cols else ("rows" if layout == "either" else layout)
+        layers.append({"shape": [rows, cols], "layout": ran,
+                       "zero_inputs": float(np.mean(h == 0)) if h.size else 0.0, "us": us})
+        total += us
+    return {"batch": 1, "layers": layers, "sum_us": total}
