@@ -50,7 +50,18 @@ def test_deploy_verify_and_bench_on_the_emulated_board(board, small_model, npy_d
     outdir = tmp_path / "compressed"
     _ok(runner.invoke(main, ["compress", str(small_model), "--data", npy_data, "--sparsity",
                              "0.5", "--export", "npz", "-q", "-o", str(outdir)]))
-    remote = f"/root/edgeprune-test/{tmp_path.name}"
+    # One directory per test run: the userland is shared by every clone on this machine, so a
+    # name from the test alone let two concurrent runs deploy into the same place.
+    remote = f"/root/edgeprune-test/{tmp_path.name}-{os.getpid()}"
+    try:
+        _deploy_verify_and_bench(runner, board, outdir, remote, tmp_path)
+    finally:
+        subprocess.run(["ssh", "-F", board[board.index("--ssh-config") + 1],
+                        board[board.index("--host") + 1], "rm", "-rf", remote],
+                       capture_output=True, timeout=120)
+
+
+def _deploy_verify_and_bench(runner, board, outdir, remote, tmp_path):
     deploy = ["deploy", str(outdir), *board, "--remote-dir", remote]
     out = _ok(runner.invoke(main, deploy))
     assert "deployed" in out and "emulated board" in out
