@@ -9,7 +9,6 @@ layer shapes and the input/output/latent index maps. Every failure becomes a one
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import zipfile
@@ -26,42 +25,35 @@ except ImportError:  # pragma: no cover - a Python without liblzma
         """Stands in for lzma.LZMAError where the lzma module is missing."""
 
 from . import limits
-from .activations import ACTIVATIONS
+from .bundle_meta import (
+    CSR_INDEX_DTYPE,
+    DATA_DTYPE,
+    FORMAT,
+    MAP_INDEX_DTYPE,
+    PACKED_VERSION,
+    QDATA_DTYPE,
+    SHAPNET_VERSION,
+    SUPPORTED_VERSIONS,
+    declared_arrays,
+    layer_arrays,
+    layer_codings,
+    map_dtype,
+    parse_meta,
+    refuse_unexpected,
+)
 from .checks import BundleError, Checker
 from .packed import BLOB, blob_table, unpack_blob
 from .quant import (
     CODEBOOK_SIZES,
-    INDEX_CODINGS,
     QMAX,
-    ROWLEN_DTYPES,
-    VERSION_3_CODINGS,
-    WEIGHT_CODINGS,
-    bitmask_bytes,
     decode_bitmask,
     decode_delta8,
-    delta8_max_codes,
     dequantize,
-    narrowest_uint,
 )
 from .shapnet_layout import (
     ShapnetLayout,
-    declared_shapnet_arrays,
-    parse_shapnet_meta,
     validate_shapnet,
 )
-
-FORMAT = "edgeprune-csr"
-SUPPORTED_VERSIONS = (1, 2, 3, 4)
-PACKED_VERSION = 3  # meta + one blob member (runtime/packed.py)
-SHAPNET_VERSION = 4  # version-1 layers plus meta.shapnet and its arrays (a compiled ShapNet)
-CODED_VERSIONS = (2, 3)  # layers name their codings (weights, indices, rowlen)
-
-_DATA_DTYPE = np.dtype(np.float32)
-_CSR_INDEX_DTYPE = np.dtype(np.int32)
-_MAP_INDEX_DTYPE = np.dtype(np.int64)
-_QDATA_DTYPE = np.dtype(np.int8)
-_CODING_KEYS = {"weights": WEIGHT_CODINGS, "indices": INDEX_CODINGS, "rowlen": ROWLEN_DTYPES}
-_V1_CODINGS = {"weights": "float32", "indices": "int32", "rowlen": None}
 
 __all__ = [
     "FORMAT",
@@ -264,74 +256,6 @@ def _read_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo, check: Checker) -> 
     return header
 
 
-def _map_dtype(meta: dict[str, Any], dim_key: str) -> np.dtype:
-    """An index map's dtype: the narrowest that holds dim - 1 in version 3, else int64."""
-    if meta["version"] != PACKED_VERSION:
-        return _MAP_INDEX_DTYPE
-    return narrowest_uint(max(int(meta[dim_key]) - 1, 0))
-
-
-def _declared_arrays(meta: dict[str, Any]) -> dict[str, tuple[np.dtype, int, bool]]:
-    """Each array's dtype and length (exact, or an upper bound: ``True``) as ``meta`` allows."""
-    out = {
-        "input_index": (_map_dtype(meta, "input_dim"), int(meta["input_dim"]), True),
-        "output_index": (_map_dtype(meta, "output_dim"), int(meta["output_dim"]), True),
-        "output_const": (_DATA_DTYPE, int(meta["output_dim"]), False),
-    }
-    if meta.get("latent_layer") is not None:
-        out["latent_index"] = (_map_dtype(meta, "latent_dim"), int(meta["latent_dim"]), True)
-        out["latent_const"] = (_DATA_DTYPE, int(meta["latent_dim"]), False)
-    for prefix, entry in _layer_entries(meta):
-        rows, cols = int(entry["shape"][0]), int(entry["shape"][1])
-        nnz = min(int(entry["nnz"]), rows * cols)
-        for name, spec in _layer_arrays(entry, rows, cols, nnz).items():
-            out[f"{prefix}.{name}"] = spec
-        out[f"{prefix}.bias"] = (_DATA_DTYPE, rows, False)
-    if meta["version"] == SHAPNET_VERSION:
-        out.update(declared_shapnet_arrays(meta))
-    return out
-
-
-def _layer_entries(meta: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """(array prefix, meta entry) of every CSR layer: ``layerK``, then a VAE's ``logvar``."""
-    out = [(f"layer{k}", entry) for k, entry in enumerate(meta["layers"], start=1)]
-    if meta.get("logvar") is not None:
-        out.append(("logvar", meta["logvar"]))
-    return out
-
-
-def _codings(entry: dict[str, Any]) -> dict[str, str | None]:
-    """The (checked) codings of a layer: weights, indices, rowlen (None: an int32 indptr)."""
-    return {key: entry.get(key, default) for key, default in _V1_CODINGS.items()}
-
-
-def _layer_arrays(
-    entry: dict[str, Any], rows: int, cols: int, nnz: int
-) -> dict[str, tuple[np.dtype, int, bool]]:
-    """A layer's weight and index arrays: dtype, length and whether the length is a bound."""
-    codings = _codings(entry)
-    out: dict[str, tuple[np.dtype, int, bool]] = {}
-    if codings["weights"] == "int8":
-        out["qdata"] = (_QDATA_DTYPE, nnz, True)
-        out["scale"] = (_DATA_DTYPE, rows, False)
-    elif codings["weights"] in CODEBOOK_SIZES:
-        out["codes"] = (np.dtype(np.uint8), nnz, True)
-        out["codebook"] = (_DATA_DTYPE, CODEBOOK_SIZES[str(codings["weights"])], True)
-    else:
-        out["data"] = (_DATA_DTYPE, nnz, True)
-    if codings["indices"] == "delta8":
-        out["indices"] = (np.dtype(np.uint8), delta8_max_codes(nnz, rows, cols), True)
-    elif codings["indices"] == "bitmask":
-        out["indices"] = (np.dtype(np.uint8), bitmask_bytes(rows, cols), True)
-    else:
-        out["indices"] = (np.dtype(str(codings["indices"])), nnz, True)
-    if codings["rowlen"] is None:
-        out["indptr"] = (_CSR_INDEX_DTYPE, rows + 1, False)
-    else:
-        out["rowlen"] = (np.dtype(str(codings["rowlen"])), rows, False)
-    return out
-
-
 def _read_member(zf: zipfile.ZipFile, name: str, check: Checker) -> np.ndarray:
     try:
         with zf.open(name + ".npy") as fp:
@@ -361,8 +285,8 @@ def _read_packed(zf: zipfile.ZipFile, headers: dict[str, limits.NpyHeader],
     header = headers[BLOB]
     check.declared(BLOB, header.dtype, header.shape, np.dtype(np.uint8),
                    int(meta["blob"]["bytes"]))
-    _refuse_unexpected([entry[0] for entry in table], meta, check)
-    declared = _declared_arrays(meta)
+    refuse_unexpected([entry[0] for entry in table], meta, check)
+    declared = declared_arrays(meta)
     for name, dtype, _, length, _ in table:
         want, bound, at_most = declared[name]
         check.declared(name, dtype.newbyteorder("="), (length,), want, bound, at_most)
@@ -392,11 +316,11 @@ def read_arrays(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
                 "(edgeprune.runtime.limits.MAX_META_BYTES)",
             )
         arrays = {"meta": _read_member(zf, "meta", check)}
-        meta = _parse_meta(arrays, check)
+        meta = parse_meta(arrays, check)
         if meta["version"] == PACKED_VERSION:
             return {**arrays, **_read_packed(zf, headers, meta, check)}
-        _refuse_unexpected(headers, meta, check)
-        declared = _declared_arrays(meta)
+        refuse_unexpected(headers, meta, check)
+        declared = declared_arrays(meta)
         for name, header in headers.items():
             if name in declared:
                 dtype, length, at_most = declared[name]
@@ -412,169 +336,6 @@ def read_bundle(path: str | os.PathLike[str]) -> Bundle:
     return validate_bundle(read_arrays(path), source=os.fspath(path))
 
 
-def _parse_meta(arrays: dict[str, np.ndarray], check: Checker) -> dict[str, Any]:
-    if "meta" not in arrays:
-        raise check.fail("meta", "is missing", "this is not an edgeprune bundle; re-export it")
-    raw = arrays["meta"]
-    if not isinstance(raw, np.ndarray) or raw.dtype.kind != "U" or raw.ndim != 0:
-        shape = getattr(raw, "shape", None)
-        dtype = getattr(raw, "dtype", type(raw).__name__)
-        raise check.fail("meta", f"must be a 0-d unicode array, got dtype {dtype} shape {shape}")
-    try:
-        meta = json.loads(str(raw.item()))
-    except json.JSONDecodeError as err:
-        raise check.fail("meta", f"is not valid JSON ({err})") from None
-    if not isinstance(meta, dict):
-        raise check.fail("meta", f"must be a JSON object, got {type(meta).__name__}")
-    if meta.get("format") != FORMAT:
-        raise check.fail(
-            "meta.format",
-            f"is {meta.get('format')!r}, expected {FORMAT!r}",
-            "this is not an edgeprune CSR bundle; export one with `edgeprune compress`",
-        )
-    version = meta.get("version")
-    if isinstance(version, bool) or not isinstance(version, int):
-        raise check.fail("meta.version", f"must be an integer, got {version!r}")
-    if version not in SUPPORTED_VERSIONS:
-        newest = max(SUPPORTED_VERSIONS)
-        fix = (
-            "upgrade edgeprune to read it"
-            if version > newest
-            else "re-export it with `edgeprune compress`"
-        )
-        raise check.fail(
-            "meta.version",
-            f"is {version}, this runtime reads version {', '.join(map(str, SUPPORTED_VERSIONS))}",
-            fix,
-        )
-    kind = meta.get("kind")
-    if not isinstance(kind, str) or not kind:
-        raise check.fail("meta.kind", f"must be a non-empty string, got {kind!r}")
-    dim = limits.MAX_DIM
-    check.integer(meta.get("input_dim"), "meta.input_dim", 1, dim, "MAX_DIM")
-    check.integer(meta.get("output_dim"), "meta.output_dim", 1, dim, "MAX_DIM")
-    if meta.get("latent_layer") is not None:
-        check.integer(meta["latent_layer"], "meta.latent_layer", 1)
-        check.integer(meta.get("latent_dim"), "meta.latent_dim", 1, dim, "MAX_DIM")
-    elif meta.get("latent_dim") is not None:
-        check.integer(meta["latent_dim"], "meta.latent_dim", 1, dim, "MAX_DIM")
-    for key in ("provenance", "report"):
-        if key in meta and not isinstance(meta[key], dict):
-            raise check.fail(
-                f"meta.{key}", f"must be a JSON object, got {type(meta[key]).__name__}"
-            )
-    layers = meta.get("layers")
-    if not isinstance(layers, list):
-        raise check.fail("meta.layers", f"must be a list, got {type(layers).__name__}")
-    if len(layers) > limits.MAX_LAYERS:
-        raise check.fail(
-            "meta.layers",
-            f"declares {len(layers)} layers, over the bound of {limits.MAX_LAYERS} "
-            "(edgeprune.runtime.limits.MAX_LAYERS)",
-        )
-    for k, entry in enumerate(layers, start=1):
-        _check_layer_entry(entry, f"meta.layers[{k}]", version, check)
-    _check_logvar_entry(meta, version, check)
-    if version == SHAPNET_VERSION:
-        parse_shapnet_meta(meta, check, dim)
-    elif "shapnet" in meta:
-        raise check.fail("meta.shapnet", f"is a version-{SHAPNET_VERSION} field in a "
-                         f"version-{version} bundle", "re-export it with edgeprune")
-    return meta
-
-
-def _check_layer_entry(entry: Any, field: str, version: int, check: Checker) -> None:
-    """One layer's meta entry: activation, shape within the bounds, nnz, its codings."""
-    dim = limits.MAX_DIM
-    if not isinstance(entry, dict):
-        raise check.fail(field, f"must be a JSON object, got {type(entry).__name__}")
-    act = entry.get("activation")
-    if act not in ACTIVATIONS:
-        raise check.fail(
-            f"{field}.activation",
-            f"is {act!r}, expected one of {', '.join(ACTIVATIONS)}",
-            "re-export it with `edgeprune compress` or upgrade edgeprune",
-        )
-    slope = entry.get("negative_slope")
-    if isinstance(slope, bool) or not isinstance(slope, (int, float)) or not np.isfinite(slope):
-        raise check.fail(f"{field}.negative_slope", f"must be a finite number, got {slope!r}")
-    shape = entry.get("shape")
-    if not isinstance(shape, list) or len(shape) != 2:
-        raise check.fail(f"{field}.shape", f"must be [rows, cols], got {shape!r}")
-    rows = check.integer(shape[0], f"{field}.shape[0]", 0, dim, "MAX_DIM")
-    cols = check.integer(shape[1], f"{field}.shape[1]", 0, dim, "MAX_DIM")
-    if rows * cols > limits.MAX_LAYER_ELEMENTS:
-        raise check.fail(
-            f"{field}.shape",
-            f"is {rows} x {cols} = {rows * cols} weights, over the bound of "
-            f"{limits.MAX_LAYER_ELEMENTS} (edgeprune.runtime.limits.MAX_LAYER_ELEMENTS: a "
-            "dense float32 weight of at most "
-            f"{limits.format_bytes(4 * limits.MAX_LAYER_ELEMENTS)})",
-        )
-    check.integer(entry.get("nnz"), f"{field}.nnz", 0)
-    for key, allowed in _CODING_KEYS.items():
-        if key not in entry:
-            if version in CODED_VERSIONS:
-                raise check.fail(f"{field}.{key}", "is missing")
-            continue
-        if version not in CODED_VERSIONS:
-            raise check.fail(
-                f"{field}.{key}",
-                f"is a version-2 field in a version-{version} bundle",
-                "re-export it with `edgeprune compress`",
-            )
-        if entry[key] not in allowed:
-            raise check.fail(
-                f"{field}.{key}", f"is {entry[key]!r}, expected one of {', '.join(allowed)}"
-            )
-        if version < PACKED_VERSION and entry[key] in VERSION_3_CODINGS:
-            raise check.fail(
-                f"{field}.{key}",
-                f"is {entry[key]!r}, a version-3 coding in a version-{version} bundle",
-            )
-    if version in CODED_VERSIONS and entry["indices"] not in ("int32", "delta8", "bitmask"):
-        bound = np.iinfo(np.dtype(entry["indices"])).max
-        if cols - 1 > bound:
-            raise check.fail(
-                f"{field}.indices",
-                f"is {entry['indices']} but {cols} columns need indices up to {cols - 1}",
-            )
-
-
-def _check_logvar_entry(meta: dict[str, Any], version: int, check: Checker) -> None:
-    """``meta.logvar``: a VAE's log-variance head, an optional field of version 3 (packed) bundles,
-    beside a latent (mu) layer."""
-    if "logvar" not in meta or meta["logvar"] is None:
-        return
-    if version != PACKED_VERSION:
-        raise check.fail("meta.logvar", f"is a version-{PACKED_VERSION} field in a "
-                         f"version-{version} bundle", "re-export it with `edgeprune compress`")
-    if meta.get("latent_layer") is None:
-        raise check.fail("meta.logvar", "needs meta.latent_layer (the mu layer it sits beside)")
-    _check_layer_entry(meta["logvar"], "meta.logvar", version, check)
-
-
-def _refuse_unexpected(names: Any, meta: dict[str, Any], check: Checker) -> None:
-    """Every array name must belong to the bundle ``meta`` describes."""
-    n_layers = len(meta["layers"])
-    latent_layer = meta.get("latent_layer")
-    expected = {"meta", "input_index", "output_index", "output_const"}
-    for prefix, entry in _layer_entries(meta):
-        parts = {*_layer_arrays(entry, 0, 0, 0), "bias"}
-        expected |= {f"{prefix}.{part}" for part in parts}
-    if latent_layer is not None:
-        expected |= {"latent_index", "latent_const"}
-    if meta["version"] == SHAPNET_VERSION:
-        expected |= set(declared_shapnet_arrays(meta))
-    unexpected = sorted(set(names) - expected)
-    if unexpected:
-        raise check.fail(
-            unexpected[0],
-            f"is not part of a bundle with {n_layers} layer(s)"
-            + ("" if latent_layer is not None else " and no latent layer"),
-        )
-
-
 def _validate_layer(
     arrays: dict[str, np.ndarray], k: int | str, entry: dict[str, Any], check: Checker
 ) -> LayerArrays:
@@ -587,10 +348,10 @@ def _validate_layer(
         raise check.fail(f"{field}.nnz", f"is {nnz}, more than rows*cols={rows * cols}")
     if nnz > np.iinfo(np.int32).max:
         raise check.fail(f"{field}.nnz", f"is {nnz}, too large for int32 indices")
-    codings = _codings(entry)
-    specs = _layer_arrays(entry, rows, cols, nnz)
+    codings = layer_codings(entry)
+    specs = layer_arrays(entry, rows, cols, nnz)
     if codings["rowlen"] is None:
-        indptr = check.array(arrays, f"{p}.indptr", _CSR_INDEX_DTYPE, rows + 1)
+        indptr = check.array(arrays, f"{p}.indptr", CSR_INDEX_DTYPE, rows + 1)
     else:
         rowlen = check.array(arrays, f"{p}.rowlen", specs["rowlen"][0], rows)
         if rowlen.dtype.kind == "i" and rowlen.size and int(rowlen.min()) < 0:
@@ -647,8 +408,8 @@ def _validate_layer(
         indices = check.array(arrays, f"{p}.indices", specs["indices"][0], nnz)
         indices = indices.astype(np.int32)  # unsigned steps below would wrap around
     if codings["weights"] == "int8":
-        qdata = check.array(arrays, f"{p}.qdata", _QDATA_DTYPE, nnz)
-        scale = check.array(arrays, f"{p}.scale", _DATA_DTYPE, rows)
+        qdata = check.array(arrays, f"{p}.qdata", QDATA_DTYPE, nnz)
+        scale = check.array(arrays, f"{p}.scale", DATA_DTYPE, rows)
         check.finite(scale, f"{p}.scale")
         check.none_of(scale <= 0, f"{p}.scale",
                       lambda pos: f"holds {scale[pos]} at row {pos}; scales must be > 0")
@@ -658,7 +419,7 @@ def _validate_layer(
     elif codings["weights"] in CODEBOOK_SIZES:
         size = CODEBOOK_SIZES[str(codings["weights"])]
         codes = check.array(arrays, f"{p}.codes", np.dtype(np.uint8), nnz)
-        codebook = check.array(arrays, f"{p}.codebook", _DATA_DTYPE)
+        codebook = check.array(arrays, f"{p}.codebook", DATA_DTYPE)
         if not 1 <= codebook.shape[0] <= size:
             raise check.fail(
                 f"{p}.codebook", f"has length {codebook.shape[0]}, expected 1..{size}"
@@ -669,8 +430,8 @@ def _validate_layer(
                                   f"codebook of {codebook.shape[0]} values")
         data = codebook[codes]
     else:
-        data = check.array(arrays, f"{p}.data", _DATA_DTYPE, nnz)
-    bias = check.array(arrays, f"{p}.bias", _DATA_DTYPE, rows)
+        data = check.array(arrays, f"{p}.data", DATA_DTYPE, nnz)
+    bias = check.array(arrays, f"{p}.bias", DATA_DTYPE, rows)
 
     if indptr[0] != 0:
         raise check.fail(f"{p}.indptr", f"starts at {indptr[0]}, expected 0")
@@ -714,7 +475,7 @@ def _validate_layer(
     check.finite(bias, f"{p}.bias")
     return LayerArrays(
         data=data,
-        indices=np.ascontiguousarray(indices, dtype=_CSR_INDEX_DTYPE),
+        indices=np.ascontiguousarray(indices, dtype=CSR_INDEX_DTYPE),
         indptr=indptr,
         bias=bias,
         shape=(rows, cols),
@@ -726,13 +487,13 @@ def _validate_layer(
 def validate_bundle(arrays: dict[str, np.ndarray], source: str = "bundle") -> Bundle:
     """Validate the arrays of a bundle (as read by :func:`read_arrays`) and assemble a Bundle."""
     check = Checker(source)
-    meta = _parse_meta(arrays, check)
+    meta = parse_meta(arrays, check)
     entries: list[dict[str, Any]] = meta["layers"]
     n_layers = len(entries)
     input_dim, output_dim = int(meta["input_dim"]), int(meta["output_dim"])
     latent_layer = meta.get("latent_layer")
 
-    _refuse_unexpected(arrays, meta, check)
+    refuse_unexpected(arrays, meta, check)
 
     layers: list[LayerArrays] = []
     for k, entry in enumerate(entries, start=1):
@@ -744,12 +505,12 @@ def validate_bundle(arrays: dict[str, np.ndarray], source: str = "bundle") -> Bu
             )
         layers.append(layer)
 
-    input_index = check.array(arrays, "input_index", _map_dtype(meta, "input_dim"))
+    input_index = check.array(arrays, "input_index", map_dtype(meta, "input_dim"))
     if input_index.shape[0] > input_dim:
         raise check.fail(
             "input_index", f"has {input_index.shape[0]} entries, input_dim={input_dim}"
         )
-    input_index = input_index.astype(_MAP_INDEX_DTYPE)  # unsigned steps would wrap around
+    input_index = input_index.astype(MAP_INDEX_DTYPE)  # unsigned steps would wrap around
     check.index_map(input_index, "input_index", input_dim, "input_dim", increasing=True)
     if layers and layers[0].shape[1] != input_index.shape[0]:
         raise check.fail(
@@ -758,13 +519,13 @@ def validate_bundle(arrays: dict[str, np.ndarray], source: str = "bundle") -> Bu
         )
 
     n_out = layers[-1].shape[0] if layers else 0
-    output_index = check.array(arrays, "output_index", _map_dtype(meta, "output_dim"))
-    output_index = output_index.astype(_MAP_INDEX_DTYPE)
+    output_index = check.array(arrays, "output_index", map_dtype(meta, "output_dim"))
+    output_index = output_index.astype(MAP_INDEX_DTYPE)
     if output_index.shape[0] != n_out:
         where = f"layer{n_layers} has {n_out} rows" if layers else "the bundle has no layers"
         raise check.fail("output_index", f"has {output_index.shape[0]} entries but {where}")
     check.index_map(output_index, "output_index", output_dim, "output_dim", increasing=False)
-    output_const = check.array(arrays, "output_const", _DATA_DTYPE, output_dim)
+    output_const = check.array(arrays, "output_const", DATA_DTYPE, output_dim)
     check.finite(output_const, "output_const")
 
     latent_index = latent_const = None
@@ -775,15 +536,15 @@ def validate_bundle(arrays: dict[str, np.ndarray], source: str = "bundle") -> Bu
                 "meta.latent_layer", f"is {latent_layer}, the bundle has {n_layers} layers"
             )
         n_latent = layers[latent_layer - 1].shape[0] if layers else 0
-        latent_index = check.array(arrays, "latent_index", _map_dtype(meta, "latent_dim"))
-        latent_index = latent_index.astype(_MAP_INDEX_DTYPE)
+        latent_index = check.array(arrays, "latent_index", map_dtype(meta, "latent_dim"))
+        latent_index = latent_index.astype(MAP_INDEX_DTYPE)
         if latent_index.shape[0] != n_latent:
             where = (
                 f"layer{latent_layer} has {n_latent} rows" if layers else "the bundle has no layers"
             )
             raise check.fail("latent_index", f"has {latent_index.shape[0]} entries but {where}")
         check.index_map(latent_index, "latent_index", latent_dim, "latent_dim", increasing=False)
-        latent_const = check.array(arrays, "latent_const", _DATA_DTYPE, latent_dim)
+        latent_const = check.array(arrays, "latent_const", DATA_DTYPE, latent_dim)
         check.finite(latent_const, "latent_const")
 
     shapnet = None
