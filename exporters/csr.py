@@ -39,7 +39,7 @@ VERSION = 1  # one member per array: float32 weights, int32 indices
 VERSION_COMPACT = 2  # one member per array: int8/shared4 weights, narrow or delta8 indices
 VERSION_PACKED = PACKED_VERSION  # what the writer writes: meta + one blob (runtime/packed.py)
 
-__all__ = ["FORMAT", "VERSION", "VERSION_COMPACT", "VERSION_PACKED", "bundle_arrays",
+__all__ = ["FORMAT", "VERSION", "VERSION_COMPACT", "VERSION_PACKED", "bundle_arrays", "check_before_writing",
            "save_bundle", "serialize"]
 
 
@@ -160,13 +160,18 @@ def bundle_arrays(
         meta["logvar"] = logvar_meta
     arrays["meta"] = np.array(json.dumps(meta, allow_nan=False, sort_keys=False))
 
+    check_before_writing(arrays, ValueError, "export this network")
+    return arrays
+
+
+def check_before_writing(arrays: dict[str, np.ndarray], error: type[Exception], what: str) -> None:
+    """The loader's own checks on arrays about to be written: a bundle the runtime would refuse is
+    never written. Raises ``error("cannot {what}: <the first clause of the loader's message>")``."""
     try:
         validate_bundle(arrays, source="bundle")
     except BundleError as err:
-        # Same checks as the loader: a network the runtime would refuse is never written.
         message = str(err).split("; ")[0].removeprefix("bundle: ")
-        raise ValueError(f"cannot export this network: {message}") from None
-    return arrays
+        raise error(f"cannot {what}: {message}") from None
 
 
 def _layer_entry(arrays: dict[str, np.ndarray], prefix: str, what: str, layer, compact: bool,

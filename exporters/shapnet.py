@@ -24,9 +24,9 @@ from edgeprune.exporters.contract import (
     first_line,
     write_atomic,
 )
-from edgeprune.exporters.csr import FORMAT, _jsonable, serialize
+from edgeprune.exporters.csr import FORMAT, _jsonable, check_before_writing, serialize
 from edgeprune.fileio import atomic_path
-from edgeprune.runtime.bundle import SHAPNET_VERSION, BundleError, validate_bundle
+from edgeprune.runtime.bundle import SHAPNET_VERSION
 from edgeprune.shapnet.compile import CompiledShapnet
 
 __all__ = ["export_shapnet_onnx", "export_shapnet_tflite", "run_shapnet_onnx",
@@ -60,11 +60,7 @@ def shapnet_bundle_arrays(compiled: CompiledShapnet, *, provenance: dict | None 
             "report": _jsonable(report if report is not None else compiled.meta.get("report",
                                                                                       {}))}
     arrays["meta"] = np.array(json.dumps(meta, allow_nan=False))
-    try:
-        validate_bundle(arrays, source="bundle")
-    except BundleError as err:
-        message = str(err).split("; ")[0].removeprefix("bundle: ")
-        raise ExportError(f"cannot write this ShapNet as a bundle: {message}") from None
+    check_before_writing(arrays, ExportError, "write this ShapNet as a bundle")
     return arrays
 
 
