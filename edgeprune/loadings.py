@@ -231,13 +231,13 @@ def encoder_module(net: Network) -> nn.Sequential:
     """The encoder of an autoencoder or VAE Network as a torch chain: its layers up to the
     latent (for a VAE, the trunk and the mu head), masked weights, ``Linear`` + activation
     modules (the module types shap's DeepExplainer knows)."""
-    from edgeprune.vae_network import _modules
+    from edgeprune.vae_network import layers_module
 
     if net.latent is None:
         raise ModelError(f"SHAP loadings need an autoencoder or a VAE, but this is a "
                          f"{net.kind} with no latent layer; for a plain state_dict pass "
                          "--latent L (the bottleneck layer)")
-    return _modules(net.layers[:net.latent], "encoder", {})
+    return layers_module(net.layers[:net.latent], "encoder", {})
 
 
 def background_rows(x_train: np.ndarray, explain_x: np.ndarray, opts: LoadingOptions

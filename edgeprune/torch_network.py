@@ -10,6 +10,11 @@ from edgeprune.errors import EdgepruneError
 from edgeprune.network import Layer, Network
 from edgeprune.runtime.activations import ACTIVATIONS
 
+#: The IR's elementwise activations as torch module classes ("identity" has none: no module), in
+#: the registry's order; the one table for every torch chain built from the IR (VAEs, ShapNets).
+ACTIVATION_MODULES = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "sigmoid": nn.Sigmoid,
+                      "tanh": nn.Tanh}
+
 
 def torch_activation(name: str, negative_slope: float = 0.01, *, inplace: bool = False):
     """The torch function for an IR activation name (one of
@@ -29,6 +34,15 @@ def torch_activation(name: str, negative_slope: float = 0.01, *, inplace: bool =
     raise EdgepruneError(f"unknown activation {name!r}; expected one of {', '.join(ACTIVATIONS)}")
 
 
+def linear_from_layer(layer: Layer) -> nn.Linear:
+    """An ``nn.Linear`` holding ``layer``'s masked weight and bias."""
+    lin = nn.Linear(layer.in_dim, layer.out_dim)
+    with torch.no_grad():
+        lin.weight.copy_(torch.from_numpy(layer.masked_weight))
+        lin.bias.copy_(torch.from_numpy(layer.bias))
+    return lin
+
+
 class MaskedMLP(nn.Module):
     """A chain of masked dense layers; pruned weights are multiplied by a fixed 0/1 mask."""
 
@@ -38,11 +52,7 @@ class MaskedMLP(nn.Module):
         self.acts = []
         self.latent = net.latent
         for k, layer in enumerate(net.layers):
-            lin = nn.Linear(layer.in_dim, layer.out_dim)
-            with torch.no_grad():
-                lin.weight.copy_(torch.from_numpy(layer.masked_weight))
-                lin.bias.copy_(torch.from_numpy(layer.bias))
-            self.linears.append(lin)
+            self.linears.append(linear_from_layer(layer))
             self.register_buffer(f"mask{k}", torch.from_numpy(layer.mask.astype(np.float32)))
             self.acts.append(torch_activation(layer.activation, layer.negative_slope))
 

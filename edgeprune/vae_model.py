@@ -15,9 +15,7 @@ from torch import nn
 
 from edgeprune.errors import EdgepruneError
 from edgeprune.network import VAE_LIKELIHOODS as LIKELIHOODS
-
-ACTIVATION_MODULES = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "sigmoid": nn.Sigmoid,
-                "tanh": nn.Tanh}
+from edgeprune.torch_network import ACTIVATION_MODULES
 
 
 class VAEError(EdgepruneError):

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from edgeprune.network import Layer, ModelError, Network
+from edgeprune.torch_network import linear_from_layer
 from edgeprune.vae_model import ACTIVATION_MODULES, VAE, VAEError
 from edgeprune.vae_training import fit_vae
 
@@ -51,23 +52,17 @@ def vae_to_network(vae: VAE, meta: dict | None = None) -> Network:
                    likelihood=vae.likelihood)
 
 
-def _modules(layers: list[Layer], prefix: str, names: dict[str, Layer]) -> nn.Sequential:
+def layers_module(layers: list[Layer], prefix: str, names: dict[str, Layer]) -> nn.Sequential:
+    """``layers`` as an ``nn.Sequential`` of ``Linear`` + activation modules (masked weights);
+    records in ``names`` which IR layer each ``{prefix}.{i}.weight`` came from."""
     mods: list[nn.Module] = []
     for layer in layers:
         names[f"{prefix}.{len(mods)}.weight"] = layer
-        mods.append(_linear(layer))
+        mods.append(linear_from_layer(layer))
         if layer.activation != "identity":
             cls = ACTIVATION_MODULES[layer.activation]
             mods.append(cls(layer.negative_slope) if cls is nn.LeakyReLU else cls())
     return nn.Sequential(*mods)
-
-
-def _linear(layer: Layer) -> nn.Linear:
-    lin = nn.Linear(layer.in_dim, layer.out_dim)
-    with torch.no_grad():
-        lin.weight.copy_(torch.from_numpy(layer.masked_weight))
-        lin.bias.copy_(torch.from_numpy(layer.bias))
-    return lin
 
 
 def network_to_vae(net: Network) -> tuple[VAE, dict[str, torch.Tensor]]:
@@ -77,9 +72,9 @@ def network_to_vae(net: Network) -> tuple[VAE, dict[str, torch.Tensor]]:
         raise ModelError("the network is not a VAE with a log-variance head")
     names: dict[str, Layer] = {}
     latent = int(net.latent)
-    encoder = _modules(net.layers[:latent - 1], "encoder", names)
-    decoder = _modules(net.layers[latent:], "decoder", names)
-    mu, logvar = _linear(net.layers[latent - 1]), _linear(net.logvar)
+    encoder = layers_module(net.layers[:latent - 1], "encoder", names)
+    decoder = layers_module(net.layers[latent:], "decoder", names)
+    mu, logvar = linear_from_layer(net.layers[latent - 1]), linear_from_layer(net.logvar)
     names["mu.weight"], names["logvar.weight"] = net.layers[latent - 1], net.logvar
     if net.layers[latent - 1].activation != "identity" or net.logvar.activation != "identity":
         raise ModelError("a VAE's mu and log-variance heads must be linear (identity "

@@ -24,12 +24,10 @@ import torch
 from torch import nn
 
 from edgeprune.errors import EdgepruneError
+from edgeprune.torch_network import ACTIVATION_MODULES  # inner-MLP activations
 
 #: The largest active set a module may have (2^k inner evaluations per sample).
 MAX_ACTIVE = 4
-#: Inner-MLP activations: elementwise, named as in the runtime's registry.
-ACTIVATION_MODULES = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "tanh": nn.Tanh,
-                      "sigmoid": nn.Sigmoid}
 
 
 class ShapNetError(EdgepruneError):
