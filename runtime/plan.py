@@ -33,10 +33,12 @@ checks that (:class:`~edgeprune.runtime.model.BundleModel` does it in a few iden
 comparisons, and sends anything else through its validating path).
 
 Dense layout at batch 1 (:data:`DENSE_LAYOUT`): on x86-64 ``np.dot(h, W_T)`` (OpenBLAS's
-column-wise ``sgemv_n``, the bias as W_T's last row) measured as fast as or faster than
-``np.dot(W, h)`` (row-wise ``sgemv_t``) on every layer of the MNIST autoencoders, up to 1.3x on
-tall layers like 632x224 (``benchmarks/results/runtime_overhead/``). Other architectures keep the
-row layout: no board measurement exists here.
+column-wise ``sgemv_n``, the bias as W_T's last row) rather than ``np.dot(W, h)`` (row-wise
+``sgemv_t``, the bias as W's last column): on the MNIST autoencoders' layers it measured as fast
+or faster, up to 1.3x on tall layers like 632x224 (``dense_us`` against ``dense_cols_us`` per
+layer in ``benchmarks/results/runtime_latency/latency.json``), while a bias column makes rows
+misaligned for ``sgemv_t`` (256x785 is slower than 256x784). Other architectures keep the row
+layout: no board measurement exists here.
 """
 
 from __future__ import annotations
@@ -118,8 +120,9 @@ def _functions(src: _Source, bodies: dict[str, tuple[str, list[str]]]) -> tuple[
     return scope["_bind"](**src.env), source
 
 
+# Constants as 0-d arrays: a ufunc takes one ~0.15 µs faster than a numpy scalar (measured).
 _ZERO = np.zeros((), dtype=_F32)
-_HALF = _F32(0.5)
+_HALF = np.full((), 0.5, dtype=_F32)
 
 
 def _activation_steps(name: str, slope: float, y: np.ndarray,
