@@ -5,7 +5,8 @@ Usage: python benchmarks/latency_model_fit.py [--latency benchmarks/results/runt
        [--target-us 15] [--out benchmarks/results/latency_target]
 
 1. Reads ``latency.json`` of ``benchmarks/runtime_latency.py``: per layer of every model its raw
-   dense and CSR kernel times at batch 1, and each model's end-to-end ``edgeprune-auto`` p50.
+   dense and CSR kernel times at batch 1 (dense: in the layout the engine's one-sample plans run,
+   ``dense_cols_us`` on x86-64), and each model's end-to-end ``edgeprune-auto`` p50.
    Least squares: dense µs on rows·(cols+1), CSR µs on non-zeros and rows, then the per-call and
    per-row (bias, activation) remainder on the end-to-end times. Writes ``cost_model.json`` (the
    coefficients that ``latency_model.BUILTIN`` holds for this host, and predicted vs measured
@@ -32,6 +33,7 @@ from common import CACHE, RESULTS, mnist_autoencoder, mnist_scores
 
 from edgeprune.compress import CompressOptions, compress
 from edgeprune.runtime.bench.latency_model import LatencyModel, predict_us
+from edgeprune.runtime.plan import DENSE_LAYOUT
 
 
 def fit(latency: dict) -> tuple[LatencyModel, list[dict]]:
@@ -46,7 +48,9 @@ def fit(latency: dict) -> tuple[LatencyModel, list[dict]]:
             r, c = layer["shape"]
             nnz = round(layer["density"] * r * c)
             dense_x.append([1.0, r * (c + 1) / 1e3])
-            dense_y.append(layer["dense_us"])
+            # the product the engine runs at batch 1: np.dot(h, W_T) on x86-64 (runtime/plan.py)
+            dense_y.append(layer.get("dense_cols_us", layer["dense_us"])
+                           if DENSE_LAYOUT == "cols" else layer["dense_us"])
             csr_x.append([1.0, nnz / 1e3, r / 1e3])
             csr_y.append(layer["csr_us"])
             shapes.append((r, c, nnz))
