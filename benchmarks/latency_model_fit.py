@@ -10,7 +10,9 @@ Usage: python benchmarks/latency_model_fit.py [--latency benchmarks/results/runt
    Least squares: dense µs on rows·(cols+1), CSR µs on non-zeros and rows, then the per-call and
    per-row (bias, activation) remainder on the end-to-end times. Writes ``cost_model.json`` (the
    coefficients that ``latency_model.BUILTIN`` holds for this host, and predicted vs measured
-   per model: in-sample).
+   per model: in-sample). With numba installed, it also times the numba engine on the same
+   models (every layer forced dense, forced CSR, and auto; interleaved) and fits that engine's
+   coefficients (``latency_model.BUILTIN_NUMBA``, ``compress --latency-engine numba``).
 2. Runs ``compress --target-latency`` on the same MNIST autoencoder and scores (the built-in
    coefficients), then measures, interleaved (one thread, fastest of 5 rounds of p50s), the
    result and the η = 0.9 link-pruned model in the default and the numba engine and in LiteRT,
@@ -71,6 +73,53 @@ def fit(latency: dict) -> tuple[LatencyModel, list[dict]]:
     check = [{"model": Path(art).parent.name, "measured_us": e2e[art],
               "predicted_us": round(predict_us(shapes, model)["total_us"], 2)}
              for art, shapes in models.items()]
+    return model, check
+
+
+def fit_numba(bundles: list[Path], rounds: int = 5) -> tuple[LatencyModel, list[dict]]:
+    """The numba engine's coefficients: its one-sample p50 on every model with all layers
+    forced dense and forced CSR (interleaved, one thread, fastest of ``rounds``), least squares
+    of ``call_us + dense_ns * sum rows * (cols + 1) + csr_ns * sum nnz + act_ns * sum rows``
+    (one compiled call per sample: no per-layer call term). Returns it and the in-sample check
+    (the auto-kernel prediction against the measured ``engine="numba"`` default too)."""
+    from edgeprune.runtime import load
+    from edgeprune.runtime.bench.harness import blas_threads
+
+    x = np.random.default_rng(0).random(784, dtype=np.float32)
+    cands, design = {}, {}
+    for path in bundles:
+        shapes = [(i.shape[0], i.shape[1], i.nnz) for i in load(path).layers]
+        for kernel in ("dense", "csr", "auto"):
+            model = load(path, engine="numba", kernel=kernel)
+            model(x)  # compile or load the cache
+            name = f"{path.parent.name} {kernel}"
+            cands[name] = lambda m=model: m(x)
+            design[name] = (kernel, shapes)
+    with blas_threads(1):
+        times = interleaved(cands, rounds=rounds)
+    rows, ys = [], []
+    for name, (kernel, shapes) in design.items():
+        if kernel == "auto":
+            continue
+        macs = sum(r * (c + 1) for r, c, _ in shapes) if kernel == "dense" else 0
+        nnz = sum(n for _, _, n in shapes) if kernel == "csr" else 0
+        rows.append([1.0, macs / 1e3, nnz / 1e3, sum(r for r, _, _ in shapes) / 1e3])
+        ys.append(times[name])
+    (c0, d1, s1, a1), *_ = np.linalg.lstsq(np.array(rows), np.array(ys), rcond=None)
+    coef = [round(float(max(v, 0.0)), 4) for v in (c0, d1, s1, a1)]
+    model = LatencyModel(call_us=coef[0], dense_call_us=0.0, dense_ns=coef[1], csr_call_us=0.0,
+                         csr_ns=coef[2], csr_row_ns=0.0, act_ns=coef[3],
+                         source="built-in x86_64, numba engine")
+    def predicted(kernel: str, shapes: list[tuple[int, int, int]]) -> float:
+        if kernel == "auto":
+            return predict_us(shapes, model)["total_us"]
+        work = sum(model.dense_ns * r * (c + 1) if kernel == "dense" else model.csr_ns * n
+                   for r, c, n in shapes)
+        return model.call_us + (work + model.act_ns * sum(r for r, _, _ in shapes)) / 1e3
+
+    check = [{"model": name, "measured_us": round(times[name], 2),
+              "predicted_us": round(predicted(kernel, shapes), 2)}
+             for name, (kernel, shapes) in design.items()]
     return model, check
 
 
@@ -181,16 +230,34 @@ def main() -> int:
     ap.add_argument("--fit-only", action="store_true")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    model, check = fit(json.loads((args.latency / "latency.json").read_text()))
-    (args.out / "cost_model.json").write_text(json.dumps(
-        {"coefficients": model.to_dict(), "in_sample": check,
-         "from": str(args.latency / "latency.json")}, indent=2) + "\n")
+    latency = json.loads((args.latency / "latency.json").read_text())
+    model, check = fit(latency)
+    record = {"coefficients": model.to_dict(), "in_sample": check,
+              "from": str(args.latency / "latency.json")}
     lines = ["# The batch-1 cost model and `compress --target-latency`", "",
-             "Coefficients (least squares on the runtime_latency run's raw kernels and "
-             f"end-to-end auto p50s, measured on this host): `{model.to_dict()}`", "",
-             "| model | measured auto µs | predicted µs (in-sample) |", "|---|---:|---:|",
+             "Coefficients of the NumPy engine (least squares on the runtime_latency run's raw "
+             f"kernels and end-to-end auto p50s, measured on this host): `{model.to_dict()}`",
+             "", "| model | measured auto µs | predicted µs (in-sample) |", "|---|---:|---:|",
              *[f"| {c['model']} | {c['measured_us']:.1f} | {c['predicted_us']:.1f} |"
                for c in check]]
+    from edgeprune.runtime import fused
+
+    if fused.available():
+        loads = [os.getloadavg()[0]]
+        numba_model, numba_check = fit_numba(
+            sorted({Path(f["artifact"]) for f in latency["kernel_floor"]}))
+        loads.append(os.getloadavg()[0])
+        record["numba"] = {"coefficients": numba_model.to_dict(), "in_sample": numba_check,
+                           "load_average": loads}
+        lines += ["", "Coefficients of the numba engine (least squares on its one-sample p50s "
+                  "with every layer forced dense and forced CSR, measured here interleaved, "
+                  f"load average {min(loads):.1f}-{max(loads):.1f}): "
+                  f"`{numba_model.to_dict()}`", "",
+                  "| model, kernels | measured numba µs | predicted µs (forced: in-sample; auto: "
+                  "out of sample) |", "|---|---:|---:|",
+                  *[f"| {c['model']} | {c['measured_us']:.1f} | {c['predicted_us']:.1f} |"
+                    for c in numba_check]]
+    (args.out / "cost_model.json").write_text(json.dumps(record, indent=2) + "\n")
     if not args.fit_only:
         os.environ["EDGEPRUNE_HOME"] = tempfile.mkdtemp(prefix="edgeprune_home_")
         run = target_run(args.target_us, args.out)

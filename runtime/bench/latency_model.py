@@ -34,7 +34,8 @@ import numpy as np
 from ..errors import EdgepruneError
 from ..kernel_profile import MACHINE, KernelProfile, default_kernel_profile
 
-__all__ = ["BUILTIN", "LatencyModel", "fit_from_profile", "latency_model_for", "predict_us"]
+__all__ = ["BUILTIN", "BUILTIN_NUMBA", "ENGINES", "LatencyModel", "fit_from_profile",
+           "latency_model_for", "predict_us"]
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,19 @@ BUILTIN: dict[str, LatencyModel] = {
                            source="built-in x86_64"),
 }
 BUILTIN["AMD64"] = BUILTIN["x86_64"]
+
+#: The optional numba engine (``load(path, engine="numba")``, ``compress --latency-engine
+#: numba``) on the same host: fitted by ``benchmarks/latency_model_fit.py`` to that engine's
+#: one-sample times with every layer forced dense and forced CSR (one compiled call: its fixed
+#: cost is ``call_us``, the per-layer call terms are 0). A calibrated profile measures the
+#: NumPy/SciPy kernels only, so it never replaces these.
+BUILTIN_NUMBA: dict[str, LatencyModel] = {
+    "x86_64": LatencyModel(call_us=0.0, dense_call_us=0.0, dense_ns=0.0, csr_call_us=0.0,
+                           csr_ns=0.0, csr_row_ns=0.0, act_ns=0.0,
+                           source="built-in x86_64, numba engine"),
+}
+BUILTIN_NUMBA["AMD64"] = BUILTIN_NUMBA["x86_64"]
+ENGINES = ("numpy", "numba")
 
 
 def predict_us(layers: list[tuple[int, int, int]], model: LatencyModel) -> dict[str, Any]:
@@ -105,9 +119,21 @@ def fit_from_profile(profile: KernelProfile) -> LatencyModel:
         csr_row_ns=0.0, act_ns=0.0, source=f"fitted to {profile.source}")
 
 
-def latency_model_for(profile: KernelProfile | None = None) -> LatencyModel:
+def latency_model_for(profile: KernelProfile | None = None,
+                      engine: str = "numpy") -> LatencyModel:
     """The calibrated profile's fit when one is given or found, else this architecture's
-    built-in coefficients, else a one-line error saying how to get them."""
+    built-in coefficients, else a one-line error saying how to get them. ``engine="numba"``:
+    the built-in figures of the numba engine (no profile fit: calibration times the NumPy/SciPy
+    kernels)."""
+    if engine == "numba":
+        if MACHINE in BUILTIN_NUMBA:
+            return BUILTIN_NUMBA[MACHINE]
+        raise EdgepruneError(
+            f"--latency-engine numba: {MACHINE} has no built-in cost figures for the numba "
+            "engine (fitted on x86-64 only); use --latency-engine numpy with a calibrated "
+            "profile (`edgeprune bench --calibrate`)")
+    if engine != "numpy":
+        raise EdgepruneError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
     found = profile if profile is not None else default_kernel_profile()
     if found is not None and found.measurements:
         return fit_from_profile(found)
