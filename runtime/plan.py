@@ -22,7 +22,9 @@ whatever Python runs between them shows up directly in the end-to-end latency. A
 
 The last op writes the result: with an identity output map, the last activation ufunc itself
 allocates the returned array (no copy); otherwise the activation runs in place and ``take``
-gathers ``[live outputs; constants]`` into a fresh array. Every call returns a new array; the
+gathers ``[live outputs; constants]`` into a fresh array. Both ``take`` s run with
+``mode="wrap"``, the cheapest mode (allocating, ~0.4 µs less than the default ``"raise"``); the
+indices were validated at load, so nothing ever wraps. Every call returns a new array; the
 buffers are the model's own, which is why one model must not run on two threads at once (see
 :mod:`edgeprune.runtime.model`: ``clone()`` per thread).
 
@@ -98,10 +100,12 @@ class _Source:
         return value if isinstance(value, _Code) else self.name(value)
 
     def call(self, fn: Any, *args: Any, out: Any = None) -> str:
-        """Source of ``fn(*args[, out=out])``."""
+        """Source of ``fn(*args, out)``: ``out`` positional for a ufunc (~30 ns cheaper than the
+        keyword), except ``maximum``/``minimum``, where numpy deprecated that."""
         text = ", ".join(self.ref(a) for a in args)
         if out is not None:
-            text += f", out={self.ref(out)}"
+            positional = isinstance(fn, np.ufunc) and fn not in (np.maximum, np.minimum)
+            text += f", {self.ref(out)}" if positional else f", out={self.ref(out)}"
         hint = "".join(c for c in getattr(fn, "__name__", "f") if c.isalnum() or c == "_")
         return f"{self.name(fn, hint or 'f')}({text})"
 
@@ -217,7 +221,8 @@ def sample_plan(layers: Sequence[LayerOps], kernels: Sequence[str], index: np.nd
         if not scatter_all:
             if shape is None:
                 return [*lines, src.call(np.ndarray.take, ext, perm, None, _OUT, _WRAP)]
-            return [*lines, "return " + src.call(np.ndarray.take, ext, perm.reshape(shape))]
+            return [*lines, "return " + src.call(np.ndarray.take, ext, perm.reshape(shape),
+                                                 None, None, _WRAP)]
         if not steps:  # identity: a copy is the one op
             if shape is None:
                 return [src.call(np.copyto, _OUT, y)]
