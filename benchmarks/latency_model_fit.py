@@ -38,6 +38,19 @@ from edgeprune.runtime.bench.latency_model import LatencyModel, predict_us
 from edgeprune.runtime.plan import DENSE_LAYOUT
 
 
+def relative_nnls(x: list, y: list, scale: list | None = None) -> np.ndarray:
+    """Non-negative least squares of ``x @ c ≈ y`` on relative errors (each row divided by its
+    ``scale``, default ``y``): costs are never negative, and a 2 µs layer counts as much as a
+    200 µs one (plain least squares let the largest times decide and clipped what went
+    negative, which left the small models' predictions far off)."""
+    from scipy.optimize import nnls
+
+    w = 1.0 / np.asarray(scale if scale is not None else y, dtype=np.float64)
+    coef, _ = nnls(np.asarray(x, dtype=np.float64) * w[:, None],
+                   np.asarray(y, dtype=np.float64) * w)
+    return coef
+
+
 def fit(latency: dict) -> tuple[LatencyModel, list[dict]]:
     """Coefficients from one runtime_latency run, and the in-sample check per model."""
     dense_x, dense_y, csr_x, csr_y = [], [], [], []
@@ -57,8 +70,8 @@ def fit(latency: dict) -> tuple[LatencyModel, list[dict]]:
             csr_y.append(layer["csr_us"])
             shapes.append((r, c, nnz))
         models[f["artifact"]] = shapes
-    (d0, d1), *_ = np.linalg.lstsq(np.array(dense_x), np.array(dense_y), rcond=None)
-    (s0, s1, s2), *_ = np.linalg.lstsq(np.array(csr_x), np.array(csr_y), rcond=None)
+    d0, d1 = relative_nnls(dense_x, dense_y)
+    s0, s1, s2 = relative_nnls(csr_x, csr_y)
     kernels = LatencyModel(0.0, max(d0, 0.0), max(d1, 0.0), max(s0, 0.0), max(s1, 0.0),
                            max(s2, 0.0), 0.0, source="kernels only")
     e2e = {r["artifact"]: r["p50_us"] for r in latency["latency"]
@@ -67,7 +80,7 @@ def fit(latency: dict) -> tuple[LatencyModel, list[dict]]:
     for art, shapes in models.items():
         rows_x.append([1.0, sum(r for r, _, _ in shapes) / 1e3])
         rest_y.append(e2e[art] - predict_us(shapes, kernels)["total_us"])
-    (c0, c1), *_ = np.linalg.lstsq(np.array(rows_x), np.array(rest_y), rcond=None)
+    c0, c1 = relative_nnls(rows_x, rest_y, scale=list(e2e.values()))
     coef = [round(float(max(v, 0.0)), 4) for v in (c0, d0, d1, s0, s1, s2, c1)]
     model = LatencyModel(*coef, source="built-in x86_64")
     check = [{"model": Path(art).parent.name, "measured_us": e2e[art],
@@ -105,7 +118,7 @@ def fit_numba(bundles: list[Path], rounds: int = 5) -> tuple[LatencyModel, list[
         nnz = sum(n for _, _, n in shapes) if kernel == "csr" else 0
         rows.append([1.0, macs / 1e3, nnz / 1e3, sum(r for r, _, _ in shapes) / 1e3])
         ys.append(times[name])
-    (c0, d1, s1, a1), *_ = np.linalg.lstsq(np.array(rows), np.array(ys), rcond=None)
+    c0, d1, s1, a1 = relative_nnls(rows, ys)
     coef = [round(float(max(v, 0.0)), 4) for v in (c0, d1, s1, a1)]
     model = LatencyModel(call_us=coef[0], dense_call_us=0.0, dense_ns=coef[1], csr_call_us=0.0,
                          csr_ns=coef[2], csr_row_ns=0.0, act_ns=coef[3],

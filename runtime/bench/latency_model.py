@@ -17,7 +17,7 @@ only below ~10 % density -- which is why the latency target trades links for uni
 
 Coefficients: :data:`BUILTIN` holds the ones fitted on x86-64 (the host of
 ``benchmarks/runtime_latency.py``, by least squares on its per-layer raw kernel times and
-end-to-end medians; see ``benchmarks/results/runtime_latency/cost_model.json``). Other machines
+end-to-end medians; see ``benchmarks/results/latency_target/fit/cost_model.json``). Other machines
 have no built-in figures (the emulated Arm board gives no timings):
 :func:`latency_model_for` then fits them from the calibrated kernel profile's measurements
 (``edgeprune bench --calibrate`` on the device) or refuses with a one-line error.
@@ -63,10 +63,13 @@ class LatencyModel:
 
 
 #: Fitted on this project's x86-64 benchmark host (Intel Xeon, AVX-512, one thread, numpy 2.4 /
-#: OpenBLAS 0.3.31 / scipy 1.17): see ``benchmarks/results/runtime_latency/cost_model.json``.
+#: OpenBLAS 0.3.31 / scipy 1.17), after the one-sample plans (``runtime/plan.py``): see
+#: ``benchmarks/results/latency_target/fit/cost_model.json`` (non-negative least squares on
+#: relative errors; in-sample within 8 % on the four pruned models, the unpruned one 22 % low:
+#: its 1.6 MB of weights run slower in a chain than each layer timed alone).
 BUILTIN: dict[str, LatencyModel] = {
-    "x86_64": LatencyModel(call_us=5.9923, dense_call_us=1.2464, dense_ns=0.0637,
-                           csr_call_us=0.0, csr_ns=0.756, csr_row_ns=3.592, act_ns=5.5178,
+    "x86_64": LatencyModel(call_us=1.766, dense_call_us=0.8684, dense_ns=0.0474,
+                           csr_call_us=0.5934, csr_ns=0.5909, csr_row_ns=0.7596, act_ns=2.7655,
                            source="built-in x86_64"),
 }
 BUILTIN["AMD64"] = BUILTIN["x86_64"]
@@ -77,8 +80,8 @@ BUILTIN["AMD64"] = BUILTIN["x86_64"]
 #: cost is ``call_us``, the per-layer call terms are 0). A calibrated profile measures the
 #: NumPy/SciPy kernels only, so it never replaces these.
 BUILTIN_NUMBA: dict[str, LatencyModel] = {
-    "x86_64": LatencyModel(call_us=0.0, dense_call_us=0.0, dense_ns=0.0, csr_call_us=0.0,
-                           csr_ns=0.0, csr_row_ns=0.0, act_ns=0.0,
+    "x86_64": LatencyModel(call_us=3.8996, dense_call_us=0.0, dense_ns=0.0509, csr_call_us=0.0,
+                           csr_ns=0.9479, csr_row_ns=0.0, act_ns=0.2192,
                            source="built-in x86_64, numba engine"),
 }
 BUILTIN_NUMBA["AMD64"] = BUILTIN_NUMBA["x86_64"]
