@@ -61,6 +61,8 @@ def candidates(rng: np.random.Generator) -> dict[str, tuple[str, object]]:
             x[0], index, axis=0, out=gathered, mode="clip")),
         "ndarray.take(ext784, perm) (allocates)": ("gather", functools.partial(
             np.ndarray.take, ext, perm)),
+        "ndarray.take(ext784, perm, 'wrap') (allocates)": ("gather", functools.partial(
+            np.ndarray.take, ext, perm, None, None, "wrap")),
         "np.empty(784) + copyto": ("gather", lambda: np.copyto(np.empty(784, F32), ext)),
     }
     for rows, cols in ((163, 287), (45, 163), (224, 45), (632, 224)):
