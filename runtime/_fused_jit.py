@@ -7,7 +7,17 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from .window_pack import avx512_available
+
 _jit = numba.njit(cache=True, fastmath=True, nogil=True, boundscheck=False, error_model="numpy")
+
+#: Meta entries per layer in :func:`forward_flat`.
+LAYER_META = 12
+
+#: A ``window``-or-columns layer (kind 5) runs by columns when ``non-zero inputs * rows`` is at
+#: most this many times its window lanes: measured per element (x86-64, one thread, the eta 0.9
+#: MNIST autoencoder's layers) the window kernel costs ~1.2x a by-columns multiply-add.
+WINDOW_VS_COLS = 1.2
 
 
 @_jit
@@ -90,6 +100,29 @@ def csr_rows(data, indices, indptr, h, y, b):  # pragma: no cover - compiled
         y[i] = s
 
 
+@_jit
+def window_matvec_portable(values, words, steps, h, y, b):  # pragma: no cover - compiled
+    """The window kernel (:mod:`edgeprune.runtime._avx512_jit`) in plain loops, lane by lane:
+    the same format and result, for hosts without AVX-512 (where the layout is never chosen
+    automatically) and as the reference the vector kernel is tested against."""
+    ns = y.shape[0] // 16
+    nw = (steps.shape[0] - 1) // ns
+    index = words.view(np.uint8)
+    for i in range(y.shape[0]):
+        y[i] = b[i]
+    for w in range(nw):
+        for s in range(ns):
+            for q in range(steps[w * ns + s], steps[w * ns + s + 1]):
+                for lane in range(16):
+                    y[16 * s + lane] += values[16 * q + lane] * h[32 * w + index[16 * q + lane]]
+
+
+if avx512_available():
+    from ._avx512_jit import window_matvec
+else:
+    window_matvec = window_matvec_portable
+
+
 # float32 constants (a bare Python float would promote the arithmetic to float64)
 _ONE = np.float32(1.0)
 _LOG2E = np.float32(1.4426950408889634)
@@ -154,25 +187,30 @@ def forward_flat(x, out, f, meta, ints):  # pragma: no cover - compiled
     three, so that the dispatch unboxes five arguments (one per layer array cost ~4 µs).
 
     ``f`` (float32): weights, CSR values, biases, slopes, buffers; ``ints`` (int32): CSR
-    indices and row pointers; ``meta`` (int64): ``[n_layers, n_in, in_off, n_out, perm_off,
-    last_off]``, then 10 per layer ``[kind, act, rows, cols, w_off, b_off, h_off, y_off, ix_off,
-    ip_off]`` (offsets into ``f`` or ``ints``; the slope sits at ``f[b_off + rows]``), then the
-    input index and the output permutation. ``kind``: 0 dense by rows (``[W | b]``), 1 CSR,
-    2 dense by columns (``W.T`` at ``w_off``, zero inputs skipped; ``ix_off``: its int32
-    scratch), 3 either, per call (``[W | b]`` at ``w_off``, ``W.T`` at ``ip_off``): by columns
-    when at most 3/4 of the inputs are non-zero."""
+    indices and row pointers, window indices and steps, scratch; ``meta`` (int64):
+    ``[n_layers, n_in, in_off, n_out, perm_off, last_off]``, then :data:`LAYER_META` per layer
+    ``[kind, act, rows, cols, w_off, b_off, h_off, y_off, ix_off, ip_off, t_off, nz_off]``
+    (offsets into ``f`` or ``ints``; the slope sits right after the bias), then the input index
+    and the output permutation. ``kind``: 0 dense by rows (``[W | b]``), 1 CSR, 2 dense by
+    columns (``W.T`` at ``w_off``, zero inputs skipped; ``ix_off``: its int32 scratch),
+    3 either, per call (``[W | b]`` at ``w_off``, ``W.T`` at ``ip_off``): by columns when at most
+    3/4 of the inputs are non-zero; 4 window (:mod:`edgeprune.runtime.window_pack`: values at
+    ``w_off``, byte indices at ``ix_off``, steps at ``ip_off``; bias and output padded to 16
+    rows, input to 32 columns); 5 window or, per call, by columns (``W.T`` at ``t_off``,
+    scratch at ``nz_off``) when ``non-zero inputs * rows <= WINDOW_VS_COLS * lanes``."""
     n, n_in, in_off, n_out, perm_off, last_off = (meta[0], meta[1], meta[2], meta[3], meta[4],
                                                   meta[5])
-    idx = 6 + 10 * n
+    idx = 6 + LAYER_META * n
     for j in range(n_in):
         f[in_off + j] = x[meta[idx + j]]
     for k in range(n):
-        m = 6 + 10 * k
+        m = 6 + LAYER_META * k
         kind, act, r, c = meta[m], meta[m + 1], meta[m + 2], meta[m + 3]
         w_off, b_off, h_off, y_off = meta[m + 4], meta[m + 5], meta[m + 6], meta[m + 7]
         h = f[h_off:h_off + c]
         y = f[y_off:y_off + r]
         b = f[b_off:b_off + r]
+        slope = f[b_off + r]
         if kind == 0:
             dense_rows(f[w_off:w_off + r * (c + 1)].reshape((r, c + 1)), h, y, b)
         elif kind == 2 or kind == 3:
@@ -183,10 +221,25 @@ def forward_flat(x, out, f, meta, ints):  # pragma: no cover - compiled
                 dense_cols(f[t_off:t_off + c * r].reshape((c, r)), h, y, b, nz, nnz)
             else:
                 dense_rows(f[w_off:w_off + r * (c + 1)].reshape((r, c + 1)), h, y, b)
+        elif kind == 4 or kind == 5:
+            rp = (r + 15) // 16 * 16
+            slope = f[b_off + rp]
+            steps = ints[meta[m + 9]:meta[m + 9] + (rp // 16) * ((c + 31) // 32) + 1]
+            nnz = c
+            if kind == 5:
+                nz = ints[meta[m + 11]:meta[m + 11] + c]
+                nnz = nonzeros(h, nz)
+            if kind == 5 and nnz * r <= WINDOW_VS_COLS * 16 * steps[steps.shape[0] - 1]:
+                t_off = meta[m + 10]
+                dense_cols(f[t_off:t_off + c * r].reshape((c, r)), h, y, b, nz, nnz)
+            else:
+                window_matvec(f[w_off:], ints[meta[m + 8]:], steps,
+                              f[h_off:h_off + (c + 31) // 32 * 32], f[y_off:y_off + rp],
+                              f[b_off:b_off + rp])
         else:
             ip = ints[meta[m + 9]:meta[m + 9] + r + 1]
             nnz = ip[r]
             csr_rows(f[w_off:w_off + nnz], ints[meta[m + 8]:meta[m + 8] + nnz], ip, h, y, b)
-        activate(y, act, f[b_off + r])
+        activate(y, act, slope)
     for p in range(n_out):
         out[p] = f[last_off + meta[perm_off + p]]

@@ -168,6 +168,7 @@ def test_dense_by_columns_matches_numpy_path(net_and_path, min_rows, monkeypatch
     the small test nets take that path); inputs with many exact zeros, every layer dense."""
     pytest.importorskip("numba")
     monkeypatch.setattr(fused_module, "COLS_MIN_ROWS", min_rows)
+    monkeypatch.setattr(fused_module, "WINDOW_LANE_COST", float("inf"))  # the dense layouts
     net, path = net_and_path
     plain, fast = load(path, kernel="dense"), load(path, kernel="dense", engine="numba")
     layouts = fused_module.dense_layouts(fast._ops, fast.kernels, None)
@@ -183,10 +184,11 @@ def test_dense_by_columns_matches_numpy_path(net_and_path, min_rows, monkeypatch
         assert np.abs(fast(row) - net.forward(row[None])[0]).max() <= 1e-5
 
 
-def test_dense_by_columns_wide_layers(tmp_path: Path) -> None:
+def test_dense_by_columns_wide_layers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A relu chain wide enough for the default rule (>= COLS_MIN_ROWS rows): four-column blocks
     and their remainder, all-zero and all-live inputs, against the NumPy path."""
     pytest.importorskip("numba")
+    monkeypatch.setattr(fused_module, "WINDOW_LANE_COST", float("inf"))  # the dense layouts
     from edgeprune.runtime.bench.calibrate import random_layer
     from edgeprune.runtime.bundle import Bundle, LayerArrays
     from edgeprune.runtime.model import BundleModel
