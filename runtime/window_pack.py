@@ -25,6 +25,7 @@ live in the numba modules.
 from __future__ import annotations
 
 import functools
+import os
 import platform
 from typing import NamedTuple
 
@@ -43,6 +44,10 @@ def avx512_available() -> bool:
     False elsewhere or when llvmlite (numba's dependency) is missing."""
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return False
+    target = os.environ.get("NUMBA_CPU_NAME", "host")
+    if target != "host":  # numba told to compile for another CPU (portable caches): trust
+        # only features it was told to use, else the AVX-512 intrinsics would not compile
+        return "+avx512f" in os.environ.get("NUMBA_CPU_FEATURES", "")
     try:
         from llvmlite import binding
     except Exception:  # noqa: BLE001 - no llvmlite means no numba: no compiled engine at all
