@@ -26,7 +26,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
-__all__ = ["window_matvec"]
+__all__ = ["dense_cols16", "window_matvec"]
 
 _V16F = ir.VectorType(ir.FloatType(), 16)
 _V16I = ir.VectorType(ir.IntType(32), 16)
@@ -142,3 +142,50 @@ def window_matvec(values, words, steps, h, y, b):  # pragma: no cover - compiled
                 acc = vfma(vload(values, 16 * q), vpick(low, words, 16 * q, high), acc)
                 q += 1
             vstore(y, 16 * s, vadd(acc, acc2))
+
+
+@intrinsic
+def vsplat(typingctx, value):
+    """A float32 scalar in all 16 lanes."""
+    def codegen(context, builder, sig, args):
+        lanes = builder.insert_element(ir.Constant(_V16F, ir.Undefined), args[0],
+                                       ir.Constant(ir.IntType(32), 0))
+        return builder.shuffle_vector(lanes, lanes, ir.Constant(_V16I, [0] * 16))
+    return f32x16(types.float32), codegen
+
+
+@numba.njit(cache=True, fastmath=True, nogil=True, boundscheck=False, error_model="numpy")
+def dense_cols16(wt, h, y, b, nz, n):  # pragma: no cover - compiled
+    """``y = W @ h + b`` by columns in 512-bit registers, reading only the ``n`` columns listed
+    in ``nz`` (``_fused_jit.dense_cols``, same arguments): ``wt`` is ``W.T`` with each column
+    padded to ``y.shape[0]`` rows, a multiple of 16; eight columns per pass over ``y``. numba's
+    own vectorizer emits 256-bit code for this loop on this CPU (LLVM prefers 256-bit vectors
+    on server x86): measured in-kernel, the unpruned MNIST autoencoder's 784x256 took 3.9 µs
+    here against 7.1, its 256x784 (no zero input) 7.3 against 12.3 by rows."""
+    r = y.shape[0]
+    for i in range(0, r, 16):
+        vstore(y, i, vload(b, i))
+    k = 0
+    while k + 8 <= n:
+        w0, w1, w2, w3 = wt[nz[k]], wt[nz[k + 1]], wt[nz[k + 2]], wt[nz[k + 3]]
+        w4, w5, w6, w7 = wt[nz[k + 4]], wt[nz[k + 5]], wt[nz[k + 6]], wt[nz[k + 7]]
+        a0, a1, a2, a3 = (vsplat(h[nz[k]]), vsplat(h[nz[k + 1]]), vsplat(h[nz[k + 2]]),
+                          vsplat(h[nz[k + 3]]))
+        a4, a5, a6, a7 = (vsplat(h[nz[k + 4]]), vsplat(h[nz[k + 5]]), vsplat(h[nz[k + 6]]),
+                          vsplat(h[nz[k + 7]]))
+        for i in range(0, r, 16):
+            s = vfma(a0, vload(w0, i), vload(y, i))
+            t = vfma(a4, vload(w4, i), vzero())
+            s = vfma(a1, vload(w1, i), s)
+            t = vfma(a5, vload(w5, i), t)
+            s = vfma(a2, vload(w2, i), s)
+            t = vfma(a6, vload(w6, i), t)
+            s = vfma(a3, vload(w3, i), s)
+            t = vfma(a7, vload(w7, i), t)
+            vstore(y, i, vadd(s, t))
+        k += 8
+    while k < n:
+        w0, a0 = wt[nz[k]], vsplat(h[nz[k]])
+        for i in range(0, r, 16):
+            vstore(y, i, vfma(a0, vload(w0, i), vload(y, i)))
+        k += 1

@@ -118,9 +118,11 @@ def window_matvec_portable(values, words, steps, h, y, b):  # pragma: no cover -
 
 
 if avx512_available():
+    from ._avx512_jit import dense_cols16 as cols_kernel
     from ._avx512_jit import window_matvec
 else:
     window_matvec = window_matvec_portable
+    cols_kernel = dense_cols  # the by-columns kernel the engine runs (its W.T padded to 16 rows)
 
 
 # float32 constants (a bare Python float would promote the arithmetic to float64)
@@ -190,14 +192,16 @@ def forward_flat(x, out, f, meta, ints):  # pragma: no cover - compiled
     indices and row pointers, window indices and steps, scratch; ``meta`` (int64):
     ``[n_layers, n_in, in_off, n_out, perm_off, last_off]``, then :data:`LAYER_META` per layer
     ``[kind, act, rows, cols, w_off, b_off, h_off, y_off, ix_off, ip_off, t_off, nz_off]``
-    (offsets into ``f`` or ``ints``; the slope sits right after the bias), then the input index
+    (offsets into ``f`` or ``ints``; every bias and output buffer is padded with zeros to a
+    multiple of 16 rows, the slope sits right after the padded bias), then the input index
     and the output permutation. ``kind``: 0 dense by rows (``[W | b]``), 1 CSR, 2 dense by
-    columns (``W.T`` at ``w_off``, zero inputs skipped; ``ix_off``: its int32 scratch),
-    3 either, per call (``[W | b]`` at ``w_off``, ``W.T`` at ``ip_off``): by columns when at most
-    3/4 of the inputs are non-zero; 4 window (:mod:`edgeprune.runtime.window_pack`: values at
-    ``w_off``, byte indices at ``ix_off``, steps at ``ip_off``; bias and output padded to 16
-    rows, input to 32 columns); 5 window or, per call, by columns (``W.T`` at ``t_off``,
-    scratch at ``nz_off``) when ``non-zero inputs * rows <= WINDOW_VS_COLS * lanes``."""
+    columns (``W.T`` at ``w_off``, each column padded to 16 rows, zero inputs skipped;
+    ``ix_off``: its int32 scratch), 3 either, per call (``[W | b]`` at ``w_off``, ``W.T`` at
+    ``ip_off``): by columns when at most 3/4 of the inputs are non-zero; 4 window
+    (:mod:`edgeprune.runtime.window_pack`: values at ``w_off``, byte indices at ``ix_off``,
+    steps at ``ip_off``; the input buffer padded to 32 columns); 5 window or, per call, by
+    columns (``W.T`` at ``t_off``, scratch at ``nz_off``) when ``non-zero inputs * rows <=
+    WINDOW_VS_COLS * lanes``. By columns runs :data:`cols_kernel` (512-bit on AVX-512 hosts)."""
     n, n_in, in_off, n_out, perm_off, last_off = (meta[0], meta[1], meta[2], meta[3], meta[4],
                                                   meta[5])
     idx = 6 + LAYER_META * n
@@ -207,10 +211,10 @@ def forward_flat(x, out, f, meta, ints):  # pragma: no cover - compiled
         m = 6 + LAYER_META * k
         kind, act, r, c = meta[m], meta[m + 1], meta[m + 2], meta[m + 3]
         w_off, b_off, h_off, y_off = meta[m + 4], meta[m + 5], meta[m + 6], meta[m + 7]
+        rp = (r + 15) // 16 * 16
         h = f[h_off:h_off + c]
         y = f[y_off:y_off + r]
         b = f[b_off:b_off + r]
-        slope = f[b_off + r]
         if kind == 0:
             dense_rows(f[w_off:w_off + r * (c + 1)].reshape((r, c + 1)), h, y, b)
         elif kind == 2 or kind == 3:
@@ -218,12 +222,11 @@ def forward_flat(x, out, f, meta, ints):  # pragma: no cover - compiled
             nnz = nonzeros(h, nz)
             if kind == 2 or nnz * 4 <= c * 3:  # adaptive (3): by columns at <= 3/4 non-zero
                 t_off = w_off if kind == 2 else meta[m + 9]
-                dense_cols(f[t_off:t_off + c * r].reshape((c, r)), h, y, b, nz, nnz)
+                cols_kernel(f[t_off:t_off + c * rp].reshape((c, rp)), h, f[y_off:y_off + rp],
+                            f[b_off:b_off + rp], nz, nnz)
             else:
                 dense_rows(f[w_off:w_off + r * (c + 1)].reshape((r, c + 1)), h, y, b)
         elif kind == 4 or kind == 5:
-            rp = (r + 15) // 16 * 16
-            slope = f[b_off + rp]
             steps = ints[meta[m + 9]:meta[m + 9] + (rp // 16) * ((c + 31) // 32) + 1]
             nnz = c
             if kind == 5:
@@ -231,7 +234,8 @@ def forward_flat(x, out, f, meta, ints):  # pragma: no cover - compiled
                 nnz = nonzeros(h, nz)
             if kind == 5 and nnz * r <= WINDOW_VS_COLS * 16 * steps[steps.shape[0] - 1]:
                 t_off = meta[m + 10]
-                dense_cols(f[t_off:t_off + c * r].reshape((c, r)), h, y, b, nz, nnz)
+                cols_kernel(f[t_off:t_off + c * rp].reshape((c, rp)), h, f[y_off:y_off + rp],
+                            f[b_off:b_off + rp], nz, nnz)
             else:
                 window_matvec(f[w_off:], ints[meta[m + 8]:], steps,
                               f[h_off:h_off + (c + 31) // 32 * 32], f[y_off:y_off + rp],
@@ -240,6 +244,6 @@ def forward_flat(x, out, f, meta, ints):  # pragma: no cover - compiled
             ip = ints[meta[m + 9]:meta[m + 9] + r + 1]
             nnz = ip[r]
             csr_rows(f[w_off:w_off + nnz], ints[meta[m + 8]:meta[m + 8] + nnz], ip, h, y, b)
-        activate(y, act, slope)
+        activate(y, act, f[b_off + rp])
     for p in range(n_out):
         out[p] = f[last_off + meta[perm_off + p]]

@@ -91,7 +91,11 @@ def dense_layouts(layers: list[Any], kernels: list[str], input_activation: str |
     ``"either"`` (the route's first layer when its input's zeros are unknown,
     ``input_activation`` None: both layouts are kept and each call counts the non-zero inputs
     and takes by columns at <= 3/4 of them; pixels of MNIST digits are 80 % zero) or ``"rows"``
-    (by rows, four at a time)."""
+    (by rows, four at a time). On AVX-512 hosts every dense layer runs by columns: the 512-bit
+    kernel (``_avx512_jit.dense_cols16``) beats by rows with no zero input at all (measured:
+    256x784 7.3 vs 12.3 µs, 64x256 0.48 vs 1.02, 256x64 0.28 vs 1.17)."""
+    from .window_pack import avx512_available
+
     out = []
     prev = input_activation
     for layer, kern in zip(layers, kernels):
@@ -101,6 +105,8 @@ def dense_layouts(layers: list[Any], kernels: list[str], input_activation: str |
                        else "window")
         elif kern == "csr":
             out.append("csr")
+        elif avx512_available():  # 512-bit by columns beats by rows even with no zero input
+            out.append("cols")
         elif layer.shape[0] < COLS_MIN_ROWS or not zeros:
             out.append("rows")
         else:
@@ -185,7 +191,9 @@ class FusedForward:
             m = layer.matrix if in_order is None else layer.matrix[:, in_order]
             entry = [kind, ACT_CODES[layer.layer.activation], rows, cols, 0, 0, 0, 0, 0, 0, 0, 0]
             order = None
-            bias = np.asarray(layer.bias, np.float32)
+            padded = -(-rows // 16) * 16  # bias, W.T columns and the output: whole registers
+            bias = np.zeros(padded, np.float32)
+            bias[:rows] = layer.bias
             if kind >= 4:
                 from .window_pack import pack_windows
 
@@ -195,9 +203,8 @@ class FusedForward:
                 entry[8] = pool.put(packed.index.view(np.int32), 1)
                 entry[9] = pool.put(packed.steps, 1)
                 if kind == 5:  # by columns: W.T in the packed row order, and a scratch
-                    entry[10] = pool.put(m[order].toarray().T, 0)
+                    entry[10] = pool.put(_padded_t(m[order].toarray(), padded), 0, 16)
                     entry[11] = pool.put(np.zeros(cols, np.int32), 1)
-                bias = np.zeros(packed.slices * 16, np.float32)
                 bias[:rows] = layer.bias[order]
             elif kind == 1:
                 entry[4] = pool.put(m.data, 0)
@@ -211,18 +218,18 @@ class FusedForward:
                     entry[4] = pool.put(wb, 0)
                 else:  # by columns: W.T, and an int32 scratch for the non-zero input positions
                     entry[8] = pool.put(np.zeros(cols, np.int32), 1)
-                    w_t = np.ascontiguousarray(wb[:, :cols].T)
+                    w_t = _padded_t(wb[:, :cols], padded)
                     if kind == 2:
-                        entry[4] = pool.put(w_t, 0)
+                        entry[4] = pool.put(w_t, 0, 16)
                     else:
-                        entry[4], entry[9] = pool.put(wb, 0), pool.put(w_t, 0)
+                        entry[4], entry[9] = pool.put(wb, 0), pool.put(w_t, 0, 16)
             entry[5] = pool.put(np.append(bias, np.float32(layer.layer.negative_slope)), 0)
             rows_meta.append(entry)
             self.row_orders.append(order)
             in_order = order
         # buffers: each layer's input (a window layer reads whole 32-wide windows) and output
-        # (a window layer writes whole 16-row slices)
-        room = [max(_span(layouts[k], layer.shape[0], 16),
+        # (whole 16-row registers)
+        room = [max(-(-layer.shape[0] // 16) * 16,
                     _span(layouts[k + 1], layer.shape[0], 32) if k + 1 < len(layers) else 0)
                 for k, layer in enumerate(layers)]
         in_off = pool.put(np.zeros(_span(layouts[0], index.shape[0], 32), np.float32), 0, 16)
@@ -257,6 +264,13 @@ class FusedForward:
         """``out[...] = model(x)`` for one float32 sample ``x`` (1-D, full input width)."""
         self.fn(x, out, self.floats, self.meta, self.ints)
         return out
+
+
+def _padded_t(weight: np.ndarray, rows: int) -> np.ndarray:
+    """``weight.T`` with each column padded with zeros to ``rows`` entries."""
+    out = np.zeros((weight.shape[1], rows), np.float32)
+    out[:, :weight.shape[0]] = weight.T
+    return out
 
 
 def _span(layout: str, n: int, block: int) -> int:

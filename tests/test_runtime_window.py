@@ -201,3 +201,23 @@ def test_fused_floor_times_window_layers(tmp_path: Path) -> None:
         assert [row["layout"] for row in floor["layers"]] == [first, "window", "window",
                                                               "window"]
         assert floor["sum_us"] == pytest.approx(sum(row["us"] for row in floor["layers"]))
+
+
+def test_dense_layers_run_by_columns_in_512_bits(tmp_path: Path) -> None:
+    """On AVX-512 hosts every dense layer runs by columns with the 512-bit kernel, whatever its
+    input (no zeros, after tanh, a first layer): same outputs as the NumPy path and PyTorch."""
+    pytest.importorskip("numba")
+    pytest.importorskip("torch")
+    if not avx512_available():
+        pytest.skip("the 512-bit kernel is bound on AVX-512 hosts only")
+    from edgeprune.runtime import _fused_jit as jit
+    from edgeprune.runtime._avx512_jit import dense_cols16
+
+    assert jit.cols_kernel is dense_cols16
+    small, x, ref = pruned_torch_autoencoder(keep=1.0)
+    path = save_bundle(small, tmp_path / "dense.npz")
+    plain, fast = load(path), load(path, engine="numba")
+    assert fast._routes["forward"].fused.layouts == ["cols"] * 4
+    for k in range(len(x)):
+        assert max_diff(fast(x[k]), ref[k]) <= 1e-5
+        assert max_diff(fast(x[k]), plain(x[k])) <= 1e-6
