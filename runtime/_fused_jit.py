@@ -11,7 +11,8 @@ from .window_pack import avx512_available
 
 _jit = numba.njit(cache=True, fastmath=True, nogil=True, boundscheck=False, error_model="numpy")
 
-#: Meta entries per layer in :func:`forward_flat`.
+#: Meta entries before the layers' (HEAD) and per layer (LAYER_META) in :func:`forward_flat`.
+HEAD = 7
 LAYER_META = 12
 
 #: A ``window``-or-columns layer (kind 5) runs by columns when ``non-zero inputs * rows`` is at
@@ -190,11 +191,14 @@ def forward_flat(x, out, f, meta, ints):  # pragma: no cover - compiled
 
     ``f`` (float32): weights, CSR values, biases, slopes, buffers; ``ints`` (int32): CSR
     indices and row pointers, window indices and steps, scratch; ``meta`` (int64):
-    ``[n_layers, n_in, in_off, n_out, perm_off, last_off]``, then :data:`LAYER_META` per layer
+    ``[n_layers, n_in, in_off, n_out, perm_off, last_off, index_off]`` (:data:`HEAD`), then
+    :data:`LAYER_META` per layer
     ``[kind, act, rows, cols, w_off, b_off, h_off, y_off, ix_off, ip_off, t_off, nz_off]``
     (offsets into ``f`` or ``ints``; every bias and output buffer is padded with zeros to a
-    multiple of 16 rows, the slope sits right after the padded bias), then the input index
-    and the output permutation. ``kind``: 0 dense by rows (``[W | b]``), 1 CSR, 2 dense by
+    multiple of 16 rows, the slope sits right after the padded bias). The input index and the
+    output permutation are int32 in ``ints`` (at ``index_off``, ``perm_off``: read as unsigned,
+    which spares the wraparound test of a signed index: 0.18 against 0.56 µs for 784 outputs).
+    ``kind``: 0 dense by rows (``[W | b]``), 1 CSR, 2 dense by
     columns (``W.T`` at ``w_off``, each column padded to 16 rows, zero inputs skipped;
     ``ix_off``: its int32 scratch), 3 either, per call (``[W | b]`` at ``w_off``, ``W.T`` at
     ``ip_off``): by columns when at most 3/4 of the inputs are non-zero; 4 window
@@ -204,11 +208,12 @@ def forward_flat(x, out, f, meta, ints):  # pragma: no cover - compiled
     WINDOW_VS_COLS * lanes``. By columns runs :data:`cols_kernel` (512-bit on AVX-512 hosts)."""
     n, n_in, in_off, n_out, perm_off, last_off = (meta[0], meta[1], meta[2], meta[3], meta[4],
                                                   meta[5])
-    idx = 6 + LAYER_META * n
+    index = ints[meta[6]:meta[6] + n_in]
+    first = f[in_off:in_off + n_in]
     for j in range(n_in):
-        f[in_off + j] = x[meta[idx + j]]
+        first[j] = x[np.uint32(index[j])]
     for k in range(n):
-        m = 6 + LAYER_META * k
+        m = HEAD + LAYER_META * k
         kind, act, r, c = meta[m], meta[m + 1], meta[m + 2], meta[m + 3]
         w_off, b_off, h_off, y_off = meta[m + 4], meta[m + 5], meta[m + 6], meta[m + 7]
         rp = (r + 15) // 16 * 16
@@ -245,5 +250,7 @@ def forward_flat(x, out, f, meta, ints):  # pragma: no cover - compiled
             nnz = ip[r]
             csr_rows(f[w_off:w_off + nnz], ints[meta[m + 8]:meta[m + 8] + nnz], ip, h, y, b)
         activate(y, act, f[b_off + rp])
+    perm = ints[perm_off:perm_off + n_out]
+    last = f[last_off:]
     for p in range(n_out):
-        out[p] = f[last_off + meta[perm_off + p]]
+        out[p] = last[np.uint32(perm[p])]

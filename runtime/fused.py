@@ -173,7 +173,6 @@ class FusedForward:
         if not layers:
             raise ValueError("the compiled engine needs at least one layer")
         self.fn = require()  # fn(x, out, floats, meta, ints): what run() calls
-        from ._fused_jit import LAYER_META
 
         layouts = layouts or ["csr" if k == "csr" else "rows" for k in kernels]
         self.layouts = list(layouts)
@@ -249,11 +248,10 @@ class FusedForward:
         if order is not None:  # live output i sits where the packed order put it
             perm[~dead] = np.argsort(order)[perm[~dead]]
         n = len(layers)
-        head = [n, index.shape[0], in_off, perm.shape[0], 6 + LAYER_META * n + index.shape[0],
-                last_off]
+        head = [n, index.shape[0], in_off, perm.shape[0], pool.put(perm, 1), last_off,
+                pool.put(np.asarray(index), 1)]
         self.meta = np.concatenate([np.array(head, np.int64),
-                                    np.array(rows_meta, np.int64).ravel(),
-                                    np.asarray(index, np.int64), perm])
+                                    np.array(rows_meta, np.int64).ravel()])
         # the full input width (the model's; default: just past the last used input)
         self.in_shape = (int(width) if width is not None else int(index.max(initial=-1)) + 1,)
         self.out_len = int(perm.shape[0])

@@ -96,8 +96,9 @@ def _window_call(fused: Any, k: int, h: np.ndarray, layout: str) -> tuple[Any, s
     order) and the layout that input makes it run: the packed arrays are the engine's own."""
     from .. import _fused_jit as jit
 
+    at = jit.HEAD + jit.LAYER_META * k
     kind, _, rows, cols, w_off, b_off, *_, ix_off, ip_off, t_off, nz_off = (
-        int(v) for v in fused.meta[6 + jit.LAYER_META * k:6 + jit.LAYER_META * (k + 1)])
+        int(v) for v in fused.meta[at:at + jit.LAYER_META])
     order = fused.row_orders[k - 1] if k else None
     table = _aligned((-(-cols // 32) * 32,))
     table[:cols] = h if order is None else h[order]
