@@ -57,6 +57,15 @@ def nonzeros(h, nz):  # pragma: no cover - compiled
 
 
 @_jit
+def count_nonzero(h):  # pragma: no cover - compiled
+    """How many entries of ``h`` are non-zero (a vectorised count: no positions written)."""
+    n = 0
+    for j in range(h.shape[0]):
+        n += h[j] != 0
+    return n
+
+
+@_jit
 def dense_cols(wt, h, y, b, nz, n):  # pragma: no cover - compiled
     """``y = W @ h + b`` with ``wt = W.T`` (``(cols, rows)``, C-contiguous), reading only the
     ``n`` columns listed in ``nz`` (the non-zero inputs, :func:`nonzeros`).
@@ -233,14 +242,12 @@ def forward_flat(x, out, f, meta, ints):  # pragma: no cover - compiled
                 dense_rows(f[w_off:w_off + r * (c + 1)].reshape((r, c + 1)), h, y, b)
         elif kind == 4 or kind == 5:
             steps = ints[meta[m + 9]:meta[m + 9] + (rp // 16) * ((c + 31) // 32) + 1]
-            nnz = c
-            if kind == 5:
+            if (kind == 5 and count_nonzero(h) * r
+                    <= WINDOW_VS_COLS * 16 * steps[steps.shape[0] - 1]):
                 nz = ints[meta[m + 11]:meta[m + 11] + c]
-                nnz = nonzeros(h, nz)
-            if kind == 5 and nnz * r <= WINDOW_VS_COLS * 16 * steps[steps.shape[0] - 1]:
                 t_off = meta[m + 10]
                 cols_kernel(f[t_off:t_off + c * rp].reshape((c, rp)), h, f[y_off:y_off + rp],
-                            f[b_off:b_off + rp], nz, nnz)
+                            f[b_off:b_off + rp], nz, nonzeros(h, nz))
             else:
                 window_matvec(f[w_off:], ints[meta[m + 8]:], steps,
                               f[h_off:h_off + (c + 31) // 32 * 32], f[y_off:y_off + rp],
