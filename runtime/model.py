@@ -353,14 +353,15 @@ class BundleModel:
 
         ``out``: an optional C-contiguous float32 array of the result's shape to write into.
         """
-        if out is None and type(x) is _NDARRAY and x.dtype is _F32:
-            # One float32 sample, (input_dim,) or (1, input_dim): straight to the route's
-            # generated one-sample function (plan.py); anything else is checked by _run.
-            fast = self._fast.get(x.shape)
-            if fast is not None:
-                return fast(x)
         fused = self._fused_forward
-        if (fused is not None and out is None and type(x) is np.ndarray and x.dtype == _F32
+        if fused is None:
+            if out is None and type(x) is _NDARRAY and x.dtype is _F32:
+                # One float32 sample, (input_dim,) or (1, input_dim): straight to the route's
+                # generated one-sample function (plan.py); anything else is checked by _run.
+                fast = self._fast.get(x.shape)
+                if fast is not None:
+                    return fast(x)
+        elif (out is None and type(x) is np.ndarray and x.dtype == _F32
                 and x.shape == fused.in_shape and x.flags.c_contiguous):
             # engine="numba", one float32 sample: straight to the compiled call (each check
             # and view of the general path costs ~0.1-0.3 µs, on a ~15 µs call)
