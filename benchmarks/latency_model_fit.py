@@ -93,7 +93,8 @@ def fit_numba(bundles: list[Path], rounds: int = 5) -> tuple[LatencyModel, list[
     """The numba engine's coefficients: its one-sample p50 on every model with all layers
     forced dense and forced CSR (interleaved, one thread, fastest of ``rounds``), least squares
     of ``call_us + dense_ns * sum rows * (cols + 1) + csr_ns * sum nnz + act_ns * sum rows``
-    (one compiled call per sample: no per-layer call term). Returns it and the in-sample check
+    (one compiled call per sample: no per-layer call term), leaving out forced runs over 3x the
+    model's ``auto`` time. Returns it and the in-sample check
     (the auto-kernel prediction against the measured ``engine="numba"`` default too)."""
     from edgeprune.runtime import load
     from edgeprune.runtime.bench.harness import blas_threads
@@ -112,7 +113,10 @@ def fit_numba(bundles: list[Path], rounds: int = 5) -> tuple[LatencyModel, list[
         times = interleaved(cands, rounds=rounds)
     rows, ys = [], []
     for name, (kernel, shapes) in design.items():
-        if kernel == "auto":
+        auto = times[name.rsplit(" ", 1)[0] + " auto"]
+        if kernel == "auto" or times[name] > 3 * auto:
+            # a forced kernel far from the engine's own choice (e.g. its sparse kernels on a
+            # dense model: another code path) says nothing about the budgets searched
             continue
         macs = sum(r * (c + 1) for r, c, _ in shapes) if kernel == "dense" else 0
         nnz = sum(n for _, _, n in shapes) if kernel == "csr" else 0
