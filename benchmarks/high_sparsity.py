@@ -60,9 +60,26 @@ RUNS = HERE / "cache" / "high_sparsity"
 OUT = HERE / "results" / "high_sparsity"
 
 
-def _spec(base="shap", rule="paper", alpha=1.0, reference="zero", compensate=False, steps=1):
+def _spec(base="shap", rule="paper", alpha=1.0, reference="zero", compensate=False, steps=1,
+          distill=0.0, distill_on="all", schedule="constant", allocation="layer", background=0):
     return {"base": base, "rule": rule, "alpha": alpha, "reference": reference,
-            "compensate": compensate, "steps": steps}
+            "compensate": compensate, "steps": steps, "distill": distill,
+            "distill_on": distill_on, "schedule": schedule, "allocation": allocation,
+            "background": background}
+
+
+#: The fine-tune recipes of the distillation lever (suffix -> _spec keywords), each applied to
+#: every method of :data:`RECIPE_METHODS`: KD on every layer's output, KD on the
+#: reconstruction only, the cosine learning-rate decay, and KD on every layer with it.
+RECIPES = {
+    "kd": {"distill": 0.5},
+    "kdo": {"distill": 0.5, "distill_on": "output"},
+    "cos": {"schedule": "cosine"},
+    "kd-cos": {"distill": 0.5, "schedule": "cosine"},
+}
+RECIPE_METHODS = {"magnitude": {"base": "magnitude"},
+                  "global-magnitude": {"base": "global-magnitude"}, "lap": {"base": "lap"},
+                  "hybrid-0.25": {"rule": "hybrid", "alpha": 0.25}}
 
 
 #: Every variant: where its scores come from (a baseline, or SHAP-SAE with a reference), the
@@ -84,6 +101,12 @@ SPECS = {
     "shap-mean-comp": _spec(reference="mean", compensate=True),
     "hybrid-0.25-mean-comp": _spec(rule="hybrid", alpha=0.25, reference="mean", compensate=True),
     "hybrid-0.5-mean-comp": _spec(rule="hybrid", alpha=0.5, reference="mean", compensate=True),
+    **{f"{m}-{r}": _spec(**{**kw, **rk}) for r, rk in RECIPES.items()
+       for m, kw in RECIPE_METHODS.items()},
+    # allocation: one budget over per-layer-normalised scores (--allocation global)
+    "hybrid-0.25-global": _spec(rule="hybrid", alpha=0.25, allocation="global"),
+    "shap-sae-global": _spec(allocation="global"),
+    "lap-global": _spec("lap", allocation="global"),
 }
 VARIANTS = list(SPECS)
 #: The baselines a Shapley rule has to beat (issue 13's goal).
@@ -131,6 +154,12 @@ def run_one(spec: str, seed: int, etas: list[float], variants: list[str], quiet:
     x_explain = explanation_set(ds, rc["samples"], seed)
     rows = []
 
+    def tune(sp, net, epochs=None):  # the masked fine-tune with the variant's recipe
+        kw = {**ft, **({"epochs": epochs} if epochs is not None else {}),
+              "distill": sp["distill"], "distill_on": sp["distill_on"],
+              "schedule": sp["schedule"], "teacher": dense}
+        return train_network(net, ds.x_train, ds.x_val, **kw)[0]
+
     def record(variant, eta, net, finetune, seconds, extra=None):
         recon = net.forward(ds.x_test)
         row = {"dataset": spec, "variant": variant, "eta": eta, "finetune": finetune,
@@ -177,13 +206,13 @@ def run_one(spec: str, seed: int, etas: list[float], variants: list[str], quiet:
                 if not finetune:
                     break
                 opts = CompressOptions(sparsity=eta, steps=sp["steps"],
-                                       finetune_epochs=rc["finetune_epochs"])
+                                       finetune_epochs=rc["finetune_epochs"],
+                                       allocation=sp["allocation"])
                 res, _, _, left = gradual_prune(
                     dense, ds, opts, lambda n, sp=sp: (scores_of(sp, n), None),
-                    lambda n, e: train_network(n, ds.x_train, ds.x_val, **{**ft, "epochs": e})[0],
+                    lambda n, e, sp=sp: tune(sp, n, e),
                     lambda n: {}, adjust=lambda b, r, sp=sp: compensated(sp, b, r))
-                tuned = train_network(res.network, ds.x_train, ds.x_val,
-                                      **{**ft, "epochs": left})[0]
+                tuned = tune(sp, res.network, left)
                 record(variant, eta, tuned, True, time.perf_counter() - t0)
                 continue
             if sp["alpha"] == "auto":
@@ -194,14 +223,28 @@ def run_one(spec: str, seed: int, etas: list[float], variants: list[str], quiet:
             elif sp["base"] == "global-magnitude":
                 res = prune_global_magnitude(dense, eta)
             else:
-                res = prune_network(dense, scores_of(sp, dense), sparsity=eta)
+                res = prune_network(dense, scores_of(sp, dense), sparsity=eta,
+                                    allocation=sp["allocation"])
             res = compensated(sp, dense, res)
-            record(variant, eta, res.network, False, time.perf_counter() - t0, extra)
+            if not recipe_of(sp):  # a fine-tune recipe leaves the pruned network as it was
+                record(variant, eta, res.network, False, time.perf_counter() - t0, extra)
             if not finetune:
                 continue
-            tuned = train_network(res.network, ds.x_train, ds.x_val, **ft)[0]
+            tuned = tune(sp, res.network)
             record(variant, eta, tuned, True, time.perf_counter() - t0, extra)
     return doc()
+
+
+def recipe_of(sp: dict) -> str:
+    """The fine-tune recipe suffix of a spec ("" for the plain fine-tune): a key of
+    :data:`RECIPES`."""
+    for name, kw in RECIPES.items():
+        if all(sp[k] == v for k, v in kw.items()) and all(
+                sp[k] == _spec()[k] for k in ("distill", "schedule") if k not in kw):
+            if "distill" in kw and sp["distill_on"] != kw.get("distill_on", "all"):
+                continue
+            return name
+    return ""
 
 
 # -- report -----------------------------------------------------------------------------------

@@ -433,8 +433,24 @@ class AlphaType(click.ParamType):
               help="Replace each pruned link by its mean instead of 0: every live unit's bias "
                    "is set to keep its mean pre-activation on the training split (the "
                    "consistent pruning for --reference mean; works with every --method).")
+@click.option("--allocation", type=click.Choice(choices.ALLOCATIONS), default="layer",
+              show_default=True,
+              help="How --sparsity is shared between layers: layer (the paper's level m in "
+                   "every layer) or global (one budget over scores divided by their layer's "
+                   "mean).")
 @click.option("--finetune-epochs", type=click.IntRange(0), default=0, show_default=True,
               help="Epochs of masked fine-tuning after pruning (pruned links stay zero).")
+@click.option("--distill", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              metavar="W",
+              help="Knowledge distillation in the fine-tune: weight W of matching the unpruned "
+                   "network (the teacher) against 1 - W of the reconstruction loss; 0: off.")
+@click.option("--distill-on", type=click.Choice(choices.DISTILL_TARGETS), default="all",
+              show_default=True,
+              help="With --distill: match the teacher's every layer (hidden codes and "
+                   "reconstruction) or only its reconstruction.")
+@click.option("--finetune-schedule", type=click.Choice(choices.LR_SCHEDULES),
+              default="constant", show_default=True,
+              help="The fine-tune's learning rate: constant, or cosine decay to 0.")
 @click.option("--codebook-epochs", type=click.IntRange(0), default=0, show_default=True,
               help="With --quantize shared4/5/6: epochs of fine-tuning the shared values "
                    "(each centroid moves by its members' summed gradient) after --finetune-epochs.")
