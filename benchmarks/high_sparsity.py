@@ -107,6 +107,11 @@ SPECS = {
     "hybrid-0.25-global": _spec(rule="hybrid", alpha=0.25, allocation="global"),
     "shap-sae-global": _spec(allocation="global"),
     "lap-global": _spec("lap", allocation="global"),
+    # interventional SHAP: 16 background samples as the reference (--reference background)
+    "shap-bg-comp": _spec(reference="background", compensate=True),
+    "hybrid-0.25-bg": _spec(rule="hybrid", alpha=0.25, reference="background"),
+    "hybrid-0.25-bg-comp": _spec(rule="hybrid", alpha=0.25, reference="background",
+                                 compensate=True),
 }
 VARIANTS = list(SPECS)
 #: The baselines a Shapley rule has to beat (issue 13's goal).

@@ -13,8 +13,9 @@ ESTIMATORS = ("auto", "linear", "exact", "permutation", "kernel", "analytic")
 LOADING_EXPLAINERS = ("auto", "exact", "permutation", "shap-permutation", "deep")
 #: Rotations of the latent code of ``explain --loadings --rotation``.
 LOADING_ROTATIONS = ("none", "varimax")
-#: What an absent link is replaced by.
-REFERENCES = ("zero", "mean")
+#: What an absent link is replaced by: 0, its mean, or (interventional SHAP) each of K
+#: background samples in turn, the values averaged (``--background K``).
+REFERENCES = ("zero", "mean", "background")
 #: How links are scored for pruning: Shapley values or a baseline.
 METHODS = ("shap-sae", "magnitude", "random", "lap")
 #: How SHAP-SAE turns per-sample Shapley values into a link score (``--score-rule``):

@@ -54,6 +54,7 @@ class CompressOptions:
     estimator: str = "auto"
     reference: str = "zero"
     samples: int = 256
+    background: int = 16  # --reference background: K explanation samples as the reference
     seed: int = 0
     finetune_epochs: int = 0
     finetune_lr: float = 1e-3
@@ -158,6 +159,9 @@ class CompressOptions:
                              "use it with --granularity link or neuron,link")
         if self.samples < 1:
             raise ModelError("--samples must be at least 1")
+        if self.reference == "background" and not 1 <= self.background <= self.samples:
+            raise ModelError(f"--background {self.background}: must be in [1, --samples "
+                             f"{self.samples}] (the background rows are explanation samples)")
         if self.finetune_epochs < 0:
             raise ModelError("--finetune-epochs must be >= 0")
         if self.beta is not None and not (np.isfinite(self.beta) and self.beta >= 0):
@@ -199,7 +203,8 @@ def link_scores(net: Network, ds: Dataset, opts: CompressOptions) -> tuple[list,
     elif opts.method == "shap-sae":
         x = explanation_set(ds, opts.samples, opts.seed)
         scores = score_network(net, x, estimator=opts.estimator, reference=opts.reference,
-                               seed=opts.seed, memory_budget=opts.memory_budget, quiet=opts.quiet)
+                               seed=opts.seed, memory_budget=opts.memory_budget, quiet=opts.quiet,
+                               background=opts.background)
         summary = scores.summary()
     else:
         return baseline_scores(opts.method, net, seed=opts.seed), None
