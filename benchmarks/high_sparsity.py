@@ -61,22 +61,28 @@ OUT = HERE / "results" / "high_sparsity"
 
 
 def _spec(base="shap", rule="paper", alpha=1.0, reference="zero", compensate=False, steps=1,
-          distill=0.0, distill_on="all", schedule="constant", allocation="layer", background=0):
+          distill=0.0, distill_on="all", schedule="constant", allocation="layer",
+          finetune_lr=None):
     return {"base": base, "rule": rule, "alpha": alpha, "reference": reference,
             "compensate": compensate, "steps": steps, "distill": distill,
             "distill_on": distill_on, "schedule": schedule, "allocation": allocation,
-            "background": background}
+            "finetune_lr": finetune_lr}
 
 
 #: The fine-tune recipes of the distillation lever (suffix -> _spec keywords), each applied to
 #: every method of :data:`RECIPE_METHODS`: KD on every layer's output, KD on the
-#: reconstruction only, the cosine learning-rate decay, and KD on every layer with it.
+#: reconstruction only, the cosine learning-rate decay, KD on every layer with it, and a
+#: three times higher constant learning rate (3e-3; the cosine decay measured worse, so the
+#: 10 epochs may be short of converging rather than too noisy).
 RECIPES = {
     "kd": {"distill": 0.5},
     "kdo": {"distill": 0.5, "distill_on": "output"},
     "cos": {"schedule": "cosine"},
     "kd-cos": {"distill": 0.5, "schedule": "cosine"},
+    "lr3": {"finetune_lr": 3e-3},
 }
+#: The spec keys a fine-tune recipe sets.
+RECIPE_KEYS = ("distill", "distill_on", "schedule", "finetune_lr")
 RECIPE_METHODS = {"magnitude": {"base": "magnitude"},
                   "global-magnitude": {"base": "global-magnitude"}, "lap": {"base": "lap"},
                   "hybrid-0.25": {"rule": "hybrid", "alpha": 0.25}}
@@ -161,6 +167,7 @@ def run_one(spec: str, seed: int, etas: list[float], variants: list[str], quiet:
 
     def tune(sp, net, epochs=None):  # the masked fine-tune with the variant's recipe
         kw = {**ft, **({"epochs": epochs} if epochs is not None else {}),
+              **({"lr": sp["finetune_lr"]} if sp["finetune_lr"] else {}),
               "distill": sp["distill"], "distill_on": sp["distill_on"],
               "schedule": sp["schedule"], "teacher": dense}
         return train_network(net, ds.x_train, ds.x_val, **kw)[0]
@@ -243,11 +250,9 @@ def run_one(spec: str, seed: int, etas: list[float], variants: list[str], quiet:
 def recipe_of(sp: dict) -> str:
     """The fine-tune recipe suffix of a spec ("" for the plain fine-tune): a key of
     :data:`RECIPES`."""
+    plain = _spec()
     for name, kw in RECIPES.items():
-        if all(sp[k] == v for k, v in kw.items()) and all(
-                sp[k] == _spec()[k] for k in ("distill", "schedule") if k not in kw):
-            if "distill" in kw and sp["distill_on"] != kw.get("distill_on", "all"):
-                continue
+        if all(sp[k] == {**plain, **kw}[k] for k in RECIPE_KEYS):
             return name
     return ""
 
@@ -358,6 +363,7 @@ def summarize(docs: list[dict], out: Path) -> str:
                 for v in variants if v != "magnitude" for e in etas
                 if paired(rs, v, e, ft, "mse").size), ""]
         lines += against_baselines(rs, etas, variants)
+        lines += recipe_table(rs, etas)
     text = "\n".join(lines) + "\n"
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.md").write_text(text)
@@ -367,11 +373,56 @@ def summarize(docs: list[dict], out: Path) -> str:
 
 
 def twin(variant: str) -> str:
-    """The magnitude run with the same schedule and compensation (magnitude-comp-g3 for
-    hybrid-0.25-comp-g3): what separates the score rule from the rest of the recipe."""
+    """The magnitude run with the same schedule, compensation, fine-tune recipe and allocation
+    (magnitude-comp-g3 for hybrid-0.25-comp-g3, magnitude-kd for hybrid-0.25-kd,
+    global-magnitude for hybrid-0.25-global): what separates the score rule from the rest."""
     sp = SPECS[variant]
-    return ("magnitude" + ("-comp" if sp["compensate"] else "")
-            + (f"-g{sp['steps']}" if sp["steps"] > 1 else ""))
+    recipe = recipe_of(sp)
+    return (("global-magnitude" if sp["allocation"] == "global" else "magnitude")
+            + ("-comp" if sp["compensate"] else "")
+            + (f"-g{sp['steps']}" if sp["steps"] > 1 else "") + (f"-{recipe}" if recipe else ""))
+
+
+def recipe_table(rs: list[dict], etas: list[float]) -> list[str]:
+    """The fine-tune recipes (:data:`RECIPES`) side by side, fine-tuned rows only: each method
+    with a recipe against the same method's plain fine-tune (the recipe's own effect: if it
+    helps every method alike it is no argument for a score rule), against the dense AE, and
+    the Shapley rule with a recipe against every baseline with the same recipe."""
+    have = {r["variant"] for r in rs if r["finetune"]}
+    recipes = [r for r in RECIPES if any(f"{m}-{r}" in have for m in RECIPE_METHODS)]
+    if not recipes:
+        return []
+    shap_method = next(m for m, kw in RECIPE_METHODS.items() if "base" not in kw)
+    lines = ["### Fine-tune recipes (pp, paired mean ± standard error over seeds)", "",
+             "Recipes: " + "; ".join(f"`-{r}`: " + ", ".join(f"{k}={v}" for k, v in kw.items())
+                                     for r, kw in RECIPES.items() if r in recipes)
+             + ". Recipe effect = the method with the recipe minus the same method with the "
+             "plain fine-tune; 'same recipe' columns compare the Shapley rule with each "
+             "baseline fine-tuned the same way.", "",
+             "| variant | " + " | ".join(
+                 f"acc η={e} | recipe effect η={e} | vs dense η={e} | "
+                 + " | ".join(f"vs {b} same recipe η={e}" for b in BASELINES)
+                 for e in etas) + " |",
+             "|---|" + ("---:|" * (3 + len(BASELINES))) * len(etas)]
+    for r in ["", *recipes]:
+        for m in RECIPE_METHODS:
+            v = f"{m}-{r}" if r else m
+            if v not in have:
+                continue
+            cells = []
+            for e in etas:
+                acc = [100 * x["classifier_accuracy"] for x in rs if x["variant"] == v
+                       and x["eta"] == e and x["finetune"]]
+                dense = paired([{**x, "eta": e, "finetune": True} if x["variant"] == "dense"
+                                else x for x in rs], v, e, True, "classifier_accuracy", "dense")
+                cells += [f"{np.mean(acc):.2f}" if acc else "–",
+                          fmt_se(paired(rs, v, e, True, "classifier_accuracy", m)) if r
+                          else "0", fmt_se(dense)]
+                cells += [fmt_se(paired(rs, v, e, True, "classifier_accuracy",
+                                        f"{b}-{r}" if r else b)) if m == shap_method else "–"
+                          for b in BASELINES]
+            lines.append(f"| {v} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 def against_baselines(rs: list[dict], etas: list[float], variants: list[str]) -> list[str]:

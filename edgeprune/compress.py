@@ -26,7 +26,12 @@ from edgeprune.choices import (
 )
 from edgeprune.data import Dataset, explanation_set
 from edgeprune.fileio import write_text_atomic
-from edgeprune.finetune import check_finetune_kind, finetune_pruned, finetune_recipe
+from edgeprune.finetune import (
+    DEFAULT_FINETUNE_LR,
+    check_finetune_kind,
+    finetune_pruned,
+    finetune_recipe,
+)
 from edgeprune.network import VAE_LIKELIHOODS, ModelError, Network
 from edgeprune.output_dir import staged_output_dir
 from edgeprune.prune import baseline_scores, compact_network, format_support_set, prune_network
@@ -57,7 +62,7 @@ class CompressOptions:
     background: int = 16  # --reference background: K explanation samples as the reference
     seed: int = 0
     finetune_epochs: int = 0
-    finetune_lr: float = 1e-3
+    finetune_lr: float = DEFAULT_FINETUNE_LR
     codebook_epochs: int = 0  # --quantize sharedN: fine-tune the shared values (weight_sharing)
     codebook_lr: float = 1e-4
     memory_budget: int = DEFAULT_MEMORY_BUDGET
@@ -164,6 +169,9 @@ class CompressOptions:
                              f"{self.samples}] (the background rows are explanation samples)")
         if self.finetune_epochs < 0:
             raise ModelError("--finetune-epochs must be >= 0")
+        if not (isinstance(self.finetune_lr, (int, float)) and math.isfinite(self.finetune_lr)
+                and self.finetune_lr > 0):
+            raise ModelError(f"--finetune-lr {self.finetune_lr}: must be a number > 0, e.g. 1e-3")
         if self.beta is not None and not (np.isfinite(self.beta) and self.beta >= 0):
             raise ModelError(f"--beta {self.beta}: must be a finite number >= 0")
         if self.likelihood not in (None, *VAE_LIKELIHOODS):

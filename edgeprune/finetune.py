@@ -32,6 +32,8 @@ from edgeprune.errors import EdgepruneError
 from edgeprune.network import ModelError, Network
 from edgeprune.torch_network import MaskedMLP
 
+#: Adam's learning rate in the fine-tune unless ``--finetune-lr`` says otherwise.
+DEFAULT_FINETUNE_LR = 1e-3
 #: Rows per forward pass when the normalisers are measured (bounds the memory of that pass).
 _CHUNK = 4096
 
@@ -109,12 +111,15 @@ def check_finetune_kind(net: Network, opts) -> None:
 
 
 def finetune_recipe(opts) -> dict | None:
-    """What report.json records of --distill / --finetune-schedule (None: the plain fine-tune)."""
+    """What report.json records of --distill / --finetune-schedule / --finetune-lr (None: the
+    plain fine-tune)."""
     recipe = {}
     if opts.distill:
         recipe.update(distill=opts.distill, distill_on=opts.distill_on)
     if opts.finetune_schedule != "constant":
         recipe["schedule"] = opts.finetune_schedule
+    if opts.finetune_lr != DEFAULT_FINETUNE_LR:
+        recipe["lr"] = opts.finetune_lr
     return recipe or None
 
 

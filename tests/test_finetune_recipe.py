@@ -136,11 +136,13 @@ def test_compress_api_and_cli_record_the_recipe(tmp_path, npy_data):
     r = CliRunner().invoke(main, ["compress", str(model), "--data", npy_data, "--sparsity",
                                   "0.7", "--method", "magnitude", "--finetune-epochs", "2",
                                   "--distill", "0.5", "--finetune-schedule", "cosine",
+                                  "--finetune-lr", "0.003",
                                   "--export", "npz", "-q", "-o", str(tmp_path / "cli"),
                                   "--json"])
     assert r.exit_code == 0, r.output
     rep = json.loads(r.output)
-    assert rep["finetune_recipe"] == {"distill": 0.5, "distill_on": "all", "schedule": "cosine"}
+    assert rep["finetune_recipe"] == {"distill": 0.5, "distill_on": "all", "schedule": "cosine",
+                                      "lr": 0.003}
     # with --steps every step's fine-tune distils from the network before pruning
     steps = compress(net, ds, tmp_path / "g", CompressOptions(
         **{**kw, "finetune_epochs": 4}, steps=2, distill=0.5))
@@ -152,6 +154,8 @@ def test_bad_recipe_options_are_one_line_errors(tmp_path, npy_data):
         CompressOptions(sparsity=0.5, distill=0.5).validate()
     with pytest.raises(EdgepruneError, match="--allocation global"):
         CompressOptions(importance_level=0.8, allocation="global").validate()
+    with pytest.raises(EdgepruneError, match="--finetune-lr"):
+        CompressOptions(sparsity=0.5, finetune_epochs=1, finetune_lr=0.0).validate()
     with pytest.raises(EdgepruneError, match="--distill-on"):
         CompressOptions(sparsity=0.5, finetune_epochs=1, distill=0.5,
                         distill_on="middle").validate()
