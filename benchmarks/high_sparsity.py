@@ -31,6 +31,14 @@ Variants (every one reachable from ``edgeprune compress``; :data:`SPECS`):
   ``hybrid-A-mean-comp`` (``--score-rule hybrid --alpha A``) with ``--compensate``, as the game
   they were scored in says.
 
+* fine-tune recipes (``RECIPES``), each for magnitude, global magnitude, LAP and hybrid-0.25:
+  ``-kd`` = ``--distill 0.5`` (knowledge distillation from the dense AE, every layer),
+  ``-kdo`` = ``--distill 0.5 --distill-on output``, ``-cos`` = ``--finetune-schedule cosine``,
+  ``-kd-cos`` both, ``-lr3`` = ``--finetune-lr 3e-3``; the recipe table compares each with the
+  same method's plain fine-tune and the Shapley rule with every baseline under the same recipe.
+* ``*-global``: ``--allocation global`` (one budget over per-layer-normalised scores).
+* ``*-bg*``: ``--reference background`` (interventional SHAP over 16 background samples).
+
 Paired differences: per seed, variant minus magnitude on the same dense model, data split and
 classifier; reported as mean +- std over seeds. The test split has 1,000 images (mnist5k), so one
 image is 0.1 pp.
@@ -523,7 +531,8 @@ def clip_off_scale(ax, diffs, n_bars, width, n_etas, floor=-15.0) -> None:
 #: The rows of the Figure-3-style plot (the paper's methods and the rules of this issue).
 FIGURE_VARIANTS = ("magnitude", "global-magnitude", "lap", "shap-sae", "hybrid-0.25",
                    "hybrid-0.25-comp", "magnitude-comp", "hybrid-0.25-mean-comp",
-                   "shap-mean-comp", "hybrid-0.25-g3", "hybrid-0.25-comp-g3")
+                   "shap-mean-comp", "hybrid-0.25-g3", "hybrid-0.25-comp-g3",
+                   "magnitude-lr3", "hybrid-0.25-lr3", "hybrid-0.25-kd")
 
 
 def plot_vs_eta(rows, etas, variants, datasets, path: Path) -> None:
