@@ -449,8 +449,9 @@ class AlphaType(click.ParamType):
                    "mean).")
 @click.option("--finetune-epochs", type=click.IntRange(0), default=0, show_default=True,
               help="Epochs of masked fine-tuning after pruning (pruned links stay zero).")
-@click.option("--finetune-lr", type=click.FloatRange(min=0, min_open=True), default=1e-3,
-              show_default=True, help="Adam's learning rate in the masked fine-tune.")
+@click.option("--finetune-lr", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Adam's learning rate in the masked fine-tune  [default: 3e-3 for an "
+                   "autoencoder, 1e-3 for a VAE or classifier]")
 @click.option("--distill", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               metavar="W",
               help="Knowledge distillation in the fine-tune: weight W of matching the unpruned "

@@ -27,7 +27,6 @@ from edgeprune.choices import (
 from edgeprune.data import Dataset, explanation_set
 from edgeprune.fileio import write_text_atomic
 from edgeprune.finetune import (
-    DEFAULT_FINETUNE_LR,
     check_finetune_kind,
     finetune_pruned,
     finetune_recipe,
@@ -62,7 +61,7 @@ class CompressOptions:
     background: int = 16  # --reference background: K explanation samples as the reference
     seed: int = 0
     finetune_epochs: int = 0
-    finetune_lr: float = DEFAULT_FINETUNE_LR
+    finetune_lr: float | None = None  # None: 3e-3 for an autoencoder, else 1e-3 (finetune.py)
     codebook_epochs: int = 0  # --quantize sharedN: fine-tune the shared values (weight_sharing)
     codebook_lr: float = 1e-4
     memory_budget: int = DEFAULT_MEMORY_BUDGET
@@ -169,7 +168,8 @@ class CompressOptions:
                              f"{self.samples}] (the background rows are explanation samples)")
         if self.finetune_epochs < 0:
             raise ModelError("--finetune-epochs must be >= 0")
-        if not (isinstance(self.finetune_lr, (int, float)) and math.isfinite(self.finetune_lr)
+        if self.finetune_lr is not None and not (
+                isinstance(self.finetune_lr, (int, float)) and math.isfinite(self.finetune_lr)
                 and self.finetune_lr > 0):
             raise ModelError(f"--finetune-lr {self.finetune_lr}: must be a number > 0, e.g. 1e-3")
         if self.beta is not None and not (np.isfinite(self.beta) and self.beta >= 0):
@@ -280,7 +280,7 @@ def compress(net: Network, ds: Dataset, outdir: str | os.PathLike,
                          {"before": before, "after": after}, history, outdir)
         report.quantization = quantization
         report.steps = steps
-        report.finetune_recipe = finetune_recipe(opts)
+        report.finetune_recipe = finetune_recipe(net, opts)
         report.allocation = None if opts.allocation == "layer" else opts.allocation
         if pruned.kind == "vae":
             from edgeprune.vae_pruning import vae_report

@@ -75,6 +75,15 @@ def test_distill_zero_is_the_plain_fine_tune_and_distill_pulls_towards_the_teach
         train_network(student, x, teacher=teacher, distill=1.5, **kw)
 
 
+def test_default_rate_depends_on_the_kind():
+    from edgeprune.finetune import finetune_lr
+
+    net = make_network(ACTS, DIMS, latent=2)
+    assert finetune_lr(net, None) == 3e-3 and finetune_lr(net, 0.01) == 0.01
+    net.kind = "classifier"
+    assert finetune_lr(net, None) == 1e-3
+
+
 def test_cosine_schedule_decays_the_rate_to_zero():
     from edgeprune.finetune import cosine_scheduler
 
@@ -127,11 +136,16 @@ def test_compress_api_and_cli_record_the_recipe(tmp_path, npy_data):
     res = compress(net, ds, tmp_path / "a", CompressOptions(
         distill=0.5, distill_on="output", finetune_schedule="cosine", allocation="global", **kw))
     assert res.report.finetune_recipe == {"distill": 0.5, "distill_on": "output",
-                                          "schedule": "cosine"}
+                                          "schedule": "cosine", "lr": 3e-3}
     assert res.report.allocation == "global" and "train_loss" in res.report.finetune_history[0]
     assert "distill 0.5" in (tmp_path / "a" / "report.md").read_text()
     plain = compress(net, ds, tmp_path / "p", CompressOptions(**kw))
-    assert "finetune_recipe" not in plain.report.to_dict()
+    assert plain.report.finetune_recipe == {"lr": 3e-3}  # an autoencoder's default rate
+    paper = compress(net, ds, tmp_path / "q", CompressOptions(finetune_lr=1e-3, **kw))
+    assert paper.report.finetune_recipe == {"lr": 1e-3}
+    assert not np.array_equal(paper.network.layers[0].weight, plain.network.layers[0].weight)
+    assert "finetune_recipe" not in compress(net, ds, tmp_path / "n", CompressOptions(
+        **{**kw, "finetune_epochs": 0})).report.to_dict()
     model = tmp_path / "model.pt"
     save_checkpoint(net, model)
     r = CliRunner().invoke(main, ["compress", str(model), "--data", npy_data, "--sparsity",
