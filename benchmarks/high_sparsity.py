@@ -336,7 +336,9 @@ def summarize(docs: list[dict], out: Path) -> str:
              "(mnist5k: 1,000 images, 0.1 pp each; digits: 540, 0.19 pp); Δ = variant − "
              "magnitude on the same seed (same dense model, split and classifier, so every "
              "pair ran on one machine), mean ± std over seeds; the last tables give mean ± "
-             "standard error.", "", "Machines (every row of a seed ran on one of them):", "",
+             "standard error.", "", "Machines (a seed listed under two ran its later variants on the "
+             "second; its dense model, classifier and every rerun row came out bit for bit the "
+             "same, checked on mnist5k s5):", "",
              *machines(docs), ""]
     for spec in datasets:
         rs = [r for r in rows if r["dataset"] == spec]
