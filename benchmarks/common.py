@@ -59,4 +59,5 @@ def pruned_at(net: Network, ds, scores_path: Path, eta: float, outdir: Path,
     were measured with it before shap-sae's default became the hybrid rule (issue 13)."""
     return compress(net, ds, outdir, CompressOptions(sparsity=eta, scores_path=str(scores_path),
                                                      seed=seed, quiet=True, score_rule="paper",
+                                                     finetune_lr=1e-3,  # as committed
                                                      finetune_epochs=finetune_epochs))

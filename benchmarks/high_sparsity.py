@@ -31,6 +31,14 @@ Variants (every one reachable from ``edgeprune compress``; :data:`SPECS`):
   ``hybrid-A-mean-comp`` (``--score-rule hybrid --alpha A``) with ``--compensate``, as the game
   they were scored in says.
 
+* fine-tune recipes (``RECIPES``), each for magnitude, global magnitude, LAP and hybrid-0.25:
+  ``-kd`` = ``--distill 0.5`` (knowledge distillation from the dense AE, every layer),
+  ``-kdo`` = ``--distill 0.5 --distill-on output``, ``-cos`` = ``--finetune-schedule cosine``,
+  ``-kd-cos`` both, ``-lr3`` = ``--finetune-lr 3e-3``; the recipe table compares each with the
+  same method's plain fine-tune and the Shapley rule with every baseline under the same recipe.
+* ``*-global``: ``--allocation global`` (one budget over per-layer-normalised scores).
+* ``*-bg*``: ``--reference background`` (interventional SHAP over 16 background samples).
+
 Paired differences: per seed, variant minus magnitude on the same dense model, data split and
 classifier; reported as mean +- std over seeds. The test split has 1,000 images (mnist5k), so one
 image is 0.1 pp.
@@ -60,9 +68,32 @@ RUNS = HERE / "cache" / "high_sparsity"
 OUT = HERE / "results" / "high_sparsity"
 
 
-def _spec(base="shap", rule="paper", alpha=1.0, reference="zero", compensate=False, steps=1):
+def _spec(base="shap", rule="paper", alpha=1.0, reference="zero", compensate=False, steps=1,
+          distill=0.0, distill_on="all", schedule="constant", allocation="layer",
+          finetune_lr=None):
     return {"base": base, "rule": rule, "alpha": alpha, "reference": reference,
-            "compensate": compensate, "steps": steps}
+            "compensate": compensate, "steps": steps, "distill": distill,
+            "distill_on": distill_on, "schedule": schedule, "allocation": allocation,
+            "finetune_lr": finetune_lr}
+
+
+#: The fine-tune recipes of the distillation lever (suffix -> _spec keywords), each applied to
+#: every method of :data:`RECIPE_METHODS`: KD on every layer's output, KD on the
+#: reconstruction only, the cosine learning-rate decay, KD on every layer with it, and a
+#: three times higher constant learning rate (3e-3; the cosine decay measured worse, so the
+#: 10 epochs may be short of converging rather than too noisy).
+RECIPES = {
+    "kd": {"distill": 0.5},
+    "kdo": {"distill": 0.5, "distill_on": "output"},
+    "cos": {"schedule": "cosine"},
+    "kd-cos": {"distill": 0.5, "schedule": "cosine"},
+    "lr3": {"finetune_lr": 3e-3},
+}
+#: The spec keys a fine-tune recipe sets.
+RECIPE_KEYS = ("distill", "distill_on", "schedule", "finetune_lr")
+RECIPE_METHODS = {"magnitude": {"base": "magnitude"},
+                  "global-magnitude": {"base": "global-magnitude"}, "lap": {"base": "lap"},
+                  "hybrid-0.25": {"rule": "hybrid", "alpha": 0.25}}
 
 
 #: Every variant: where its scores come from (a baseline, or SHAP-SAE with a reference), the
@@ -84,6 +115,17 @@ SPECS = {
     "shap-mean-comp": _spec(reference="mean", compensate=True),
     "hybrid-0.25-mean-comp": _spec(rule="hybrid", alpha=0.25, reference="mean", compensate=True),
     "hybrid-0.5-mean-comp": _spec(rule="hybrid", alpha=0.5, reference="mean", compensate=True),
+    **{f"{m}-{r}": _spec(**{**kw, **rk}) for r, rk in RECIPES.items()
+       for m, kw in RECIPE_METHODS.items()},
+    # allocation: one budget over per-layer-normalised scores (--allocation global)
+    "hybrid-0.25-global": _spec(rule="hybrid", alpha=0.25, allocation="global"),
+    "shap-sae-global": _spec(allocation="global"),
+    "lap-global": _spec("lap", allocation="global"),
+    # interventional SHAP: 16 background samples as the reference (--reference background)
+    "shap-bg-comp": _spec(reference="background", compensate=True),
+    "hybrid-0.25-bg": _spec(rule="hybrid", alpha=0.25, reference="background"),
+    "hybrid-0.25-bg-comp": _spec(rule="hybrid", alpha=0.25, reference="background",
+                                 compensate=True),
 }
 VARIANTS = list(SPECS)
 #: The baselines a Shapley rule has to beat (issue 13's goal).
@@ -131,6 +173,13 @@ def run_one(spec: str, seed: int, etas: list[float], variants: list[str], quiet:
     x_explain = explanation_set(ds, rc["samples"], seed)
     rows = []
 
+    def tune(sp, net, epochs=None):  # the masked fine-tune with the variant's recipe
+        kw = {**ft, **({"epochs": epochs} if epochs is not None else {}),
+              **({"lr": sp["finetune_lr"]} if sp["finetune_lr"] else {}),
+              "distill": sp["distill"], "distill_on": sp["distill_on"],
+              "schedule": sp["schedule"], "teacher": dense}
+        return train_network(net, ds.x_train, ds.x_val, **kw)[0]
+
     def record(variant, eta, net, finetune, seconds, extra=None):
         recon = net.forward(ds.x_test)
         row = {"dataset": spec, "variant": variant, "eta": eta, "finetune": finetune,
@@ -177,13 +226,13 @@ def run_one(spec: str, seed: int, etas: list[float], variants: list[str], quiet:
                 if not finetune:
                     break
                 opts = CompressOptions(sparsity=eta, steps=sp["steps"],
-                                       finetune_epochs=rc["finetune_epochs"])
+                                       finetune_epochs=rc["finetune_epochs"],
+                                       allocation=sp["allocation"])
                 res, _, _, left = gradual_prune(
                     dense, ds, opts, lambda n, sp=sp: (scores_of(sp, n), None),
-                    lambda n, e: train_network(n, ds.x_train, ds.x_val, **{**ft, "epochs": e})[0],
+                    lambda n, e, sp=sp: tune(sp, n, e),
                     lambda n: {}, adjust=lambda b, r, sp=sp: compensated(sp, b, r))
-                tuned = train_network(res.network, ds.x_train, ds.x_val,
-                                      **{**ft, "epochs": left})[0]
+                tuned = tune(sp, res.network, left)
                 record(variant, eta, tuned, True, time.perf_counter() - t0)
                 continue
             if sp["alpha"] == "auto":
@@ -194,14 +243,26 @@ def run_one(spec: str, seed: int, etas: list[float], variants: list[str], quiet:
             elif sp["base"] == "global-magnitude":
                 res = prune_global_magnitude(dense, eta)
             else:
-                res = prune_network(dense, scores_of(sp, dense), sparsity=eta)
+                res = prune_network(dense, scores_of(sp, dense), sparsity=eta,
+                                    allocation=sp["allocation"])
             res = compensated(sp, dense, res)
-            record(variant, eta, res.network, False, time.perf_counter() - t0, extra)
+            if not recipe_of(sp):  # a fine-tune recipe leaves the pruned network as it was
+                record(variant, eta, res.network, False, time.perf_counter() - t0, extra)
             if not finetune:
                 continue
-            tuned = train_network(res.network, ds.x_train, ds.x_val, **ft)[0]
+            tuned = tune(sp, res.network)
             record(variant, eta, tuned, True, time.perf_counter() - t0, extra)
     return doc()
+
+
+def recipe_of(sp: dict) -> str:
+    """The fine-tune recipe suffix of a spec ("" for the plain fine-tune): a key of
+    :data:`RECIPES`."""
+    plain = _spec()
+    for name, kw in RECIPES.items():
+        if all(sp[k] == {**plain, **kw}[k] for k in RECIPE_KEYS):
+            return name
+    return ""
 
 
 # -- report -----------------------------------------------------------------------------------
@@ -275,7 +336,9 @@ def summarize(docs: list[dict], out: Path) -> str:
              "(mnist5k: 1,000 images, 0.1 pp each; digits: 540, 0.19 pp); Δ = variant − "
              "magnitude on the same seed (same dense model, split and classifier, so every "
              "pair ran on one machine), mean ± std over seeds; the last tables give mean ± "
-             "standard error.", "", "Machines (every row of a seed ran on one of them):", "",
+             "standard error.", "", "Machines (a seed listed under two ran its later variants on the "
+             "second; its dense model, classifier and every rerun row came out bit for bit the "
+             "same, checked on mnist5k s5):", "",
              *machines(docs), ""]
     for spec in datasets:
         rs = [r for r in rows if r["dataset"] == spec]
@@ -310,6 +373,7 @@ def summarize(docs: list[dict], out: Path) -> str:
                 for v in variants if v != "magnitude" for e in etas
                 if paired(rs, v, e, ft, "mse").size), ""]
         lines += against_baselines(rs, etas, variants)
+        lines += recipe_table(rs, etas)
     text = "\n".join(lines) + "\n"
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.md").write_text(text)
@@ -319,11 +383,56 @@ def summarize(docs: list[dict], out: Path) -> str:
 
 
 def twin(variant: str) -> str:
-    """The magnitude run with the same schedule and compensation (magnitude-comp-g3 for
-    hybrid-0.25-comp-g3): what separates the score rule from the rest of the recipe."""
+    """The magnitude run with the same schedule, compensation, fine-tune recipe and allocation
+    (magnitude-comp-g3 for hybrid-0.25-comp-g3, magnitude-kd for hybrid-0.25-kd,
+    global-magnitude for hybrid-0.25-global): what separates the score rule from the rest."""
     sp = SPECS[variant]
-    return ("magnitude" + ("-comp" if sp["compensate"] else "")
-            + (f"-g{sp['steps']}" if sp["steps"] > 1 else ""))
+    recipe = recipe_of(sp)
+    return (("global-magnitude" if sp["allocation"] == "global" else "magnitude")
+            + ("-comp" if sp["compensate"] else "")
+            + (f"-g{sp['steps']}" if sp["steps"] > 1 else "") + (f"-{recipe}" if recipe else ""))
+
+
+def recipe_table(rs: list[dict], etas: list[float]) -> list[str]:
+    """The fine-tune recipes (:data:`RECIPES`) side by side, fine-tuned rows only: each method
+    with a recipe against the same method's plain fine-tune (the recipe's own effect: if it
+    helps every method alike it is no argument for a score rule), against the dense AE, and
+    the Shapley rule with a recipe against every baseline with the same recipe."""
+    have = {r["variant"] for r in rs if r["finetune"]}
+    recipes = [r for r in RECIPES if any(f"{m}-{r}" in have for m in RECIPE_METHODS)]
+    if not recipes:
+        return []
+    shap_method = next(m for m, kw in RECIPE_METHODS.items() if "base" not in kw)
+    lines = ["### Fine-tune recipes (pp, paired mean ± standard error over seeds)", "",
+             "Recipes: " + "; ".join(f"`-{r}`: " + ", ".join(f"{k}={v}" for k, v in kw.items())
+                                     for r, kw in RECIPES.items() if r in recipes)
+             + ". Recipe effect = the method with the recipe minus the same method with the "
+             "plain fine-tune; 'same recipe' columns compare the Shapley rule with each "
+             "baseline fine-tuned the same way.", "",
+             "| variant | " + " | ".join(
+                 f"acc η={e} | recipe effect η={e} | vs dense η={e} | "
+                 + " | ".join(f"vs {b} same recipe η={e}" for b in BASELINES)
+                 for e in etas) + " |",
+             "|---|" + ("---:|" * (3 + len(BASELINES))) * len(etas)]
+    for r in ["", *recipes]:
+        for m in RECIPE_METHODS:
+            v = f"{m}-{r}" if r else m
+            if v not in have:
+                continue
+            cells = []
+            for e in etas:
+                acc = [100 * x["classifier_accuracy"] for x in rs if x["variant"] == v
+                       and x["eta"] == e and x["finetune"]]
+                dense = paired([{**x, "eta": e, "finetune": True} if x["variant"] == "dense"
+                                else x for x in rs], v, e, True, "classifier_accuracy", "dense")
+                cells += [f"{np.mean(acc):.2f}" if acc else "–",
+                          fmt_se(paired(rs, v, e, True, "classifier_accuracy", m)) if r
+                          else "0", fmt_se(dense)]
+                cells += [fmt_se(paired(rs, v, e, True, "classifier_accuracy",
+                                        f"{b}-{r}" if r else b)) if m == shap_method else "–"
+                          for b in BASELINES]
+            lines.append(f"| {v} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 def against_baselines(rs: list[dict], etas: list[float], variants: list[str]) -> list[str]:
@@ -424,7 +533,13 @@ def clip_off_scale(ax, diffs, n_bars, width, n_etas, floor=-15.0) -> None:
 #: The rows of the Figure-3-style plot (the paper's methods and the rules of this issue).
 FIGURE_VARIANTS = ("magnitude", "global-magnitude", "lap", "shap-sae", "hybrid-0.25",
                    "hybrid-0.25-comp", "magnitude-comp", "hybrid-0.25-mean-comp",
-                   "shap-mean-comp", "hybrid-0.25-g3", "hybrid-0.25-comp-g3")
+                   "shap-mean-comp", "hybrid-0.25-g3", "hybrid-0.25-comp-g3",
+                   "magnitude-lr3", "hybrid-0.25-lr3", "hybrid-0.25-kd")
+
+
+#: How far below the worst baseline run the panels of :func:`plot_vs_eta` reach (pp); the
+#: collapsed rules below stay in the legend and in the tables.
+AXIS_DEPTH = 10.0
 
 
 def plot_vs_eta(rows, etas, variants, datasets, path: Path) -> None:
@@ -449,8 +564,16 @@ def plot_vs_eta(rows, etas, variants, datasets, path: Path) -> None:
                             ls="-" if SPECS[v]["base"] == "shap" else "--")
         ax.set_xlabel("link sparsity η")
         ax.set_ylabel("classifier accuracy on reconstructions (%)")
+        cut = ""
+        base = [100 * r["classifier_accuracy"] for r in rs if r["variant"] in BASELINES
+                and r["finetune"] == ft]
+        floor = min(base, default=0.0) - AXIS_DEPTH
+        if ax.get_ylim()[0] < floor:  # keep the rows near the baselines readable
+            ax.set_ylim(bottom=floor)
+            cut = f"; y from {floor:.0f} %"
         ax.set_title(f"{spec}, {'fine-tuned 10 epochs' if ft else 'pruned only'} "
-                     "(measured, CPU; solid: Shapley rules, dashed: baselines)", fontsize=9)
+                     f"(measured, CPU; solid: Shapley rules, dashed: baselines{cut})",
+                     fontsize=8)
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
     save_figure(fig, path)

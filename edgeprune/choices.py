@@ -13,8 +13,9 @@ ESTIMATORS = ("auto", "linear", "exact", "permutation", "kernel", "analytic")
 LOADING_EXPLAINERS = ("auto", "exact", "permutation", "shap-permutation", "deep")
 #: Rotations of the latent code of ``explain --loadings --rotation``.
 LOADING_ROTATIONS = ("none", "varimax")
-#: What an absent link is replaced by.
-REFERENCES = ("zero", "mean")
+#: What an absent link is replaced by: 0, its mean, or (interventional SHAP) each of K
+#: background samples in turn, the values averaged (``--background K``).
+REFERENCES = ("zero", "mean", "background")
 #: How links are scored for pruning: Shapley values or a baseline.
 METHODS = ("shap-sae", "magnitude", "random", "lap")
 #: How SHAP-SAE turns per-sample Shapley values into a link score (``--score-rule``):
@@ -22,6 +23,14 @@ METHODS = ("shap-sae", "magnitude", "random", "lap")
 SCORE_RULES = ("paper", "rms", "hybrid")
 DEFAULT_SCORE_RULE = "hybrid"  # LI^0.25 * |w|^0.75: benchmarks/results/high_sparsity
 DEFAULT_ALPHA = 0.25  # the best fixed alpha in benchmarks/results/high_sparsity
+#: What ``compress --distill`` matches of the unpruned teacher (``edgeprune.finetune``): its
+#: reconstruction only, or every layer's output (hidden codes and reconstruction).
+DISTILL_TARGETS = ("output", "all")
+#: The fine-tune's learning-rate schedule (``--finetune-schedule``).
+LR_SCHEDULES = ("constant", "cosine")
+#: How the link budget is shared between layers (``--allocation``): the paper's per-layer
+#: level m (``layer``) or one budget over per-layer-normalised scores (``global``).
+ALLOCATIONS = ("layer", "global")
 #: What is pruned, in the order the stages run.
 GRANULARITIES = ("neuron", "link")
 #: Estimators of the neuron game (``edgeprune.shapley.neuron_game``).

@@ -159,6 +159,12 @@ scoring_options = [
     memory_budget_option,
 ]
 
+#: ``score`` and ``compress`` (``explain`` has a --background of its own, for --loadings).
+background_option = click.option(
+    "--background", "background", type=click.IntRange(1), default=16, show_default=True,
+    metavar="K", help="With --reference background: the K explanation samples whose average "
+                      "game is played (interventional SHAP; K games per layer).")
+
 
 def _with_options(options):
     def decorate(fn):
@@ -337,6 +343,7 @@ def train(ctx, data_spec, hidden, activation, latent_activation, output_activati
 @with_scoring_options
 @click.option("--target-rel-error", type=click.FloatRange(0, min_open=True), default=None,
               help="Accuracy target of auto (default 0.05) or of the permutation estimator.")
+@background_option
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Scores file to write (.npz).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
@@ -344,7 +351,7 @@ def train(ctx, data_spec, hidden, activation, latent_activation, output_activati
 @with_model_options
 @_user_errors
 def score(model, data_spec, estimator, samples, reference, seed, memory_budget, target_rel_error,
-          output, as_json, quiet, model_opts):
+          background, output, as_json, quiet, model_opts):
     """Score every link of MODEL with Shapley values (SHAP-SAE eq. 3-4)."""
     from edgeprune.compress import check_data_matches
     from edgeprune.data import explanation_set, load_dataset
@@ -357,7 +364,8 @@ def score(model, data_spec, estimator, samples, reference, seed, memory_budget, 
     check_data_matches(net, ds)
     scores = score_network(net, explanation_set(ds, samples, seed), estimator=estimator,
                            reference=reference, seed=seed, target_rel_error=target_rel_error,
-                           memory_budget=memory_budget_bytes(memory_budget), quiet=quiet)
+                           memory_budget=memory_budget_bytes(memory_budget), quiet=quiet,
+                           background=background)
     save_scores(scores, output)
     summary = scores.summary()
     if as_json:
@@ -420,6 +428,7 @@ class AlphaType(click.ParamType):
               type=click.Choice(choices.METHODS),
               help="Link scores: Shapley values (SHAP-SAE) or a baseline.")
 @with_scoring_options
+@background_option
 @click.option("--scores", "scores_path", default=None, type=click.Path(dir_okay=False),
               help="Reuse link scores written by `edgeprune score`.")
 @click.option("--score-rule", default=choices.DEFAULT_SCORE_RULE, show_default=True,
@@ -437,8 +446,27 @@ class AlphaType(click.ParamType):
               help="Replace each pruned link by its mean instead of 0: every live unit's bias "
                    "is set to keep its mean pre-activation on the training split (the "
                    "consistent pruning for --reference mean; works with every --method).")
+@click.option("--allocation", type=click.Choice(choices.ALLOCATIONS), default="layer",
+              show_default=True,
+              help="How --sparsity is shared between layers: layer (the paper's level m in "
+                   "every layer) or global (one budget over scores divided by their layer's "
+                   "mean).")
 @click.option("--finetune-epochs", type=click.IntRange(0), default=0, show_default=True,
               help="Epochs of masked fine-tuning after pruning (pruned links stay zero).")
+@click.option("--finetune-lr", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Adam's learning rate in the masked fine-tune  [default: 3e-3 for an "
+                   "autoencoder, 1e-3 for a VAE or classifier]")
+@click.option("--distill", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              metavar="W",
+              help="Knowledge distillation in the fine-tune: weight W of matching the unpruned "
+                   "network (the teacher) against 1 - W of the reconstruction loss; 0: off.")
+@click.option("--distill-on", type=click.Choice(choices.DISTILL_TARGETS), default="all",
+              show_default=True,
+              help="With --distill: match the teacher's every layer (hidden codes and "
+                   "reconstruction) or only its reconstruction.")
+@click.option("--finetune-schedule", type=click.Choice(choices.LR_SCHEDULES),
+              default="constant", show_default=True,
+              help="The fine-tune's learning rate: constant, or cosine decay to 0.")
 @click.option("--codebook-epochs", type=click.IntRange(0), default=0, show_default=True,
               help="With --quantize shared4/5/6: epochs of fine-tuning the shared values "
                    "(each centroid moves by its members' summed gradient) after --finetune-epochs.")

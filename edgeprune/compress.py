@@ -26,6 +26,11 @@ from edgeprune.choices import (
 )
 from edgeprune.data import Dataset, explanation_set
 from edgeprune.fileio import write_text_atomic
+from edgeprune.finetune import (
+    check_finetune_kind,
+    finetune_pruned,
+    finetune_recipe,
+)
 from edgeprune.network import VAE_LIKELIHOODS, ModelError, Network
 from edgeprune.output_dir import staged_output_dir
 from edgeprune.prune import baseline_scores, compact_network, format_support_set, prune_network
@@ -37,7 +42,7 @@ from edgeprune.scoring import (
     rule_scores,
     score_network,
 )
-from edgeprune.train import evaluate, train_network
+from edgeprune.train import evaluate
 from edgeprune.vae_pruning import check_vae_options
 
 SUPPORT_SET_PRINT_LIMIT = 512  # networks with at most this many links get their support sets
@@ -53,9 +58,10 @@ class CompressOptions:
     estimator: str = "auto"
     reference: str = "zero"
     samples: int = 256
+    background: int = 16  # --reference background: K explanation samples as the reference
     seed: int = 0
     finetune_epochs: int = 0
-    finetune_lr: float = 1e-3
+    finetune_lr: float | None = None  # None: 3e-3 for an autoencoder, else 1e-3 (finetune.py)
     codebook_epochs: int = 0  # --quantize sharedN: fine-tune the shared values (weight_sharing)
     codebook_lr: float = 1e-4
     memory_budget: int = DEFAULT_MEMORY_BUDGET
@@ -64,6 +70,10 @@ class CompressOptions:
     alpha: float | str = DEFAULT_ALPHA  # hybrid: LI^alpha * |w|^(1 - alpha); or "auto"
     steps: int = 1  # gradual pruning: steps of the polynomial schedule towards --sparsity
     compensate: bool = False  # fold each pruned link's mean contribution into its unit's bias
+    allocation: str = "layer"  # "layer": the paper's m per layer; "global": one normalised budget
+    distill: float = 0.0  # fine-tune: weight of matching the unpruned network (edgeprune.finetune)
+    distill_on: str = "all"  # ... its every layer's output ("all") or reconstruction ("output")
+    finetune_schedule: str = "constant"  # the fine-tune's learning rate: constant or cosine
     target_macs: int | None = None  # instead of m / eta: the least sparsity within this budget
     target_size: int | None = None  # ... or within this many bytes of model.npz
     target_latency: float | None = None  # ... or a predicted batch-1 latency (µs), units traded
@@ -143,13 +153,35 @@ class CompressOptions:
             if self.scores_path:
                 raise ModelError("--steps N re-scores the pruned network at every step; "
                                  "drop --scores")
+        from edgeprune.finetune import check_finetune_recipe
+
+        check_finetune_recipe(self.distill, self.distill_on, self.finetune_schedule)
+        if (self.distill or self.finetune_schedule != "constant") and not self.finetune_epochs:
+            raise ModelError("--distill/--finetune-schedule shape the fine-tune; add "
+                             "--finetune-epochs N (e.g. 10)")
+        from edgeprune.choices import ALLOCATIONS
+
+        if self.allocation not in ALLOCATIONS:
+            raise ModelError(f"--allocation {self.allocation!r}: use one of "
+                             f"{', '.join(ALLOCATIONS)}")
+        if self.allocation == "global" and (self.sparsity is None
+                                            or "link" not in self.granularities()):
+            raise ModelError("--allocation global shares one --sparsity budget over all "
+                             "layers; give --sparsity (not -m or a --target-*)")
         if self.compensate and "link" not in self.granularities():
             raise ModelError("--compensate folds the means of pruned links into the biases; "
                              "use it with --granularity link or neuron,link")
         if self.samples < 1:
             raise ModelError("--samples must be at least 1")
+        if self.reference == "background" and not 1 <= self.background <= self.samples:
+            raise ModelError(f"--background {self.background}: must be in [1, --samples "
+                             f"{self.samples}] (the background rows are explanation samples)")
         if self.finetune_epochs < 0:
             raise ModelError("--finetune-epochs must be >= 0")
+        if self.finetune_lr is not None and not (
+                isinstance(self.finetune_lr, (int, float)) and math.isfinite(self.finetune_lr)
+                and self.finetune_lr > 0):
+            raise ModelError(f"--finetune-lr {self.finetune_lr}: must be a number > 0, e.g. 1e-3")
         if self.beta is not None and not (np.isfinite(self.beta) and self.beta >= 0):
             raise ModelError(f"--beta {self.beta}: must be a finite number >= 0")
         if self.likelihood not in (None, *VAE_LIKELIHOODS):
@@ -189,7 +221,8 @@ def link_scores(net: Network, ds: Dataset, opts: CompressOptions) -> tuple[list,
     elif opts.method == "shap-sae":
         x = explanation_set(ds, opts.samples, opts.seed)
         scores = score_network(net, x, estimator=opts.estimator, reference=opts.reference,
-                               seed=opts.seed, memory_budget=opts.memory_budget, quiet=opts.quiet)
+                               seed=opts.seed, memory_budget=opts.memory_budget, quiet=opts.quiet,
+                               background=opts.background)
         summary = scores.summary()
     else:
         return baseline_scores(opts.method, net, seed=opts.seed), None
@@ -215,6 +248,7 @@ def compress(net: Network, ds: Dataset, outdir: str | os.PathLike,
     opts.validate()
     check_data_matches(net, ds)
     check_vae_options(net, opts)
+    check_finetune_kind(net, opts)
     if opts.likelihood is not None:
         net = net.copy()
         net.likelihood = opts.likelihood
@@ -231,7 +265,7 @@ def compress(net: Network, ds: Dataset, outdir: str | os.PathLike,
         work = walk.network if walk is not None else net
         result, scoring, steps, epochs = _prune_links(
             work, ds, opts, _artifact_metadata(net, ds, opts, outdir, walk, None))
-        pruned, history = _finetune(result.network, ds, opts, epochs)
+        pruned, history = finetune_pruned(result.network, ds, opts, epochs, teacher=work)
         metadata = _artifact_metadata(net, ds, opts, outdir, walk, result.importance_level)
         pruned = _keep_size_budget(pruned, scoring, opts, metadata)
         after = evaluate(pruned, ds, opts.seed)
@@ -256,6 +290,8 @@ def compress(net: Network, ds: Dataset, outdir: str | os.PathLike,
                          {"before": before, "after": after}, history, outdir)
         report.quantization = quantization
         report.steps = steps
+        report.finetune_recipe = finetune_recipe(net, opts)
+        report.allocation = None if opts.allocation == "layer" else opts.allocation
         if pruned.kind == "vae":
             from edgeprune.vae_pruning import vae_report
 
@@ -275,7 +311,7 @@ def _prune_links(work: Network, ds: Dataset, opts: CompressOptions, metadata: di
         from edgeprune.gradual import gradual_prune
 
         return gradual_prune(work, ds, opts, lambda n: link_scores(n, ds, opts),
-                             lambda n, e: _finetune(n, ds, opts, e)[0],
+                             lambda n, e: finetune_pruned(n, ds, opts, e, teacher=work)[0],
                              lambda n: evaluate(n, ds, opts.seed),
                              adjust=lambda before, res: _compensated(before, res, ds, opts))
     scores, scoring = link_scores(work, ds, opts)
@@ -299,7 +335,7 @@ def _prune_links(work: Network, ds: Dataset, opts: CompressOptions, metadata: di
         return (_compensated(work, result, ds, opts), {**(scoring or {}), "target": search},
                 None, opts.finetune_epochs)
     result = prune_network(work, scores, importance_level=opts.importance_level,
-                           sparsity=opts.sparsity)
+                           sparsity=opts.sparsity, allocation=opts.allocation)
     result = _compensated(work, result, ds, opts)
     if work.kind == "vae" and work.logvar is not None:  # its head, at the chain's level m
         from edgeprune.vae_pruning import prune_vae_head
@@ -375,26 +411,6 @@ def _shared_codebooks(pruned: Network, ds: Dataset,
     return share_and_finetune(pruned, ds, opts.export_options.quantize,
                               epochs=opts.codebook_epochs, lr=opts.codebook_lr, seed=opts.seed,
                               quiet=opts.quiet)
-
-
-def _finetune(pruned: Network, ds: Dataset, opts: CompressOptions,
-              epochs: int | None = None) -> tuple[Network, list]:
-    epochs = opts.finetune_epochs if epochs is None else epochs
-    if not epochs:
-        return pruned, []
-    if pruned.kind == "vae" and pruned.logvar is not None:  # the beta-ELBO, masks kept
-        from edgeprune.vae_network import finetune_vae
-
-        return finetune_vae(pruned, ds.x_train, ds.x_val, epochs=epochs, lr=opts.finetune_lr,
-                            seed=opts.seed, quiet=opts.quiet, beta=opts.beta, desc="fine-tune")
-    if pruned.kind == "classifier":  # cross-entropy, not MSE
-        from edgeprune.train import fit
-
-        return fit(pruned, ds, epochs=epochs, lr=opts.finetune_lr,
-                   seed=opts.seed, quiet=opts.quiet, desc="fine-tune")
-    return train_network(pruned, ds.x_train, ds.x_val, epochs=epochs,
-                         lr=opts.finetune_lr, seed=opts.seed, quiet=opts.quiet,
-                         desc="fine-tune")
 
 
 def _report(net, pruned, compact_net, ds, opts, result, scoring, walk, metrics,

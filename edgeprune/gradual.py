@@ -30,7 +30,8 @@ def gradual_prune(net: Network, ds, opts, score: Callable, finetune: Callable,
     work, log = net, []
     for k, eta in enumerate(targets, start=1):
         scores, scoring = score(work)
-        result = prune_network(work, scores, sparsity=eta)
+        result = prune_network(work, scores, sparsity=eta,
+                               allocation=getattr(opts, "allocation", "layer"))
         if adjust is not None:
             result = adjust(work, result)
         last = k == len(targets)

@@ -79,6 +79,9 @@ class LoadingOptions:
             raise ExplainerError("--samples must be at least 1")
         if self.background < 0:
             raise ExplainerError("--background must be 0 (one reference row) or a row count")
+        if self.reference == "background" and not self.background:
+            raise ExplainerError("--reference background: give --background N (the training "
+                                 "rows of the background distribution)")
         if self.permutations < 2:
             raise ExplainerError(f"--permutations must be at least 2, got {self.permutations}")
         if self.top < 1:

@@ -191,7 +191,11 @@ def format_markdown(report: dict) -> str:
         + importance_level_line(report).replace(" at importance", " at SHAP-SAE importance"),
         f"- links kept: {report['links_kept']} of {report['links_total']}",
         *[f"- model import: {n}" for n in (report.get("import") or {}).get("notes", [])],
-        f"- fine-tuning epochs: {report.get('finetune_epochs', 0)}",
+        f"- fine-tuning epochs: {report.get('finetune_epochs', 0)}"
+        + "".join(f", {k.replace('_', ' ')} {v}"
+                  for k, v in (report.get("finetune_recipe") or {}).items()),
+        *([f"- allocation: {report['allocation']} (one budget over per-layer-normalised "
+           "scores)"] if report.get("allocation") else []),
         "",
         "## Layers",
         "",
@@ -283,6 +287,8 @@ class CompressReport:
     seconds: float | None = None
     steps: list[dict] | None = None  # gradual pruning (--steps N): one record per step
     vae: dict | None = None  # a VAE: likelihood, beta, the log-variance head's pruning
+    finetune_recipe: dict | None = None  # --distill / --finetune-schedule when not the plain one
+    allocation: str | None = None  # --allocation global (None: the paper's per-layer level m)
 
     def to_dict(self) -> dict:
         """report.json's content (optional parts only when present)."""
@@ -311,7 +317,7 @@ class CompressReport:
 
 
 _OPTIONAL_KEYS = {"network_pruned", "neuron_walk", "support_sets", "runtime_max_abs_diff",
-                  "seconds", "quantization", "steps", "vae"}
+                  "seconds", "quantization", "steps", "vae", "finetune_recipe", "allocation"}
 
 
 

@@ -21,6 +21,11 @@ from edgeprune.network import ModelError, Network
 from edgeprune.peak_memory import PeakMemory, current_rss
 from edgeprune.runtime.limits import MAX_MEMORY_BUDGET_GB
 from edgeprune.shapley import LayerScores, score_layer
+from edgeprune.shapley.background import (
+    DEFAULT_BACKGROUND,
+    background_rows,
+    score_layer_background,
+)
 
 _GB = 1024**3
 
@@ -68,6 +73,7 @@ class NetworkScores:
     seed: int
     peak_memory_bytes: int = 0
     memory_budget: int = 0
+    background: int = 0  # --reference background: the K background rows
 
     def li(self) -> list[np.ndarray]:
         return [s.li for s in self.layers]
@@ -76,6 +82,7 @@ class NetworkScores:
         return {
             "estimator": self.estimator,
             "reference": self.reference,
+            **({"background": self.background} if self.reference == "background" else {}),
             "samples": self.n_samples,
             "seed": self.seed,
             "seconds": round(sum(s.seconds for s in self.layers), 4),
@@ -103,8 +110,11 @@ def _json_safe(d: dict) -> dict:
 def score_network(net: Network, x_explain: np.ndarray, *, estimator: str = "auto",
                   reference: str = "zero", seed: int = 0, memory_budget: int = DEFAULT_MEMORY_BUDGET,
                   n_permutations: int | None = None, target_rel_error: float | None = None,
-                  quiet: bool = False) -> NetworkScores:
+                  quiet: bool = False, background: int = DEFAULT_BACKGROUND) -> NetworkScores:
     """Score every link of every layer (encoder and decoder) of ``net``.
+
+    ``reference="background"``: interventional SHAP over ``background`` of the explanation
+    samples (:mod:`edgeprune.shapley.background`), each layer against those samples' inputs.
 
     Each layer's peak resident memory above the level at its start is measured
     (:class:`edgeprune.peak_memory.PeakMemory`) and reported in ``info["peak_memory_bytes"]``;
@@ -119,6 +129,8 @@ def score_network(net: Network, x_explain: np.ndarray, *, estimator: str = "auto
     if x_explain.ndim != 2 or x_explain.shape[1] != net.in_dim:
         raise ModelError(f"explanation data has shape {x_explain.shape}, but the model reads "
                          f"{net.in_dim} features; use data with {net.in_dim} columns")
+    rows = (background_rows(len(x_explain), background, seed)
+            if reference == "background" else None)
     start_rss = current_rss() or 0
     inputs = net.layer_inputs(x_explain)
     results, peak = [], 0
@@ -131,18 +143,23 @@ def score_network(net: Network, x_explain: np.ndarray, *, estimator: str = "auto
             bar.update(n - done[0])
             done[0] = n
 
+        kw = {"negative_slope": layer.negative_slope, "estimator": estimator, "seed": seed + k,
+              "memory_budget": memory_budget, "n_permutations": n_permutations,
+              "target_rel_error": target_rel_error, "progress": progress}
         with PeakMemory() as mem:
-            scores = score_layer(layer.masked_weight, layer.bias, a, layer.activation,
-                                 negative_slope=layer.negative_slope, reference=reference,
-                                 estimator=estimator, seed=seed + k,
-                                 memory_budget=memory_budget, n_permutations=n_permutations,
-                                 target_rel_error=target_rel_error, progress=progress)
+            if rows is None:
+                scores = score_layer(layer.masked_weight, layer.bias, a, layer.activation,
+                                     reference=reference, **kw)
+            else:
+                scores = score_layer_background(layer.masked_weight, layer.bias, a,
+                                                layer.activation, a[rows], **kw)
         bar.close()
         scores.info["peak_memory_bytes"] = mem.extra_bytes
         peak = max(peak, mem.peak_bytes - start_rss if start_rss else mem.extra_bytes)
         results.append(scores)
     return NetworkScores(results, estimator, reference, len(x_explain), seed,
-                         peak_memory_bytes=max(0, peak), memory_budget=int(memory_budget))
+                         peak_memory_bytes=max(0, peak), memory_budget=int(memory_budget),
+                         background=0 if rows is None else len(rows))
 
 
 def rule_scores(scores: NetworkScores | list[np.ndarray], net: Network, rule: str = "paper",

@@ -59,11 +59,18 @@ class MaskedMLP(nn.Module):
     def masks(self) -> list[torch.Tensor]:
         return [getattr(self, f"mask{k}") for k in range(len(self.linears))]
 
-    def forward(self, x: torch.Tensor, upto: int | None = None) -> torch.Tensor:
+    def activations(self, x: torch.Tensor, upto: int | None = None) -> list[torch.Tensor]:
+        """Every layer's output (the hidden codes, then the network's output), in order."""
         n = len(self.linears) if upto is None else upto
+        outs = []
         for lin, act, mask in list(zip(self.linears, self.acts, self.masks()))[:n]:
             x = act(nn.functional.linear(x, lin.weight * mask, lin.bias))
-        return x
+            outs.append(x)
+        return outs
+
+    def forward(self, x: torch.Tensor, upto: int | None = None) -> torch.Tensor:
+        outs = self.activations(x, upto)
+        return outs[-1] if outs else x
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward(x, upto=self.latent)

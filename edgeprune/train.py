@@ -48,14 +48,15 @@ def build_autoencoder(in_dim: int, hidden: list[int], activation: str = "relu",
 
 def _masked_adam_loop(net: Network, x: torch.Tensor, loss_fn, val_metrics, train_key: str, *,
                       epochs: int, lr: float, batch_size: int, seed: int, quiet: bool, desc: str,
-                      fmt: str, forward=None) -> tuple[MaskedMLP, list[dict]]:
+                      fmt: str, forward=None,
+                      schedule: str = "constant") -> tuple[MaskedMLP, list[dict]]:
     """The masked-network training loop: :func:`adam_epochs` with the masks re-applied after
     every step.
 
     ``loss_fn(outputs, batch_indices)`` is the batch loss; ``val_metrics(model)`` (evaluated
     under ``no_grad`` in eval mode) adds validation figures to each epoch's history row.
     ``forward(model, batch)`` replaces ``model(batch)`` for the training loss only (default:
-    the plain masked forward)."""
+    the plain masked forward). ``schedule``: the learning rate's (:mod:`edgeprune.finetune`)."""
     torch.manual_seed(seed)
     model = MaskedMLP(net)
 
@@ -64,18 +65,24 @@ def _masked_adam_loop(net: Network, x: torch.Tensor, loss_fn, val_metrics, train
 
     history = adam_epochs(model, len(x), batch_loss, val_metrics, train_key, epochs=epochs,
                           lr=lr, batch_size=batch_size, seed=seed, quiet=quiet, desc=desc,
-                          fmt=fmt, after_step=model.apply_masks_)
+                          fmt=fmt, after_step=model.apply_masks_, schedule=schedule)
     return model, history
 
 
 def adam_epochs(model: torch.nn.Module, n: int, batch_loss, val_metrics, train_key: str, *,
                 epochs: int, lr: float, batch_size: int, seed: int, quiet: bool, desc: str,
-                fmt: str, after_step=None) -> list[dict]:
+                fmt: str, after_step=None, schedule: str = "constant") -> list[dict]:
     """The one training loop: seeded shuffles of ``range(n)``, Adam on ``model``'s parameters,
     ``batch_loss(indices)`` per mini-batch, ``after_step()`` after every update; returns one
     history row per epoch (mean training loss as ``train_key`` + ``val_metrics(model)``,
-    evaluated under ``no_grad`` in eval mode). A non-finite loss is a one-line error."""
+    evaluated under ``no_grad`` in eval mode). A non-finite loss is a one-line error.
+    ``schedule="cosine"`` decays the rate from ``lr`` to 0 over all steps (else constant)."""
     opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = None
+    if schedule == "cosine":
+        from edgeprune.finetune import cosine_scheduler
+
+        sched = cosine_scheduler(opt, epochs * -(-n // batch_size))
     gen = torch.Generator().manual_seed(seed)
     history: list[dict] = []
     bar = tqdm(range(epochs), desc=desc, disable=quiet, unit="epoch", leave=False)
@@ -89,6 +96,8 @@ def adam_epochs(model: torch.nn.Module, n: int, batch_loss, val_metrics, train_k
             opt.zero_grad()
             loss.backward()
             opt.step()
+            if sched is not None:
+                sched.step()
             if after_step is not None:
                 after_step()
             total += float(loss.detach()) * len(idx)
@@ -107,18 +116,39 @@ def adam_epochs(model: torch.nn.Module, n: int, batch_loss, val_metrics, train_k
 
 def train_network(net: Network, x_train: np.ndarray, x_val: np.ndarray | None = None, *,
                   epochs: int = 20, lr: float = 1e-3, batch_size: int = 64, seed: int = 0,
-                  quiet: bool = False, desc: str = "train",
-                  forward=None) -> tuple[Network, list[dict]]:
+                  quiet: bool = False, desc: str = "train", forward=None,
+                  teacher: Network | None = None, distill: float = 0.0,
+                  distill_on: str = "all",
+                  schedule: str = "constant") -> tuple[Network, list[dict]]:
     """Train (or fine-tune) ``net`` to reconstruct its input with MSE and Adam.
 
     Masked links stay exactly zero: the forward pass multiplies by the mask (so their gradient
     is zero) and the weights are re-masked after every step. Returns the trained network and a
     per-epoch history of train/validation MSE. ``forward(model, batch)``, if given, computes
     the reconstruction that the training loss sees (e.g. with dropout or a top-k latent, see
-    :mod:`edgeprune.regularized_training`); validation always uses the plain forward."""
+    :mod:`edgeprune.regularized_training`); validation always uses the plain forward.
+
+    ``distill`` > 0 with a ``teacher`` (the unpruned network) adds the distillation terms of
+    :mod:`edgeprune.finetune` (``distill_on``: ``output`` or ``all`` layers); ``schedule``:
+    ``constant`` or ``cosine`` learning rate. Validation MSE stays the plain one."""
     if epochs < 0:
         raise ModelError("--epochs must be >= 0")
+    from edgeprune.finetune import check_finetune_recipe, check_teacher, distillation_loss
+
+    check_finetune_recipe(distill, distill_on, schedule)
     x = torch.from_numpy(np.asarray(x_train, dtype=np.float32))
+
+    def loss_fn(out, idx):
+        return torch.mean((out - x[idx]) ** 2)
+
+    if distill > 0:
+        if teacher is None:
+            raise ModelError("--distill needs the unpruned network as the teacher")
+        if forward is not None:
+            raise ModelError("distillation and a training-time forward (dropout, top-k) "
+                             "do not combine")
+        check_teacher(teacher, net)
+        forward, loss_fn = distillation_loss(teacher, x, float(distill), distill_on)
     xv = None if x_val is None else torch.from_numpy(np.asarray(x_val, dtype=np.float32))
 
     def val_metrics(model: MaskedMLP) -> dict:
@@ -127,9 +157,9 @@ def train_network(net: Network, x_train: np.ndarray, x_val: np.ndarray | None = 
         return {"val_mse": float(torch.mean((model(xv) - xv) ** 2))}
 
     model, history = _masked_adam_loop(
-        net, x, lambda out, idx: torch.mean((out - x[idx]) ** 2), val_metrics, "train_mse",
+        net, x, loss_fn, val_metrics, "train_loss" if distill > 0 else "train_mse",
         epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, quiet=quiet, desc=desc, fmt=".5f",
-        forward=forward)
+        forward=forward, schedule=schedule)
     return model.to_network(net), history
 
 
@@ -220,8 +250,10 @@ def accuracy(net: Network, x: np.ndarray, y: np.ndarray) -> float:
 def train_classifier(net: Network, x_train: np.ndarray, y_train: np.ndarray,
                      x_val: np.ndarray | None = None, y_val: np.ndarray | None = None, *,
                      epochs: int = 20, lr: float = 1e-3, batch_size: int = 64, seed: int = 0,
-                     quiet: bool = False, desc: str = "train") -> tuple[Network, list[dict]]:
-    """Train (or fine-tune) a classifier with softmax cross-entropy and Adam.
+                     quiet: bool = False, desc: str = "train",
+                     schedule: str = "constant") -> tuple[Network, list[dict]]:
+    """Train (or fine-tune) a classifier with softmax cross-entropy and Adam (``schedule``:
+    the learning rate's, constant or cosine).
 
     Masked links stay exactly zero, as in :func:`train_network`. Returns the trained network
     and a per-epoch history of train loss and (with validation data) validation accuracy."""
@@ -242,20 +274,22 @@ def train_classifier(net: Network, x_train: np.ndarray, y_train: np.ndarray,
     model, history = _masked_adam_loop(
         net, x, lambda out, idx: torch.nn.functional.cross_entropy(out, y[idx]), val_metrics,
         "train_loss", epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, quiet=quiet,
-        desc=desc, fmt=".4f")
+        desc=desc, fmt=".4f", schedule=schedule)
     return model.to_network(net), history
 
 
 def fit(net: Network, ds, *, epochs: int, lr: float = 1e-3, batch_size: int = 64, seed: int = 0,
-        quiet: bool = False, desc: str = "train") -> tuple[Network, list[dict]]:
+        quiet: bool = False, desc: str = "train",
+        schedule: str = "constant") -> tuple[Network, list[dict]]:
     """Train ``net`` on ``ds`` with the loss of its kind: cross-entropy for a classifier,
     reconstruction MSE otherwise."""
     if net.kind == "classifier":
         return train_classifier(net, ds.x_train, _labels_of(ds, "train"), ds.x_val, ds.y_val,
                                 epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
-                                quiet=quiet, desc=desc)
+                                quiet=quiet, desc=desc, schedule=schedule)
     return train_network(net, ds.x_train, ds.x_val, epochs=epochs, lr=lr,
-                         batch_size=batch_size, seed=seed, quiet=quiet, desc=desc)
+                         batch_size=batch_size, seed=seed, quiet=quiet, desc=desc,
+                         schedule=schedule)
 
 
 def train_classifier_file(data_spec: str, *, hidden: str | list[int] = "40",

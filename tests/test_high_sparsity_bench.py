@@ -61,6 +61,29 @@ def test_standard_error_twins_and_duplicate_dense_rows():
         hs.main(["--variants", "magnitude,nope", "--runs", "/nonexistent"])
 
 
+def test_fine_tune_recipes_have_twins_and_a_recipe_table():
+    import high_sparsity as hs
+
+    assert hs.recipe_of(hs.SPECS["hybrid-0.25-kdo"]) == "kdo"
+    assert hs.recipe_of(hs.SPECS["lap-lr3"]) == "lr3" and hs.recipe_of(hs.SPECS["lap"]) == ""
+    assert hs.twin("hybrid-0.25-kd") == "magnitude-kd"
+    assert hs.twin("hybrid-0.25-global") == "global-magnitude"
+    rows = []
+    for seed, (m, mk, h, hk, g, gk, lp, lk) in enumerate([
+            (80, 81, 82, 84, 79, 80, 81, 81), (70, 72, 73, 74, 71, 71, 70, 72)]):
+        for v, acc in (("magnitude", m), ("magnitude-kd", mk), ("hybrid-0.25", h),
+                       ("hybrid-0.25-kd", hk), ("global-magnitude", g),
+                       ("global-magnitude-kd", gk), ("lap", lp), ("lap-kd", lk), ("dense", 90)):
+            rows.append({"dataset": "digits", "variant": v, "eta": 0.0 if v == "dense" else 0.9,
+                         "finetune": v != "dense", "seed": seed,
+                         "classifier_accuracy": acc / 100})
+    md = "\n".join(hs.recipe_table(rows, [0.9]))
+    # hybrid-0.25-kd: recipe effect +1.5 ± 0.5, vs dense -11.0, vs magnitude-kd +2.5
+    assert ("| hybrid-0.25-kd | 79.00 | +1.50 ± 0.50 (n=2) | -11.00 ± 5.00 (n=2) | "
+            "+2.50 ± 0.50 (n=2) |") in md
+    assert "| magnitude-kd | 76.50 | +1.50 ± 0.50 (n=2) |" in md
+
+
 @pytest.mark.slow
 def test_one_digits_run_end_to_end(tmp_path, monkeypatch):
     import high_sparsity as hs

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edgeprune.choices import ALLOCATIONS
 from edgeprune.errors import EdgepruneError
 from edgeprune.network import Network
 from edgeprune.prune.cascade import CascadeResult
@@ -94,6 +95,7 @@ def prune_network(
     *,
     importance_level: float | None = None,
     sparsity: float | None = None,
+    allocation: str = "layer",
 ) -> PruneResult:
     """Prune ``net`` with the SHAP-SAE support sets of its link ``scores``.
 
@@ -101,6 +103,11 @@ def prune_network(
     baseline). Give exactly one of ``importance_level`` (m in (0, 1], eq. 8) or ``sparsity``
     (target eta in [0, 1); the m whose eta after the cascade is closest is used). Links already
     masked in ``net`` stay masked. ``net`` itself is not modified.
+
+    ``allocation="global"`` (``--allocation global``, with ``sparsity`` only) replaces the
+    per-layer level m by one budget over all layers: each layer's scores are divided by their
+    mean over its active links, and the globally highest normalised scores are kept
+    (:func:`normalised_scores`, :func:`edgeprune.prune.baselines.prune_global`).
     """
     if (importance_level is None) == (sparsity is None):
         raise EdgepruneError("give exactly one of --importance-level or --sparsity")
@@ -108,9 +115,30 @@ def prune_network(
         raise EdgepruneError(
             f"got link scores for {len(scores)} layers but the network has {len(net.layers)}"
         )
+    if allocation not in ALLOCATIONS:
+        raise EdgepruneError(f"--allocation {allocation!r}: use one of {', '.join(ALLOCATIONS)}")
+    if allocation == "global":
+        if sparsity is None:
+            raise EdgepruneError("--allocation global shares one --sparsity budget over all "
+                                 "layers; give --sparsity instead of --importance-level")
+        from edgeprune.prune.baselines import prune_global
+
+        return prune_global(net, normalised_scores(net, scores), sparsity)
     if importance_level is not None:
         m = check_importance_level(importance_level)
         ranks = rank_layers(scores, [layer.mask for layer in net.layers])
         return build_result(prune_at_level(net, ranks, m), m)
     sol = solve_importance_level(net, scores, sparsity)
     return build_result(sol.cascade, sol.importance_level, target_sparsity=sol.target)
+
+
+def normalised_scores(net: Network, scores: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Each layer's scores divided by their mean over the layer's active links (masked links
+    score 0), so that one global threshold compares links by how they stand in their own layer
+    rather than by each layer's scale. A layer whose active links all score 0 stays 0."""
+    out = []
+    for s, layer in zip(scores, net.layers, strict=True):
+        s = np.where(layer.mask, np.asarray(s, dtype=np.float64), 0.0)
+        mean = s[layer.mask].mean() if layer.mask.any() else 0.0
+        out.append(s / mean if mean > 0 else s)
+    return out

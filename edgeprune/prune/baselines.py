@@ -10,8 +10,8 @@ baselines unchanged. Masked links score 0 (they are never candidates anyway).
   ``|w_ij| * ||W_prev[j, :]|| * ||W_next[:, i]||`` with masked weights and L2 norms; the norm is
   1 where there is no previous (first layer) or next (last layer) layer.
 
-Also :func:`prune_global_magnitude`: one |w| threshold across all layers instead of the
-layer-wise support sets. numpy only.
+Also :func:`prune_global` / :func:`prune_global_magnitude`: one score (|w|) threshold across all
+layers instead of the layer-wise support sets. numpy only.
 """
 
 from __future__ import annotations
@@ -76,12 +76,13 @@ def baseline_scores(name: str, net: Network, *, seed: int = 0) -> list[np.ndarra
     return BASELINES[name](net)
 
 
-def _global_order(net: Network) -> tuple[np.ndarray, list[int]]:
-    """Flat indices (into all layers' weights concatenated) of active links, |w| descending."""
-    mags = np.concatenate([np.abs(layer.masked_weight).reshape(-1) for layer in net.layers])
+def _global_order(net: Network, scores: list[np.ndarray]) -> tuple[np.ndarray, list[int]]:
+    """Flat indices (into all layers' weights concatenated) of active links, score descending
+    (ties by layer, then flat index)."""
+    flat = np.concatenate([np.asarray(s, dtype=np.float64).reshape(-1) for s in scores])
     active = np.concatenate([layer.mask.reshape(-1) for layer in net.layers])
     idx = np.flatnonzero(active)
-    order = idx[np.argsort(-mags[idx].astype(np.float64), kind="stable")]
+    order = idx[np.argsort(-flat[idx], kind="stable")]
     return order, [layer.n_links for layer in net.layers]
 
 
@@ -95,15 +96,19 @@ def _keep_top(net: Network, order: np.ndarray, sizes: list[int], k: int) -> Casc
     return cascade_dead_units(with_masks(net, masks))
 
 
-def prune_global_magnitude(net: Network, target_eta: float) -> PruneResult:
-    """Keep the globally largest |w| (ties by layer, then flat index) so that the sparsity
-    after the cascade is closest to ``target_eta``; ``importance_level`` of the result is None.
+def prune_global(net: Network, scores: list[np.ndarray], target_eta: float) -> PruneResult:
+    """Keep the globally highest ``scores`` (ties by layer, then flat index) so that the
+    sparsity after the cascade is closest to ``target_eta``; ``importance_level`` of the result
+    is None.
 
     The number of links kept before the cascade is found by bisection (eta after the cascade
     does not increase as more links are kept); ties go to the larger count.
     """
     target = check_sparsity(target_eta)
-    order, sizes = _global_order(net)
+    if len(scores) != len(net.layers):
+        raise EdgepruneError(f"got link scores for {len(scores)} layers but the network has "
+                             f"{len(net.layers)}")
+    order, sizes = _global_order(net, scores)
     cache: dict[int, CascadeResult] = {}
 
     def eta(k: int) -> float:
@@ -125,3 +130,8 @@ def prune_global_magnitude(net: Network, target_eta: float) -> PruneResult:
                 hi = mid
         best = hi if abs(eta(hi) - target) <= abs(eta(lo) - target) else lo
     return build_result(cache[best], None, target_sparsity=target)
+
+
+def prune_global_magnitude(net: Network, target_eta: float) -> PruneResult:
+    """One |w| threshold across all layers (:func:`prune_global` of :func:`magnitude_scores`)."""
+    return prune_global(net, magnitude_scores(net), target_eta)

@@ -309,7 +309,7 @@ def neuron_stage(net: Network, ds, opts) -> NeuronWalk:
         net, ds, opts.strategy, opts.threshold, layers=getattr(opts, "neuron_layers", None),
         retrain_epochs=opts.retrain_epochs, estimator=opts.neuron_estimator,
         samples=opts.neuron_samples, silence=opts.silence,
-        truncation=getattr(opts, "neuron_truncation", None), lr=opts.finetune_lr,
+        truncation=getattr(opts, "neuron_truncation", None), lr=opts.finetune_lr or 1e-3,  # unmeasured at 3e-3: as before
         seed=opts.seed, quiet=opts.quiet)
     walk.network = walk.network.without_zero_links()  # as compress does
     return walk
