@@ -60,9 +60,10 @@ RUNS = HERE / "cache" / "high_sparsity"
 OUT = HERE / "results" / "high_sparsity"
 
 
-def _spec(base="shap", rule="paper", alpha=1.0, reference="zero", compensate=False, steps=1):
+def _spec(base="shap", rule="paper", alpha=1.0, reference="zero", compensate=False, steps=1,
+          reconstruct=False):
     return {"base": base, "rule": rule, "alpha": alpha, "reference": reference,
-            "compensate": compensate, "steps": steps}
+            "compensate": compensate, "steps": steps, "reconstruct": reconstruct}
 
 
 #: Every variant: where its scores come from (a baseline, or SHAP-SAE with a reference), the
@@ -84,6 +85,14 @@ SPECS = {
     "shap-mean-comp": _spec(reference="mean", compensate=True),
     "hybrid-0.25-mean-comp": _spec(rule="hybrid", alpha=0.25, reference="mean", compensate=True),
     "hybrid-0.5-mean-comp": _spec(rule="hybrid", alpha=0.5, reference="mean", compensate=True),
+    "magnitude-rec": _spec("magnitude", reconstruct=True),
+    "hybrid-0.25-rec": _spec(rule="hybrid", alpha=0.25, reconstruct=True),
+    "global-magnitude-rec": _spec("global-magnitude", reconstruct=True),
+    "lap-rec": _spec("lap", reconstruct=True),
+    "shap-sae-rec": _spec(reconstruct=True),
+    "hybrid-0.5-rec": _spec(rule="hybrid", alpha=0.5, reconstruct=True),
+    "magnitude-rec-g3": _spec("magnitude", steps=3, reconstruct=True),
+    "hybrid-0.25-rec-g3": _spec(rule="hybrid", alpha=0.25, steps=3, reconstruct=True),
 }
 VARIANTS = list(SPECS)
 #: The baselines a Shapley rule has to beat (issue 13's goal).
@@ -107,15 +116,17 @@ def cached_shap(spec: str, dense, ds, seed: int, rc: dict, reference: str):
 
 
 def run_one(spec: str, seed: int, etas: list[float], variants: list[str], quiet: bool,
-            save=None, finetune: bool = True) -> dict:
+            save=None, finetune: bool = True, ridge: float | None = None) -> dict:
     """Every variant at every eta on one dataset and seed; ``save(doc)`` (optional) is called
     with the rows so far after each variant; ``finetune=False`` measures pruned only (no
-    gradual variants then)."""
+    gradual variants then); ``ridge``: --reconstruct-ridge of the ``*-rec`` variants
+    (default: the library's)."""
     from edgeprune.compress import CompressOptions
     from edgeprune.data import explanation_set, load_dataset
     from edgeprune.gradual import gradual_prune
     from edgeprune.prune import baseline_scores, prune_global_magnitude, prune_network
     from edgeprune.prune.compensate import compensate_biases
+    from edgeprune.prune.reconstruct import DEFAULT_RIDGE, reconstruct_weights
     from edgeprune.scoring import auto_alpha_scores, rule_scores, score_network
     from edgeprune.train import accuracy, train_network
 
@@ -129,6 +140,7 @@ def run_one(spec: str, seed: int, etas: list[float], variants: list[str], quiet:
     ft = {"epochs": rc["finetune_epochs"], "lr": rc["finetune_lr"],
           "batch_size": rc["batch_size"], "seed": seed, "quiet": True}
     x_explain = explanation_set(ds, rc["samples"], seed)
+    ridge = DEFAULT_RIDGE if ridge is None else ridge
     rows = []
 
     def record(variant, eta, net, finetune, seconds, extra=None):
@@ -156,6 +168,9 @@ def run_one(spec: str, seed: int, etas: list[float], variants: list[str], quiet:
         return rule_scores(sc, net, sp["rule"], sp["alpha"])
 
     def compensated(sp, before, res):
+        if sp.get("reconstruct"):
+            return dataclasses.replace(res, network=reconstruct_weights(
+                before, res.network, ds.x_train, ridge=ridge)[0])
         if not sp["compensate"]:
             return res
         return dataclasses.replace(res, network=compensate_biases(before, res.network,
@@ -163,7 +178,7 @@ def run_one(spec: str, seed: int, etas: list[float], variants: list[str], quiet:
 
     def doc():
         return {"dataset": spec, "seed": seed, "etas": etas, "variants": variants,
-                "recipe": rc, "rows": rows}
+                "recipe": {**rc, "reconstruct_ridge": ridge}, "rows": rows}
 
     record("dense", 0.0, dense, False, 0.0)
     for variant in variants:
@@ -318,41 +333,49 @@ def summarize(docs: list[dict], out: Path) -> str:
     return text
 
 
-def twin(variant: str) -> str:
-    """The magnitude run with the same schedule and compensation (magnitude-comp-g3 for
-    hybrid-0.25-comp-g3): what separates the score rule from the rest of the recipe."""
+def twin(variant: str, base: str = "magnitude") -> str:
+    """The ``base`` run (a baseline) with the same schedule, compensation and reconstruction
+    (magnitude-comp-g3 for hybrid-0.25-comp-g3, lap-rec for hybrid-0.25-rec): what separates
+    the score rule from the rest of the recipe."""
     sp = SPECS[variant]
-    return ("magnitude" + ("-comp" if sp["compensate"] else "")
+    return (base + ("-comp" if sp["compensate"] else "")
+            + ("-rec" if sp.get("reconstruct") else "")
             + (f"-g{sp['steps']}" if sp["steps"] > 1 else ""))
 
 
 def against_baselines(rs: list[dict], etas: list[float], variants: list[str]) -> list[str]:
     """Paired Δ accuracy (pp, mean ± standard error) of every Shapley variant against each
-    baseline (the goal's comparisons), against its magnitude twin (:func:`twin`) and, for the
-    fine-tuned networks, against the dense AE (as trained)."""
+    baseline (the goal's comparisons), against the baselines' twins with the same recipe
+    (:func:`twin`; "twin" is magnitude's, "twin lap" LAP's, ...) and, for the fine-tuned
+    networks, against the dense AE (as trained)."""
     shap = [v for v in variants if SPECS[v]["base"] == "shap"]
     base = [b for b in BASELINES if any(r["variant"] == b for r in rs)]
+    twins = [b for b in BASELINES if any(r["variant"] == twin(v, b) != b for v in shap
+                                         for r in rs)]
     lines = []
     for ft in modes(rs):
-        cols = [*base, "twin", *(["dense"] if ft else [])]
+        cols = [*base, *(("twin" if b == "magnitude" else f"twin {b}") for b in twins),
+                *(["dense"] if ft else [])]
         lines += [f"### Δ accuracy vs each baseline, {'fine-tuned' if ft else 'pruned only'} "
                   "(pp, mean ± standard error over seeds; twin: magnitude with the same "
-                  "--compensate/--steps)", "",
+                  "--compensate/--reconstruct/--steps, twin lap / twin global-magnitude: "
+                  "those baselines with them)", "",
                   "| variant | " + " | ".join(f"vs {b} η={e}" for e in etas for b in cols)
                   + " |", "|---|" + "---:|" * (len(etas) * len(cols))]
         for v in shap:
             cells = []
             for e in etas:
                 for b in cols:
+                    other = (twin(v, "magnitude" if b == "twin" else b.removeprefix("twin "))
+                             if b.startswith("twin") else b)
                     if b == "dense":
                         d = paired([{**r, "eta": e, "finetune": ft} if r["variant"] == "dense"
                                     else r for r in rs], v, e, ft, "classifier_accuracy", "dense")
-                    elif b == "twin":
-                        d = (paired(rs, v, e, ft, "classifier_accuracy", twin(v))
-                             if twin(v) != "magnitude" else np.array([]))
+                    elif b.startswith("twin") and other in BASELINES:
+                        d = np.array([])  # the plain baseline has its own column
                     else:
-                        d = paired(rs, v, e, ft, "classifier_accuracy", b)
-                    cells.append(fmt_se(d) + (f" ({twin(v)})" if b == "twin" and d.size
+                        d = paired(rs, v, e, ft, "classifier_accuracy", other)
+                    cells.append(fmt_se(d) + (f" ({other})" if b.startswith("twin") and d.size
                                               else ""))
             lines.append(f"| {v} | " + " | ".join(cells) + " |")
         lines.append("")
@@ -468,6 +491,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--pruned-only", action="store_true",
                     help="No fine-tuning (the goal's pruned-only sweep over many etas).")
+    ap.add_argument("--ridge", type=float, default=None,
+                    help="--reconstruct-ridge of the *-rec variants (default: the library's).")
     ap.add_argument("--machine-label", default=None,
                     help="Where this runs, recorded in every run file (default: platform, CPUs "
                          "and torch version).")
@@ -515,7 +540,7 @@ def main(argv: list[str] | None = None) -> int:
                     tmp.replace(path)
 
                 save(run_one(spec, seed, etas, variants, args.quiet, save,
-                             finetune=not args.pruned_only))
+                             finetune=not args.pruned_only, ridge=args.ridge))
     return 0
 
 

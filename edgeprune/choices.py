@@ -22,6 +22,9 @@ METHODS = ("shap-sae", "magnitude", "random", "lap")
 SCORE_RULES = ("paper", "rms", "hybrid")
 DEFAULT_SCORE_RULE = "hybrid"  # LI^0.25 * |w|^0.75: benchmarks/results/high_sparsity
 DEFAULT_ALPHA = 0.25  # the best fixed alpha in benchmarks/results/high_sparsity
+#: ``compress --reconstruct-ridge``: the ridge of the least-squares refit of the kept weights,
+#: relative to the mean input Gram diagonal (the lowest validation MSE, docs/architecture.md).
+DEFAULT_RECONSTRUCT_RIDGE = 1e-3
 #: What is pruned, in the order the stages run.
 GRANULARITIES = ("neuron", "link")
 #: Estimators of the neuron game (``edgeprune.shapley.neuron_game``).

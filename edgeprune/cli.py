@@ -433,6 +433,16 @@ class AlphaType(click.ParamType):
               help="Replace each pruned link by its mean instead of 0: every live unit's bias "
                    "is set to keep its mean pre-activation on the training split (the "
                    "consistent pruning for --reference mean; works with every --method).")
+@click.option("--reconstruct", is_flag=True,
+              help="After pruning, refit the kept weights and biases layer by layer (input to "
+                   "output) by least squares, so that each layer's pre-activations on the "
+                   "training split match the unpruned model's; the mask is not changed "
+                   "(works with every --method, --steps and --target-*; not for VAEs).")
+@click.option("--reconstruct-ridge", type=click.FloatRange(min=0), default=None,
+              metavar="LAMBDA",
+              help="Ridge of --reconstruct, relative to the mean diagonal of each layer's input "
+                   f"Gram matrix; pulls towards the pruned weights  [default: "
+                   f"{choices.DEFAULT_RECONSTRUCT_RIDGE:g}]")
 @click.option("--finetune-epochs", type=click.IntRange(0), default=0, show_default=True,
               help="Epochs of masked fine-tuning after pruning (pruned links stay zero).")
 @click.option("--codebook-epochs", type=click.IntRange(0), default=0, show_default=True,
