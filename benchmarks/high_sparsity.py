@@ -30,6 +30,13 @@ Variants (every one reachable from ``edgeprune compress``; :data:`SPECS`):
   ``shap-mean`` prunes them the paper's way (a pruned link is 0), ``shap-mean-comp`` and
   ``hybrid-A-mean-comp`` (``--score-rule hybrid --alpha A``) with ``--compensate``, as the game
   they were scored in says.
+* ``*-rec``: ``--reconstruct`` (edgeprune.prune.reconstruct): after the mask is chosen (after
+  each step with ``-g3``), the kept weights and biases are refit layer by layer, input to
+  output, by ridge least squares on the training split so that each layer's pre-activations on
+  the pruned network's own inputs match the dense network's (``--ridge``, default the
+  library's 1e-3). ``magnitude-rec``, ``lap-rec`` and ``global-magnitude-rec`` are the
+  baselines with the same refit (the report's "twin" columns pair each Shapley variant with
+  them).
 
 Paired differences: per seed, variant minus magnitude on the same dense model, data split and
 classifier; reported as mean +- std over seeds. The test split has 1,000 images (mnist5k), so one
@@ -446,8 +453,9 @@ def clip_off_scale(ax, diffs, n_bars, width, n_etas, floor=-15.0) -> None:
 
 #: The rows of the Figure-3-style plot (the paper's methods and the rules of this issue).
 FIGURE_VARIANTS = ("magnitude", "global-magnitude", "lap", "shap-sae", "hybrid-0.25",
-                   "hybrid-0.25-comp", "magnitude-comp", "hybrid-0.25-mean-comp",
-                   "shap-mean-comp", "hybrid-0.25-g3", "hybrid-0.25-comp-g3")
+                   "hybrid-0.25-comp", "magnitude-comp", "hybrid-0.25-g3",
+                   "hybrid-0.25-comp-g3", "magnitude-rec", "lap-rec", "global-magnitude-rec",
+                   "hybrid-0.25-rec", "hybrid-0.25-rec-g3")
 
 
 def plot_vs_eta(rows, etas, variants, datasets, path: Path) -> None:
@@ -468,7 +476,7 @@ def plot_vs_eta(rows, etas, variants, datasets, path: Path) -> None:
                     es.append(acc.std(ddof=1) / np.sqrt(acc.size) if acc.size > 1 else 0)
             if len(xs) > 1:
                 ax.errorbar(xs, ys, yerr=es, marker="o", ms=3, capsize=2, label=v,
-                            lw=2.2 if "comp" in v or "hybrid" in v else 1.0,
+                            lw=2.2 if "rec" in v else 1.0,
                             ls="-" if SPECS[v]["base"] == "shap" else "--")
         ax.set_xlabel("link sparsity η")
         ax.set_ylabel("classifier accuracy on reconstructions (%)")

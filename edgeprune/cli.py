@@ -433,11 +433,12 @@ class AlphaType(click.ParamType):
               help="Replace each pruned link by its mean instead of 0: every live unit's bias "
                    "is set to keep its mean pre-activation on the training split (the "
                    "consistent pruning for --reference mean; works with every --method).")
-@click.option("--reconstruct", is_flag=True,
+@click.option("--reconstruct/--no-reconstruct", default=None,
               help="After pruning, refit the kept weights and biases layer by layer (input to "
                    "output) by least squares, so that each layer's pre-activations on the "
                    "training split match the unpruned model's; the mask is not changed "
-                   "(works with every --method, --steps and --target-*; not for VAEs).")
+                   "(every --method, --steps and --target-*; not for VAEs).  [default: on for "
+                   "--method shap-sae without --compensate, off for the baselines and VAEs]")
 @click.option("--reconstruct-ridge", type=click.FloatRange(min=0), default=None,
               metavar="LAMBDA",
               help="Ridge of --reconstruct, relative to the mean diagonal of each layer's input "

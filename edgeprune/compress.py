@@ -64,7 +64,7 @@ class CompressOptions:
     alpha: float | str = DEFAULT_ALPHA  # hybrid: LI^alpha * |w|^(1 - alpha); or "auto"
     steps: int = 1  # gradual pruning: steps of the polynomial schedule towards --sparsity
     compensate: bool = False  # fold each pruned link's mean contribution into its unit's bias
-    reconstruct: bool = False  # refit kept weights + biases by layer-wise least squares
+    reconstruct: bool | None = None  # refit kept weights + biases (None: see reconstructs())
     reconstruct_ridge: float | None = None  # its ridge, relative (None: DEFAULT_RIDGE)
     target_macs: int | None = None  # instead of m / eta: the least sparsity within this budget
     target_size: int | None = None  # ... or within this many bytes of model.npz
@@ -161,10 +161,18 @@ class CompressOptions:
         if self.max_metric_drop is not None and self.export_options.quantize == "none":
             raise ModelError("--max-metric-drop guards quantization; add --quantize int8")
 
+    def reconstructs(self, kind: str | None = None) -> bool:
+        """Whether the kept weights are refit after pruning (``--reconstruct``): as given, or
+        by default for ``--method shap-sae`` link pruning without ``--compensate``, except for a
+        VAE (``kind``), which it does not support yet. The baselines stay the literature's."""
+        if self.reconstruct is not None:
+            return bool(self.reconstruct)
+        return (self.method == "shap-sae" and "link" in self.granularities()
+                and not self.compensate and kind != "vae")
 
     def _check_reconstruct(self) -> None:
         ridge = self.reconstruct_ridge
-        if ridge is not None and not self.reconstruct:
+        if ridge is not None and not self.reconstructs():
             raise ModelError("--reconstruct-ridge sets the ridge of --reconstruct; add "
                              "--reconstruct")
         if ridge is not None and (isinstance(ridge, bool) or not isinstance(ridge, (int, float))
@@ -324,7 +332,7 @@ def _refit(before: Network, result, ds: Dataset, opts: CompressOptions):
     """What happens to the kept links' values once the mask is chosen: ``--reconstruct``
     (layer-wise least squares, :mod:`edgeprune.prune.reconstruct`), ``--compensate`` (biases
     only) or nothing. Runs after every pruning pass (each step of --steps)."""
-    if not opts.reconstruct:
+    if not opts.reconstructs(before.kind):
         return _compensated(before, result, ds, opts)
     from dataclasses import replace
 

@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
                                       finetune_epochs=10,
                                       # the paper's m = 0.8 example (its eq. 3 scores), as the
                                       # README shows it; compress's default rule is hybrid
-                                      score_rule="paper",
+                                      score_rule="paper", reconstruct=False,
                                       provenance={"model": str(out / "model.pt")}))
     print(result.report)
     scoring = result.report.scoring

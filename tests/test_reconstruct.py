@@ -165,7 +165,8 @@ def test_cli_reconstruct_with_steps_and_target(tmp_path, small_model, npy_data):
 
 
 @pytest.mark.parametrize(("extra", "message"), [
-    (["--reconstruct-ridge", "0.1"], "add --reconstruct"),
+    (["--reconstruct-ridge", "0.1", "--method", "magnitude"], "add --reconstruct"),
+    (["--reconstruct-ridge", "0.1", "--no-reconstruct"], "add --reconstruct"),
     (["--reconstruct", "--compensate"], "drop --compensate"),
     (["--reconstruct-ridge", "-1", "--reconstruct"], "--reconstruct-ridge"),
 ])
@@ -186,3 +187,30 @@ def test_reconstruct_refusals_in_the_api():
     CompressOptions(sparsity=0.5, reconstruct=True, granularity="neuron,link",
                     strategy="svbottom:1", threshold=0.1).validate()
 
+
+
+def test_reconstruct_is_the_default_of_shap_sae_only(tmp_path, small_model, npy_data):
+    """On for --method shap-sae link pruning; off for the baselines, with --compensate, for
+    VAEs and with --no-reconstruct (the paper's exact pipeline: --score-rule paper
+    --no-reconstruct)."""
+    assert CompressOptions(sparsity=0.5).reconstructs()
+    assert not CompressOptions(sparsity=0.5, reconstruct=False).reconstructs()
+    assert not CompressOptions(sparsity=0.5, method="magnitude").reconstructs()
+    assert CompressOptions(sparsity=0.5, method="magnitude", reconstruct=True).reconstructs()
+    assert not CompressOptions(sparsity=0.5, compensate=True).reconstructs()
+    assert not CompressOptions(sparsity=0.5).reconstructs("vae")
+    with pytest.raises(EdgepruneError, match="add --reconstruct"):
+        CompressOptions(sparsity=0.5, method="lap", reconstruct_ridge=0.1).validate()
+    CompressOptions(sparsity=0.5, reconstruct_ridge=0.1).validate()  # shap-sae: on anyway
+    runner = CliRunner()
+    base = ["compress", str(small_model), "--data", npy_data, "--sparsity", "0.6", "--samples",
+            "32", "--export", "npz", "-q"]
+    got = {}
+    for name, extra in (("default", []), ("off", ["--no-reconstruct"]),
+                        ("paper", ["--score-rule", "paper", "--no-reconstruct"])):
+        r = runner.invoke(main, [*base, *extra, "-o", str(tmp_path / name)])
+        assert r.exit_code == 0, r.output
+        got[name] = json.loads((tmp_path / name / "report.json").read_text())
+    assert got["default"]["reconstruction"]["ridge"] == 1e-3
+    assert "reconstruction" not in got["off"] and "reconstruction" not in got["paper"]
+    assert got["paper"]["scoring"]["score_rule"] == "paper"
