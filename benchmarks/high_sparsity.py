@@ -235,22 +235,26 @@ def modes(rows: list[dict]) -> list[bool]:
 
 
 def unique_rows(docs: list[dict]) -> list[dict]:
-    """Every row once: a seed run in several processes (variants split) repeats its dense row."""
+    """Every row once: a seed run in several processes (variants split) repeats its dense row.
+    Each row gets ``pair``, the seed and the torch version it ran under: the same seed trained
+    under another torch version is another dense model, so rows pair only within one."""
     seen, rows = set(), []
     for d in docs:
+        torch = (d.get("machine") or {}).get("torch", "?")
         for r in d["rows"]:
-            key = (r["dataset"], r["variant"], r["eta"], r["finetune"], r["seed"])
+            key = (r["dataset"], r["variant"], r["eta"], r["finetune"], r["seed"], torch)
             if key not in seen:
                 seen.add(key)
-                rows.append(r)
+                rows.append({**r, "pair": f"{r['seed']}@{torch}"})
     return rows
 
 
 def paired(rows: list[dict], variant: str, eta: float, finetune: bool, key: str,
            against: str = "magnitude"):
-    """Per-seed differences variant - ``against`` (in pp for accuracy), seeds where both ran."""
+    """Per-seed differences variant - ``against`` (in pp for accuracy), seeds where both ran
+    (a seed is its ``pair`` key when rows have one: :func:`unique_rows`)."""
     def by_seed(v):
-        return {r["seed"]: r[key] for r in rows
+        return {r.get("pair", r["seed"]): r[key] for r in rows
                 if r["variant"] == v and r["eta"] == eta and r["finetune"] == finetune}
     a, m = by_seed(variant), by_seed(against)
     seeds = sorted(set(a) & set(m))
@@ -296,7 +300,8 @@ def summarize(docs: list[dict], out: Path) -> str:
              "docstring). Classifier accuracy on the reconstructions of the test split "
              "(mnist5k: 1,000 images, 0.1 pp each; digits: 540, 0.19 pp); Δ = variant − "
              "magnitude on the same seed (same dense model, split and classifier, so every "
-             "pair ran on one machine), mean ± std over seeds; the last tables give mean ± "
+             "pair ran on one machine; a seed run under two torch versions is two dense "
+             "models, paired separately), mean ± std over seeds; the last tables give mean ± "
              "standard error.", "", "Machines (every row of a seed ran on one of them):", "",
              *machines(docs), ""]
     for spec in datasets:
@@ -304,7 +309,8 @@ def summarize(docs: list[dict], out: Path) -> str:
         dense = [100 * r["classifier_accuracy"] for r in rs if r["variant"] == "dense"]
         sd = np.std(dense, ddof=1) if len(dense) > 1 else 0.0
         lines += [f"## {spec}", "", f"Dense AE: {np.mean(dense):.2f} ± {sd:.2f} % "
-                  f"({len(dense)} seeds)", ""]
+                  f"({len(dense)} dense models: seeds, each under the torch version it ran "
+                  "with)", ""]
         for ft in modes(rs):
             lines += [f"### {'fine-tuned (10 epochs)' if ft else 'pruned only'}", "",
                       "| variant | " + " | ".join(f"acc η={e} | Δ acc vs magnitude η={e} | "
