@@ -302,7 +302,8 @@ def summarize(docs: list[dict], out: Path) -> str:
              "magnitude on the same seed (same dense model, split and classifier, so every "
              "pair ran on one machine; a seed run under two torch versions is two dense "
              "models, paired separately), mean ± std over seeds; the last tables give mean ± "
-             "standard error.", "", "Machines (every row of a seed ran on one of them):", "",
+             "standard error.", "",
+             "Machines (the rows of one seed under one torch version ran on one of them):", "",
              *machines(docs), ""]
     for spec in datasets:
         rs = [r for r in rows if r["dataset"] == spec]
@@ -457,6 +458,8 @@ def clip_off_scale(ax, diffs, n_bars, width, n_etas, floor=-15.0) -> None:
                     fontsize=6, rotation=90, color="white")
 
 
+#: What ``compress --method shap-sae`` does by default (drawn in black).
+DEFAULT_VARIANT = "hybrid-0.25-rec"
 #: The rows of the Figure-3-style plot (the paper's methods and the rules of this issue).
 FIGURE_VARIANTS = ("magnitude", "global-magnitude", "lap", "shap-sae", "hybrid-0.25",
                    "hybrid-0.25-comp", "magnitude-comp", "hybrid-0.25-g3",
@@ -481,7 +484,9 @@ def plot_vs_eta(rows, etas, variants, datasets, path: Path) -> None:
                     ys.append(acc.mean())
                     es.append(acc.std(ddof=1) / np.sqrt(acc.size) if acc.size > 1 else 0)
             if len(xs) > 1:
-                ax.errorbar(xs, ys, yerr=es, marker="o", ms=3, capsize=2, label=v,
+                ax.errorbar(xs, ys, yerr=es, marker="o", ms=3, capsize=2,
+                            label=v + (" (default)" if v == DEFAULT_VARIANT else ""),
+                            color="k" if v == DEFAULT_VARIANT else None,
                             lw=2.2 if "rec" in v else 1.0,
                             ls="-" if SPECS[v]["base"] == "shap" else "--")
         ax.set_xlabel("link sparsity η")
