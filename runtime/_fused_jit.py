@@ -7,7 +7,18 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from .window_pack import avx512_available
+
 _jit = numba.njit(cache=True, fastmath=True, nogil=True, boundscheck=False, error_model="numpy")
+
+#: Meta entries before the layers' (HEAD) and per layer (LAYER_META) in :func:`forward_flat`.
+HEAD = 7
+LAYER_META = 12
+
+#: A ``window``-or-columns layer (kind 5) runs by columns when ``non-zero inputs * rows`` is at
+#: most this many times its window lanes: measured per element (x86-64, one thread, the eta 0.9
+#: MNIST autoencoder's layers) the window kernel costs ~1.2x a by-columns multiply-add.
+WINDOW_VS_COLS = 1.2
 
 
 @_jit
@@ -42,6 +53,15 @@ def nonzeros(h, nz):  # pragma: no cover - compiled
         if h[j] != 0:
             nz[n] = j
             n += 1
+    return n
+
+
+@_jit
+def count_nonzero(h):  # pragma: no cover - compiled
+    """How many entries of ``h`` are non-zero (a vectorised count: no positions written)."""
+    n = 0
+    for j in range(h.shape[0]):
+        n += h[j] != 0
     return n
 
 
@@ -88,6 +108,31 @@ def csr_rows(data, indices, indptr, h, y, b):  # pragma: no cover - compiled
         for q in range(indptr[i], indptr[i + 1]):
             s += data[q] * h[indices[q]]
         y[i] = s
+
+
+@_jit
+def window_matvec_portable(values, words, steps, h, y, b):  # pragma: no cover - compiled
+    """The window kernel (:mod:`edgeprune.runtime._avx512_jit`) in plain loops, lane by lane:
+    the same format and result, for hosts without AVX-512 (where the layout is never chosen
+    automatically) and as the reference the vector kernel is tested against."""
+    ns = y.shape[0] // 16
+    nw = (steps.shape[0] - 1) // ns
+    index = words.view(np.uint8)
+    for i in range(y.shape[0]):
+        y[i] = b[i]
+    for w in range(nw):
+        for s in range(ns):
+            for q in range(steps[w * ns + s], steps[w * ns + s + 1]):
+                for lane in range(16):
+                    y[16 * s + lane] += values[16 * q + lane] * h[32 * w + index[16 * q + lane]]
+
+
+if avx512_available():
+    from ._avx512_jit import dense_cols16 as cols_kernel
+    from ._avx512_jit import window_matvec
+else:
+    window_matvec = window_matvec_portable
+    cols_kernel = dense_cols  # the by-columns kernel the engine runs (its W.T padded to 16 rows)
 
 
 # float32 constants (a bare Python float would promote the arithmetic to float64)
@@ -154,22 +199,33 @@ def forward_flat(x, out, f, meta, ints):  # pragma: no cover - compiled
     three, so that the dispatch unboxes five arguments (one per layer array cost ~4 µs).
 
     ``f`` (float32): weights, CSR values, biases, slopes, buffers; ``ints`` (int32): CSR
-    indices and row pointers; ``meta`` (int64): ``[n_layers, n_in, in_off, n_out, perm_off,
-    last_off]``, then 10 per layer ``[kind, act, rows, cols, w_off, b_off, h_off, y_off, ix_off,
-    ip_off]`` (offsets into ``f`` or ``ints``; the slope sits at ``f[b_off + rows]``), then the
-    input index and the output permutation. ``kind``: 0 dense by rows (``[W | b]``), 1 CSR,
-    2 dense by columns (``W.T`` at ``w_off``, zero inputs skipped; ``ix_off``: its int32
-    scratch), 3 either, per call (``[W | b]`` at ``w_off``, ``W.T`` at ``ip_off``): by columns
-    when at most 3/4 of the inputs are non-zero."""
+    indices and row pointers, window indices and steps, scratch; ``meta`` (int64):
+    ``[n_layers, n_in, in_off, n_out, perm_off, last_off, index_off]`` (:data:`HEAD`), then
+    :data:`LAYER_META` per layer
+    ``[kind, act, rows, cols, w_off, b_off, h_off, y_off, ix_off, ip_off, t_off, nz_off]``
+    (offsets into ``f`` or ``ints``; every bias and output buffer is padded with zeros to a
+    multiple of 16 rows, the slope sits right after the padded bias). The input index and the
+    output permutation are int32 in ``ints`` (at ``index_off``, ``perm_off``: read as unsigned,
+    which spares the wraparound test of a signed index: 0.18 against 0.56 µs for 784 outputs).
+    ``kind``: 0 dense by rows (``[W | b]``), 1 CSR, 2 dense by
+    columns (``W.T`` at ``w_off``, each column padded to 16 rows, zero inputs skipped;
+    ``ix_off``: its int32 scratch), 3 either, per call (``[W | b]`` at ``w_off``, ``W.T`` at
+    ``ip_off``): by columns when at most 3/4 of the inputs are non-zero; 4 window
+    (:mod:`edgeprune.runtime.window_pack`: values at ``w_off``, byte indices at ``ix_off``,
+    steps at ``ip_off``; the input buffer padded to 32 columns); 5 window or, per call, by
+    columns (``W.T`` at ``t_off``, scratch at ``nz_off``) when ``non-zero inputs * rows <=
+    WINDOW_VS_COLS * lanes``. By columns runs :data:`cols_kernel` (512-bit on AVX-512 hosts)."""
     n, n_in, in_off, n_out, perm_off, last_off = (meta[0], meta[1], meta[2], meta[3], meta[4],
                                                   meta[5])
-    idx = 6 + 10 * n
+    index = ints[meta[6]:meta[6] + n_in]
+    first = f[in_off:in_off + n_in]
     for j in range(n_in):
-        f[in_off + j] = x[meta[idx + j]]
+        first[j] = x[np.uint32(index[j])]
     for k in range(n):
-        m = 6 + 10 * k
+        m = HEAD + LAYER_META * k
         kind, act, r, c = meta[m], meta[m + 1], meta[m + 2], meta[m + 3]
         w_off, b_off, h_off, y_off = meta[m + 4], meta[m + 5], meta[m + 6], meta[m + 7]
+        rp = (r + 15) // 16 * 16
         h = f[h_off:h_off + c]
         y = f[y_off:y_off + r]
         b = f[b_off:b_off + r]
@@ -180,13 +236,28 @@ def forward_flat(x, out, f, meta, ints):  # pragma: no cover - compiled
             nnz = nonzeros(h, nz)
             if kind == 2 or nnz * 4 <= c * 3:  # adaptive (3): by columns at <= 3/4 non-zero
                 t_off = w_off if kind == 2 else meta[m + 9]
-                dense_cols(f[t_off:t_off + c * r].reshape((c, r)), h, y, b, nz, nnz)
+                cols_kernel(f[t_off:t_off + c * rp].reshape((c, rp)), h, f[y_off:y_off + rp],
+                            f[b_off:b_off + rp], nz, nnz)
             else:
                 dense_rows(f[w_off:w_off + r * (c + 1)].reshape((r, c + 1)), h, y, b)
+        elif kind == 4 or kind == 5:
+            steps = ints[meta[m + 9]:meta[m + 9] + (rp // 16) * ((c + 31) // 32) + 1]
+            if (kind == 5 and count_nonzero(h) * r
+                    <= WINDOW_VS_COLS * 16 * steps[steps.shape[0] - 1]):
+                nz = ints[meta[m + 11]:meta[m + 11] + c]
+                t_off = meta[m + 10]
+                cols_kernel(f[t_off:t_off + c * rp].reshape((c, rp)), h, f[y_off:y_off + rp],
+                            f[b_off:b_off + rp], nz, nonzeros(h, nz))
+            else:
+                window_matvec(f[w_off:], ints[meta[m + 8]:], steps,
+                              f[h_off:h_off + (c + 31) // 32 * 32], f[y_off:y_off + rp],
+                              f[b_off:b_off + rp])
         else:
             ip = ints[meta[m + 9]:meta[m + 9] + r + 1]
             nnz = ip[r]
             csr_rows(f[w_off:w_off + nnz], ints[meta[m + 8]:meta[m + 8] + nnz], ip, h, y, b)
-        activate(y, act, f[b_off + r])
+        activate(y, act, f[b_off + rp])
+    perm = ints[perm_off:perm_off + n_out]
+    last = f[last_off:]
     for p in range(n_out):
-        out[p] = f[last_off + meta[perm_off + p]]
+        out[p] = last[np.uint32(perm[p])]

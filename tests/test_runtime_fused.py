@@ -10,7 +10,7 @@ import pytest
 
 from edgeprune.exporters.csr import save_bundle
 from edgeprune.runtime import fused as fused_module
-from edgeprune.runtime import load
+from edgeprune.runtime import load, window_pack
 from edgeprune.runtime.errors import EdgepruneError
 from tests.test_runtime import NETS, make_empty
 
@@ -168,6 +168,8 @@ def test_dense_by_columns_matches_numpy_path(net_and_path, min_rows, monkeypatch
     the small test nets take that path); inputs with many exact zeros, every layer dense."""
     pytest.importorskip("numba")
     monkeypatch.setattr(fused_module, "COLS_MIN_ROWS", min_rows)
+    # the layouts of hosts without AVX-512 (the kernels stay this host's: same data layout)
+    monkeypatch.setattr(window_pack, "avx512_available", lambda: False)
     net, path = net_and_path
     plain, fast = load(path, kernel="dense"), load(path, kernel="dense", engine="numba")
     layouts = fused_module.dense_layouts(fast._ops, fast.kernels, None)
@@ -183,10 +185,12 @@ def test_dense_by_columns_matches_numpy_path(net_and_path, min_rows, monkeypatch
         assert np.abs(fast(row) - net.forward(row[None])[0]).max() <= 1e-5
 
 
-def test_dense_by_columns_wide_layers(tmp_path: Path) -> None:
+def test_dense_by_columns_wide_layers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A relu chain wide enough for the default rule (>= COLS_MIN_ROWS rows): four-column blocks
     and their remainder, all-zero and all-live inputs, against the NumPy path."""
     pytest.importorskip("numba")
+    # the layouts of hosts without AVX-512 (the kernels stay this host's: same data layout)
+    monkeypatch.setattr(window_pack, "avx512_available", lambda: False)
     from edgeprune.runtime.bench.calibrate import random_layer
     from edgeprune.runtime.bundle import Bundle, LayerArrays
     from edgeprune.runtime.model import BundleModel

@@ -83,6 +83,43 @@ def _layer_inputs(model: Any, x: np.ndarray) -> list[np.ndarray]:
     return inputs
 
 
+def _aligned(shape: tuple[int, ...]) -> np.ndarray:
+    """Zeros whose first element sits on a 64-byte boundary, as the engine's pool."""
+    size = int(np.prod(shape))
+    buf = np.zeros(size + 16, np.float32)
+    start = (-buf.ctypes.data // 4) % 16
+    return buf[start:start + size].reshape(shape)
+
+
+def _window_call(fused: Any, k: int, h: np.ndarray, layout: str) -> tuple[Any, str]:
+    """The compiled kernel call of window layer ``k`` of ``fused`` on its input ``h`` (original
+    order) and the layout that input makes it run: the packed arrays are the engine's own."""
+    from .. import _fused_jit as jit
+
+    at = jit.HEAD + jit.LAYER_META * k
+    kind, _, rows, cols, w_off, b_off, *_, ix_off, ip_off, t_off, nz_off = (
+        int(v) for v in fused.meta[at:at + jit.LAYER_META])
+    order = fused.row_orders[k - 1] if k else None
+    table = _aligned((-(-cols // 32) * 32,))
+    table[:cols] = h if order is None else h[order]
+    padded = -(-rows // 16) * 16
+    steps = fused.ints[ip_off:ip_off + (padded // 16) * (table.size // 32) + 1]
+    y = _aligned((padded,))
+    b = fused.floats[b_off:b_off + padded]
+    nz = np.zeros(cols, np.int32)
+    if layout == "window_or_cols" and (jit.nonzeros(table[:cols], nz) * rows
+                                       <= jit.WINDOW_VS_COLS * 16 * int(steps[-1])):
+        w_t = fused.floats[t_off:t_off + cols * padded].reshape(cols, padded)
+
+        def by_cols(_x, w_t=w_t, h=table[:cols], y=y, b=b, nz=nz):
+            jit.cols_kernel(w_t, h, y, b, nz, jit.nonzeros(h, nz))
+        return by_cols, "cols"
+
+    def window(_x, a=(fused.floats[w_off:], fused.ints[ix_off:], steps, table, y, b)):
+        jit.window_matvec(*a)
+    return window, "window"
+
+
 def fused_floor(model: Any, x: np.ndarray, *, warmup: int = 20, runs: int = 200,
                 min_time: float = 0.05) -> dict[str, Any]:
     """Per layer of an ``engine="numba"`` model: p50 µs of its compiled layer kernel alone
@@ -97,27 +134,34 @@ def fused_floor(model: Any, x: np.ndarray, *, warmup: int = 20, runs: int = 200,
     if fused is None:
         raise ValueError("fused_floor needs a model loaded with engine='numba'")
     layers, total = [], 0.0
-    for ops, layout, h in zip(model._ops, fused.layouts, _layer_inputs(model, x)):  # noqa: SLF001
+    inputs = _layer_inputs(model, x)
+    for k, (ops, layout, h) in enumerate(zip(model._ops, fused.layouts, inputs)):  # noqa: SLF001
         rows, cols = ops.shape
         y = np.zeros(rows, np.float32)
         b, m = ops.bias, ops.matrix
         nz = np.zeros(cols, np.int32)
         by_cols = layout == "cols" or (layout == "either"
                                        and jit.nonzeros(h, nz) * 4 <= cols * 3)
-        if layout == "csr":
+        if layout.startswith("window"):
+            call, ran = _window_call(fused, k, h, layout)
+        elif layout == "csr":
             def call(_x, a=(m.data, m.indices, m.indptr, h, y, b)):
                 jit.csr_rows(*a)
-        elif by_cols:
-            w_t = np.ascontiguousarray(ops.weight.T)
+        elif by_cols:  # the engine's by-columns kernel: W.T and y padded to 16 rows
+            padded = -(-rows // 16) * 16
+            w_t = _aligned((cols, padded))
+            w_t[:, :rows] = ops.weight.T
+            y, b = _aligned((padded,)), np.append(b, np.zeros(padded - rows, np.float32))
 
             def call(_x, w_t=w_t, h=h, y=y, b=b, nz=nz):
-                jit.dense_cols(w_t, h, y, b, nz, jit.nonzeros(h, nz))
+                jit.cols_kernel(w_t, h, y, b, nz, jit.nonzeros(h, nz))
         else:
             def call(_x, a=(ops.weight_bias, h, y, b)):
                 jit.dense_rows(*a)
+        if not layout.startswith("window"):
+            ran = "cols" if by_cols else ("rows" if layout == "either" else layout)
         us = percentiles(time_calls(call, None, warmup=warmup, runs=runs, min_time=min_time),
                          (50,))[0] / 1e3
-        ran = "cols" if by_cols else ("rows" if layout == "either" else layout)
         layers.append({"shape": [rows, cols], "layout": ran,
                        "zero_inputs": float(np.mean(h == 0)) if h.size else 0.0, "us": us})
         total += us
