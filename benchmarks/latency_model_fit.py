@@ -5,11 +5,14 @@ Usage: python benchmarks/latency_model_fit.py [--latency benchmarks/results/runt
        [--target-us 15] [--out benchmarks/results/latency_target]
 
 1. Reads ``latency.json`` of ``benchmarks/runtime_latency.py``: per layer of every model its raw
-   dense and CSR kernel times at batch 1, and each model's end-to-end ``edgeprune-auto`` p50.
+   dense and CSR kernel times at batch 1 (dense: in the layout the engine's one-sample plans run,
+   ``dense_cols_us`` on x86-64), and each model's end-to-end ``edgeprune-auto`` p50.
    Least squares: dense µs on rows·(cols+1), CSR µs on non-zeros and rows, then the per-call and
    per-row (bias, activation) remainder on the end-to-end times. Writes ``cost_model.json`` (the
    coefficients that ``latency_model.BUILTIN`` holds for this host, and predicted vs measured
-   per model: in-sample).
+   per model: in-sample). With numba installed, it also times the numba engine on the same
+   models (every layer forced dense, forced CSR, and auto; interleaved) and fits that engine's
+   coefficients (``latency_model.BUILTIN_NUMBA``, ``compress --latency-engine numba``).
 2. Runs ``compress --target-latency`` on the same MNIST autoencoder and scores (the built-in
    coefficients), then measures, interleaved (one thread, fastest of 5 rounds of p50s), the
    result and the η = 0.9 link-pruned model in the default and the numba engine and in LiteRT,
@@ -32,6 +35,20 @@ from common import CACHE, RESULTS, mnist_autoencoder, mnist_scores
 
 from edgeprune.compress import CompressOptions, compress
 from edgeprune.runtime.bench.latency_model import LatencyModel, predict_us
+from edgeprune.runtime.plan import DENSE_LAYOUT
+
+
+def relative_nnls(x: list, y: list, scale: list | None = None) -> np.ndarray:
+    """Non-negative least squares of ``x @ c ≈ y`` on relative errors (each row divided by its
+    ``scale``, default ``y``): costs are never negative, and a 2 µs layer counts as much as a
+    200 µs one (plain least squares let the largest times decide and clipped what went
+    negative, which left the small models' predictions far off)."""
+    from scipy.optimize import nnls
+
+    w = 1.0 / np.asarray(scale if scale is not None else y, dtype=np.float64)
+    coef, _ = nnls(np.asarray(x, dtype=np.float64) * w[:, None],
+                   np.asarray(y, dtype=np.float64) * w)
+    return coef
 
 
 def fit(latency: dict) -> tuple[LatencyModel, list[dict]]:
@@ -46,13 +63,15 @@ def fit(latency: dict) -> tuple[LatencyModel, list[dict]]:
             r, c = layer["shape"]
             nnz = round(layer["density"] * r * c)
             dense_x.append([1.0, r * (c + 1) / 1e3])
-            dense_y.append(layer["dense_us"])
+            # the product the engine runs at batch 1: np.dot(h, W_T) on x86-64 (runtime/plan.py)
+            dense_y.append(layer.get("dense_cols_us", layer["dense_us"])
+                           if DENSE_LAYOUT == "cols" else layer["dense_us"])
             csr_x.append([1.0, nnz / 1e3, r / 1e3])
             csr_y.append(layer["csr_us"])
             shapes.append((r, c, nnz))
         models[f["artifact"]] = shapes
-    (d0, d1), *_ = np.linalg.lstsq(np.array(dense_x), np.array(dense_y), rcond=None)
-    (s0, s1, s2), *_ = np.linalg.lstsq(np.array(csr_x), np.array(csr_y), rcond=None)
+    d0, d1 = relative_nnls(dense_x, dense_y)
+    s0, s1, s2 = relative_nnls(csr_x, csr_y)
     kernels = LatencyModel(0.0, max(d0, 0.0), max(d1, 0.0), max(s0, 0.0), max(s1, 0.0),
                            max(s2, 0.0), 0.0, source="kernels only")
     e2e = {r["artifact"]: r["p50_us"] for r in latency["latency"]
@@ -61,12 +80,63 @@ def fit(latency: dict) -> tuple[LatencyModel, list[dict]]:
     for art, shapes in models.items():
         rows_x.append([1.0, sum(r for r, _, _ in shapes) / 1e3])
         rest_y.append(e2e[art] - predict_us(shapes, kernels)["total_us"])
-    (c0, c1), *_ = np.linalg.lstsq(np.array(rows_x), np.array(rest_y), rcond=None)
+    c0, c1 = relative_nnls(rows_x, rest_y, scale=list(e2e.values()))
     coef = [round(float(max(v, 0.0)), 4) for v in (c0, d0, d1, s0, s1, s2, c1)]
     model = LatencyModel(*coef, source="built-in x86_64")
     check = [{"model": Path(art).parent.name, "measured_us": e2e[art],
               "predicted_us": round(predict_us(shapes, model)["total_us"], 2)}
              for art, shapes in models.items()]
+    return model, check
+
+
+def fit_numba(bundles: list[Path], rounds: int = 5) -> tuple[LatencyModel, list[dict]]:
+    """The numba engine's coefficients: its one-sample p50 on every model with all layers
+    forced dense and forced CSR (interleaved, one thread, fastest of ``rounds``), least squares
+    of ``call_us + dense_ns * sum rows * (cols + 1) + csr_ns * sum nnz + act_ns * sum rows``
+    (one compiled call per sample: no per-layer call term), leaving out forced runs over 3x the
+    model's ``auto`` time. Returns it and the in-sample check
+    (the auto-kernel prediction against the measured ``engine="numba"`` default too)."""
+    from edgeprune.runtime import load
+    from edgeprune.runtime.bench.harness import blas_threads
+
+    x = np.random.default_rng(0).random(784, dtype=np.float32)
+    cands, design = {}, {}
+    for path in bundles:
+        shapes = [(i.shape[0], i.shape[1], i.nnz) for i in load(path).layers]
+        for kernel in ("dense", "csr", "auto"):
+            model = load(path, engine="numba", kernel=kernel)
+            model(x)  # compile or load the cache
+            name = f"{path.parent.name} {kernel}"
+            cands[name] = lambda m=model: m(x)
+            design[name] = (kernel, shapes)
+    with blas_threads(1):
+        times = interleaved(cands, rounds=rounds)
+    rows, ys = [], []
+    for name, (kernel, shapes) in design.items():
+        auto = times[name.rsplit(" ", 1)[0] + " auto"]
+        if kernel == "auto" or times[name] > 3 * auto:
+            # a forced kernel far from the engine's own choice (e.g. its sparse kernels on a
+            # dense model: another code path) says nothing about the budgets searched
+            continue
+        macs = sum(r * (c + 1) for r, c, _ in shapes) if kernel == "dense" else 0
+        nnz = sum(n for _, _, n in shapes) if kernel == "csr" else 0
+        rows.append([1.0, macs / 1e3, nnz / 1e3, sum(r for r, _, _ in shapes) / 1e3])
+        ys.append(times[name])
+    c0, d1, s1, a1 = relative_nnls(rows, ys)
+    coef = [round(float(max(v, 0.0)), 4) for v in (c0, d1, s1, a1)]
+    model = LatencyModel(call_us=coef[0], dense_call_us=0.0, dense_ns=coef[1], csr_call_us=0.0,
+                         csr_ns=coef[2], csr_row_ns=0.0, act_ns=coef[3],
+                         source="built-in x86_64, numba engine")
+    def predicted(kernel: str, shapes: list[tuple[int, int, int]]) -> float:
+        if kernel == "auto":
+            return predict_us(shapes, model)["total_us"]
+        work = sum(model.dense_ns * r * (c + 1) if kernel == "dense" else model.csr_ns * n
+                   for r, c, n in shapes)
+        return model.call_us + (work + model.act_ns * sum(r for r, _, _ in shapes)) / 1e3
+
+    check = [{"model": name, "measured_us": round(times[name], 2),
+              "predicted_us": round(predicted(kernel, shapes), 2)}
+             for name, (kernel, shapes) in design.items()]
     return model, check
 
 
@@ -178,16 +248,34 @@ def main() -> int:
     ap.add_argument("--fit-only", action="store_true")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    model, check = fit(json.loads((args.latency / "latency.json").read_text()))
-    (args.out / "cost_model.json").write_text(json.dumps(
-        {"coefficients": model.to_dict(), "in_sample": check,
-         "from": str(args.latency / "latency.json")}, indent=2) + "\n")
+    latency = json.loads((args.latency / "latency.json").read_text())
+    model, check = fit(latency)
+    record = {"coefficients": model.to_dict(), "in_sample": check,
+              "from": str(args.latency / "latency.json")}
     lines = ["# The batch-1 cost model and `compress --target-latency`", "",
-             "Coefficients (least squares on the runtime_latency run's raw kernels and "
-             f"end-to-end auto p50s, measured on this host): `{model.to_dict()}`", "",
-             "| model | measured auto µs | predicted µs (in-sample) |", "|---|---:|---:|",
+             "Coefficients of the NumPy engine (least squares on the runtime_latency run's raw "
+             f"kernels and end-to-end auto p50s, measured on this host): `{model.to_dict()}`",
+             "", "| model | measured auto µs | predicted µs (in-sample) |", "|---|---:|---:|",
              *[f"| {c['model']} | {c['measured_us']:.1f} | {c['predicted_us']:.1f} |"
                for c in check]]
+    from edgeprune.runtime import fused
+
+    if fused.available():
+        loads = [os.getloadavg()[0]]
+        numba_model, numba_check = fit_numba(
+            sorted({Path(f["artifact"]) for f in latency["kernel_floor"]}))
+        loads.append(os.getloadavg()[0])
+        record["numba"] = {"coefficients": numba_model.to_dict(), "in_sample": numba_check,
+                           "load_average": loads}
+        lines += ["", "Coefficients of the numba engine (least squares on its one-sample p50s "
+                  "with every layer forced dense and forced CSR, measured here interleaved, "
+                  f"load average {min(loads):.1f}-{max(loads):.1f}): "
+                  f"`{numba_model.to_dict()}`", "",
+                  "| model, kernels | measured numba µs | predicted µs (forced: in-sample; auto: "
+                  "out of sample) |", "|---|---:|---:|",
+                  *[f"| {c['model']} | {c['measured_us']:.1f} | {c['predicted_us']:.1f} |"
+                    for c in numba_check]]
+    (args.out / "cost_model.json").write_text(json.dumps(record, indent=2) + "\n")
     if not args.fit_only:
         os.environ["EDGEPRUNE_HOME"] = tempfile.mkdtemp(prefix="edgeprune_home_")
         run = target_run(args.target_us, args.out)

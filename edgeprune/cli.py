@@ -409,9 +409,13 @@ class AlphaType(click.ParamType):
                    "little as that allows.")
 @click.option("--target-latency", type=click.FloatRange(min=0, min_open=True), default=None,
               metavar="US",
-              help="Budget: at most US microseconds per sample (batch 1, the runtime's default "
-                   "engine, predicted by this machine's kernel cost model); removes whole units "
+              help="Budget: at most US microseconds per sample (batch 1, in --latency-engine, "
+                   "predicted by this machine's kernel cost model); removes whole units "
                    "where that costs less validation loss than removing links.")
+@click.option("--latency-engine", type=click.Choice(["numpy", "numba"]), default="numpy",
+              show_default=True,
+              help="With --target-latency: the runtime engine whose one-sample latency the "
+                   "budget is for (numba: load(path, engine='numba'), needs numba).")
 @click.option("--method", default="shap-sae", show_default=True,
               type=click.Choice(choices.METHODS),
               help="Link scores: Shapley values (SHAP-SAE) or a baseline.")

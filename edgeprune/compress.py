@@ -69,6 +69,7 @@ class CompressOptions:
     target_macs: int | None = None  # instead of m / eta: the least sparsity within this budget
     target_size: int | None = None  # ... or within this many bytes of model.npz
     target_latency: float | None = None  # ... or a predicted batch-1 latency (µs), units traded
+    latency_engine: str = "numpy"  # the runtime engine --target-latency predicts: numpy, numba
     # neuron pruning (edgeprune.prune.neuron_walk): units first, then links
     granularity: str = "link"  # "link", "neuron" or "neuron,link"
     strategy: str | None = None  # svbottom:k, svbottom-p:p, svbucket:p, random:k, wbottom:k
@@ -114,6 +115,15 @@ class CompressOptions:
                 and math.isfinite(self.target_latency) and self.target_latency > 0):
             raise ModelError(f"--target-latency {self.target_latency}: must be a number of "
                              "microseconds > 0, e.g. 15")
+        if self.latency_engine not in ("numpy", "numba"):
+            raise ModelError(f"--latency-engine {self.latency_engine!r}: expected numpy or "
+                             "numba")
+        if self.latency_engine == "numba" and self.target_latency is not None:
+            from edgeprune.runtime import fused
+
+            if not fused.available():
+                raise ModelError("--latency-engine numba needs numba, which is not installed "
+                                 "(pip install 'edgeprune[fast]')")
         for name, value in (("--target-macs", self.target_macs),
                             ("--target-size", self.target_size)):
             if value is not None and (isinstance(value, bool) or int(value) != value
@@ -303,7 +313,9 @@ def _prune_links(work: Network, ds: Dataset, opts: CompressOptions, metadata: di
         from edgeprune.runtime.bench.latency_model import latency_model_for
 
         result, search = prune_to_latency(work, scores, float(opts.target_latency),
-                                          latency_model_for(), validation_loss(ds), opts.quiet)
+                                          latency_model_for(engine=opts.latency_engine),
+                                          validation_loss(ds), opts.quiet)
+        search["engine"] = opts.latency_engine
         return (_refit(work, result, ds, opts), {**(scoring or {}), "target": search}, None,
                 opts.finetune_epochs)
     if opts.target_macs is not None or opts.target_size is not None:
@@ -496,7 +508,8 @@ def _write_outputs(staging: Path, net, pruned, compact_net, ds, opts, report: Co
     if target and target["kind"] == "latency":  # predicted vs measured, here
         from edgeprune.prune.latency_target import measure_us
 
-        target["measured_us_this_host"] = measure_us(artifacts["npz"]["path"])
+        target["measured_us_this_host"] = measure_us(artifacts["npz"]["path"],
+                                                     engine=target.get("engine", "numpy"))
     report.artifacts = {fmt: {k: v for k, v in a.items() if k != "path"}
                         for fmt, a in artifacts.items()}
     if opts.export_options.quantize != "none":

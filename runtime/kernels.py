@@ -204,6 +204,7 @@ class LayerOps:
         # The dense weight carries the bias as one more column, ``[W | b]``: against an input
         # buffer whose extra last row is 1 the product is ``W @ h + b`` in one BLAS call.
         self.weight_bias: np.ndarray | None = None
+        self._arrays: dict[tuple[str, float], tuple[np.ndarray, ...]] = {}
         if need_dense:
             rows, cols = layer.shape
             self.weight_bias = np.empty((rows, cols + 1), dtype=np.float32)
@@ -214,6 +215,30 @@ class LayerOps:
     def weight(self) -> np.ndarray | None:
         """The dense float32 ``(rows, cols)`` weight (a view of :attr:`weight_bias`), if built."""
         return None if self.weight_bias is None else self.weight_bias[:, : self.shape[1]]
+
+    def arrays_for(self, layout: str, scale: float = 1.0) -> tuple[np.ndarray, ...]:
+        """This layer's arrays for a product in ``layout``, every value times ``scale``:
+        ``"rows"``: ``([W | b],)`` (rows, cols + 1); ``"cols"``: ``([W | b].T,)`` C-contiguous
+        (cols + 1, rows), the bias as the last row; ``"csr"``: ``(data, bias)`` (the bundle's
+        own arrays at scale 1). Built once and kept: clones share them (read-only)."""
+        key = (layout, float(scale))
+        found = self._arrays.get(key)
+        if found is not None:
+            return found
+        if layout == "csr":
+            made: tuple[np.ndarray, ...] = (self.matrix.data, self.bias)
+        elif self.weight_bias is None:
+            raise ValueError("dense kernel requested but the dense weight was not built")
+        elif layout == "rows":
+            made = (self.weight_bias,)
+        elif layout == "cols":
+            made = (np.ascontiguousarray(self.weight_bias.T),)
+        else:
+            raise ValueError(f"unknown layout {layout!r}; expected 'rows', 'cols' or 'csr'")
+        if scale != 1.0:  # scaling by a power of two is exact: the products stay bit-equal
+            made = tuple((a * np.float32(scale)).astype(np.float32) for a in made)
+        self._arrays[key] = made
+        return made
 
     @property
     def kernels(self) -> tuple[str, ...]:

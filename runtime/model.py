@@ -35,11 +35,13 @@ from .bundle import Bundle, read_bundle
 from .errors import EdgepruneError
 from .kernel_profile import KernelProfile
 from .kernels import KERNELS, LayerOps, Op, resolve_profile
+from .plan import SamplePlan, sample_plan
 
 __all__ = ["ENGINES", "MAX_PLANS", "BundleModel", "LayerInfo", "load"]
 
 MAX_PLANS = 8
 _F32 = np.dtype(np.float32)
+_NDARRAY = np.ndarray
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,8 @@ class _Route:
     widths: list[int]  # float32 buffer widths per sample: gathered input, layers, scratch, result
     vec: _Plan | None = None
     fused: Any = None  # a fused.FusedForward for one-sample calls (engine="numba")
+    sample: SamplePlan | None = None  # the one-sample functions (engine="numpy"; see plan.py)
+    fast: dict[tuple[int, ...], Any] | None = None  # float32 input shape -> its one-sample call
 
 
 def _is_arange(index: np.ndarray, width: int) -> bool:
@@ -180,6 +184,7 @@ class BundleModel:
         self._latent_layer = bundle.latent_layer
         self._routes = self._make_routes()
         self._fused_forward = self._routes["forward"].fused
+        self._fast = self._routes["forward"].fast or {}
         self._logvar_model = self._make_logvar_model(names, profile)
 
     def _make_logvar_model(self, names: list[str], profile: Any) -> BundleModel | None:
@@ -231,6 +236,12 @@ class BundleModel:
                 r.fused = _fused.FusedForward(
                     self._ops[start:stop], kerns, index, perm, r.dead_const,
                     _fused.dense_layouts(self._ops[start:stop], kerns, before), width)
+            else:
+                r.sample = sample_plan(self._ops[start:stop], self.kernels_for(1)[start:stop],
+                                       index, r.gather_all, out_index, perm, r.dead_const,
+                                       scatter_all)
+                if r.sample is not None:
+                    r.fast = {(width,): r.sample.one, (1, width): r.sample.row}
             return r
 
         routes = {"forward": route("input", b.input_dim, b.input_index, 0, n, b.output_const,
@@ -324,6 +335,7 @@ class BundleModel:
         twin = copy.copy(self)
         twin._routes = twin._make_routes()
         twin._fused_forward = twin._routes["forward"].fused
+        twin._fast = twin._routes["forward"].fast or {}
         if self._logvar_model is not None:
             twin._logvar_model = self._logvar_model.clone()
         return twin
@@ -342,7 +354,14 @@ class BundleModel:
         ``out``: an optional C-contiguous float32 array of the result's shape to write into.
         """
         fused = self._fused_forward
-        if (fused is not None and out is None and type(x) is np.ndarray and x.dtype == _F32
+        if fused is None:
+            if out is None and type(x) is _NDARRAY and x.dtype is _F32:
+                # One float32 sample, (input_dim,) or (1, input_dim): straight to the route's
+                # generated one-sample function (plan.py); anything else is checked by _run.
+                fast = self._fast.get(x.shape)
+                if fast is not None:
+                    return fast(x)
+        elif (out is None and type(x) is np.ndarray and x.dtype == _F32
                 and x.shape == fused.in_shape and x.flags.c_contiguous):
             # engine="numba", one float32 sample: straight to the compiled call (each check
             # and view of the general path costs ~0.1-0.3 µs, on a ~15 µs call)
@@ -476,6 +495,10 @@ class BundleModel:
             )
 
     def _run(self, route: _Route, x: Any, out: np.ndarray | None) -> np.ndarray:
+        if out is None and route.fast is not None and type(x) is _NDARRAY and x.dtype is _F32:
+            fast = route.fast.get(x.shape)
+            if fast is not None:
+                return fast(x)
         arr = x if type(x) is np.ndarray else np.asarray(x)
         if arr.ndim not in (1, 2) or arr.shape[-1] != route.width:
             raise ValueError(
@@ -503,6 +526,13 @@ class BundleModel:
             if src.dtype != np.float32 or not src.flags.c_contiguous:
                 src = np.ascontiguousarray(src, dtype=np.float32)
             route.fused.run(src, out.reshape(-1))
+            return out
+        if vec and route.sample is not None:  # one sample, not float32 or with out=
+            src = (arr if single else arr[0]).astype(np.float32, copy=False)
+            if out is None:
+                result = route.sample.one(src)
+                return result if single else result.reshape(shape)
+            route.sample.into(src, out.reshape(-1))
             return out
         if not vec and n not in route.plans:
             self._check_batch(route, n)

@@ -127,3 +127,37 @@ def test_options_refuse_a_bad_latency_budget():
     with pytest.raises(ModelError, match="exactly one of"):
         CompressOptions(target_latency=10.0, sparsity=0.5).validate()
     CompressOptions(target_latency=10.0).validate()
+
+
+def test_the_numba_engine_has_its_own_builtin_figures(monkeypatch):
+    monkeypatch.setattr(lm, "MACHINE", "x86_64")
+    numba_model = lm.latency_model_for(engine="numba")
+    assert numba_model is lm.BUILTIN_NUMBA["x86_64"] and "numba" in numba_model.source
+    assert numba_model != lm.latency_model_for(engine="numpy")
+    monkeypatch.setattr(lm, "MACHINE", "aarch64")
+    with pytest.raises(EdgepruneError, match="--latency-engine numba: aarch64 has no built-in"):
+        lm.latency_model_for(engine="numba")
+    with pytest.raises(EdgepruneError, match="unknown engine 'gpu'"):
+        lm.latency_model_for(engine="gpu")
+
+
+def test_options_refuse_an_unknown_latency_engine():
+    from edgeprune.compress import CompressOptions
+    from edgeprune.network import ModelError
+
+    with pytest.raises(ModelError, match="--latency-engine 'gpu': expected numpy or numba"):
+        CompressOptions(target_latency=10.0, latency_engine="gpu").validate()
+
+
+def test_cli_target_latency_for_the_numba_engine(tmp_path, small_model, npy_data, monkeypatch):
+    pytest.importorskip("numba")
+    monkeypatch.setattr(lm, "MACHINE", "x86_64")
+    result = CliRunner().invoke(main, [
+        "compress", str(small_model), "--data", npy_data, "--method", "magnitude", "--export",
+        "npz", "-q", "--target-latency", "1e9", "--latency-engine", "numba",
+        "-o", str(tmp_path / "a")])
+    assert result.exit_code == 0, result.output
+    assert "numba engine cost model" in result.output
+    target = json.loads((tmp_path / "a" / "report.json").read_text())["scoring"]["target"]
+    assert target["engine"] == "numba" and target["measured_us_this_host"] > 0
+    assert target["latency_model"] == lm.BUILTIN_NUMBA["x86_64"].to_dict()

@@ -76,14 +76,14 @@ def validation_loss(ds) -> Callable[[Network], float]:
     return loss
 
 
-def measure_us(bundle_path, calls: int = 200, rounds: int = 7) -> float:
-    """µs of one-sample calls of the bundle in the runtime (default engine) on this host: the
+def measure_us(bundle_path, calls: int = 200, rounds: int = 7, engine: str = "numpy") -> float:
+    """µs of one-sample calls of the bundle in the runtime's ``engine`` on this host: the
     fastest of ``rounds`` p50s over ``calls`` calls (a shared machine's slow rounds say more
     about its neighbours than about the model)."""
     from edgeprune.runtime import load
     from edgeprune.runtime.bench.harness import blas_threads, percentiles, time_calls
 
-    model = load(bundle_path)
+    model = load(bundle_path, engine=engine)
     x = np.random.default_rng(0).random(model.input_dim, dtype=np.float32)
     with blas_threads(1):
         p50 = min(percentiles(time_calls(model, x, warmup=20, runs=calls, min_time=0.0),

@@ -5,7 +5,12 @@ For each layer of a :class:`~edgeprune.runtime.model.BundleModel` and a batch si
 ``np.dot(W, h, out=y)`` and the CSR ``y += W @ h`` of scipy's ``csr_matvec(s)`` -- with no bias,
 activation, gather or scatter and no Python dispatch beyond the one call. The sum over layers of
 the faster of the two is the floor that an end-to-end call of the NumPy/SciPy runtime can
-approach; ``end-to-end / floor`` is its overhead. numpy/scipy/stdlib only, except
+approach; ``end-to-end / floor`` is its overhead. At batch 1 it also times the dense product in
+the column layout ``np.dot(h, W_T, out=y)`` (OpenBLAS's ``sgemv_n``), which the one-sample
+plans run on x86-64 and which is faster than ``np.dot(W, h)`` on tall layers: the sum of the
+fastest of all three per layer (``best_any_sum_us``) is a floor no NumPy/SciPy product order
+beats, and :func:`plan_floor` times the products exactly as the plans run them (their layout,
+the bias folded into the dense weight). numpy/scipy/stdlib only, except
 :func:`fused_floor`, which times the optional numba engine's own compiled layer kernels (on
 the layer inputs of a real sample, since the by-columns kernel's work depends on their zeros).
 """
@@ -20,15 +25,17 @@ import numpy as np
 from ..kernels import LayerOps, _sparsetools
 from .harness import percentiles, time_calls
 
-__all__ = ["fused_floor", "kernel_floor"]
+__all__ = ["fused_floor", "kernel_floor", "plan_floor"]
 
 
 def _product(layer: LayerOps, kernel: str, h: np.ndarray, y: np.ndarray) -> Any:
     rows, cols = layer.shape
     m = layer.matrix
-    if kernel == "dense":
+    if kernel in ("dense", "dense_cols"):
         weight = np.ascontiguousarray(layer.weight if layer.weight is not None
                                       else m.toarray().astype(np.float32))
+        if kernel == "dense_cols":
+            return functools.partial(np.dot, h, np.ascontiguousarray(weight.T), out=y)
         return functools.partial(np.dot, weight, h, out=y)
     fast = _sparsetools()
     if fast is None:  # pragma: no cover - scipy without _sparsetools
@@ -45,28 +52,60 @@ def kernel_floor(model: Any, batch: int = 1, *, warmup: int = 20, runs: int = 20
 
     Returns ``{"batch", "layers": [{"shape", "density", "dense_us", "csr_us", "chosen",
     "chosen_us"}], "best_sum_us" (the faster kernel per layer), "chosen_sum_us" (the kernels
-    ``auto`` runs at this batch size)}``.
+    ``auto`` runs at this batch size)}``; at batch 1 each layer also has ``dense_cols_us`` and
+    the result ``best_any_sum_us`` (the fastest of the three per layer).
     """
     rng = np.random.default_rng(seed)
     chosen = model.kernels_for(batch)
     tail = (batch,) if batch > 1 else ()
-    layers, best, picked = [], 0.0, 0.0
+    layers, best, best_any, picked = [], 0.0, 0.0, 0.0
     for ops, kern in zip(model._ops, chosen):  # noqa: SLF001 - the model's own layers
         rows, cols = ops.shape
         h = rng.random((cols, *tail), dtype=np.float32)
         y = np.zeros((rows, *tail), dtype=np.float32)
         times = {}
-        for kernel in ("dense", "csr"):
+        for kernel in ("dense", "csr", *(("dense_cols",) if batch == 1 else ())):
             call = _product(ops, kernel, h, y)
             samples = time_calls(lambda _x, c=call: c(), None, warmup=warmup, runs=runs,
                                  min_time=min_time)
             times[kernel] = percentiles(samples, (50,))[0] / 1e3
         layers.append({"shape": [rows, cols], "density": ops.density,
                        "dense_us": times["dense"], "csr_us": times["csr"], "chosen": kern,
-                       "chosen_us": times[kern]})
-        best += min(times.values())
+                       "chosen_us": times[kern],
+                       **({"dense_cols_us": times["dense_cols"]} if batch == 1 else {})})
+        best += min(times["dense"], times["csr"])
+        best_any += min(times.values())
         picked += times[kern]
-    return {"batch": batch, "layers": layers, "best_sum_us": best, "chosen_sum_us": picked}
+    return {"batch": batch, "layers": layers, "best_sum_us": best, "chosen_sum_us": picked,
+            **({"best_any_sum_us": best_any} if batch == 1 else {})}
+
+
+def plan_floor(model: Any, *, warmup: int = 20, runs: int = 200,
+               min_time: float = 0.05, seed: int = 0) -> dict[str, Any]:
+    """Per layer of a NumPy-engine model: p50 µs of the product its one-sample plan runs, as it
+    runs it (dense: ``np.dot`` in the plan's layout with the bias folded in; CSR:
+    ``csr_matvec``), alone; and their sum. Returns ``{"batch": 1, "layers": [{"shape",
+    "layout", "us"}], "sum_us"}``."""
+    sample = model._routes["forward"].sample  # noqa: SLF001 - the model's own plan
+    if sample is None:
+        raise ValueError("plan_floor needs a NumPy-engine model with at least one layer")
+    rng = np.random.default_rng(seed)
+    layers, total = [], 0.0
+    for ops, layout in zip(model._ops, sample.layouts):  # noqa: SLF001
+        rows, cols = ops.shape
+        h = rng.random(cols + 1, dtype=np.float32)
+        y = np.zeros(rows, dtype=np.float32)
+        if layout == "csr":
+            call = _product(ops, "csr", h[:cols], y)
+        else:
+            weight = ops.arrays_for(layout)[0]
+            call = functools.partial(np.dot, *((weight, h) if layout == "rows" else (h, weight)),
+                                     out=y)
+        us = percentiles(time_calls(lambda _x, c=call: c(), None, warmup=warmup, runs=runs,
+                                    min_time=min_time), (50,))[0] / 1e3
+        layers.append({"shape": [rows, cols], "layout": layout, "us": us})
+        total += us
+    return {"batch": 1, "layers": layers, "sum_us": total}
 
 
 def _layer_inputs(model: Any, x: np.ndarray) -> list[np.ndarray]:

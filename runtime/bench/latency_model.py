@@ -17,7 +17,7 @@ only below ~10 % density -- which is why the latency target trades links for uni
 
 Coefficients: :data:`BUILTIN` holds the ones fitted on x86-64 (the host of
 ``benchmarks/runtime_latency.py``, by least squares on its per-layer raw kernel times and
-end-to-end medians; see ``benchmarks/results/runtime_latency/cost_model.json``). Other machines
+end-to-end medians; see ``benchmarks/results/latency_target/fit/cost_model.json``). Other machines
 have no built-in figures (the emulated Arm board gives no timings):
 :func:`latency_model_for` then fits them from the calibrated kernel profile's measurements
 (``edgeprune bench --calibrate`` on the device) or refuses with a one-line error.
@@ -34,7 +34,8 @@ import numpy as np
 from ..errors import EdgepruneError
 from ..kernel_profile import MACHINE, KernelProfile, default_kernel_profile
 
-__all__ = ["BUILTIN", "LatencyModel", "fit_from_profile", "latency_model_for", "predict_us"]
+__all__ = ["BUILTIN", "BUILTIN_NUMBA", "ENGINES", "LatencyModel", "fit_from_profile",
+           "latency_model_for", "predict_us"]
 
 
 @dataclass(frozen=True)
@@ -62,13 +63,31 @@ class LatencyModel:
 
 
 #: Fitted on this project's x86-64 benchmark host (Intel Xeon, AVX-512, one thread, numpy 2.4 /
-#: OpenBLAS 0.3.31 / scipy 1.17): see ``benchmarks/results/runtime_latency/cost_model.json``.
+#: OpenBLAS 0.3.31 / scipy 1.17), after the one-sample plans (``runtime/plan.py``): see
+#: ``benchmarks/results/latency_target/fit/cost_model.json`` (non-negative least squares on
+#: relative errors; in-sample within 8 % on the four pruned models, the unpruned one 22 % low:
+#: its 1.6 MB of weights run slower in a chain than each layer timed alone).
 BUILTIN: dict[str, LatencyModel] = {
-    "x86_64": LatencyModel(call_us=5.9923, dense_call_us=1.2464, dense_ns=0.0637,
-                           csr_call_us=0.0, csr_ns=0.756, csr_row_ns=3.592, act_ns=5.5178,
+    "x86_64": LatencyModel(call_us=1.766, dense_call_us=0.8684, dense_ns=0.0474,
+                           csr_call_us=0.5934, csr_ns=0.5909, csr_row_ns=0.7596, act_ns=2.7655,
                            source="built-in x86_64"),
 }
 BUILTIN["AMD64"] = BUILTIN["x86_64"]
+
+#: The optional numba engine (``load(path, engine="numba")``, ``compress --latency-engine
+#: numba``) on the same host: fitted by ``benchmarks/latency_model_fit.py`` to that engine's
+#: one-sample times with every layer forced dense and forced CSR (one compiled call: its fixed
+#: cost is ``call_us``, the per-layer call terms are 0), on the engine with the AVX-512 window
+#: layout (``benchmarks/results/latency_target/fit/cost_model.json``: its ``auto`` times within
+#: 14 % on the pruned models, the unpruned one 36 % low; the engine is not linear in these terms). A calibrated profile measures the
+#: NumPy/SciPy kernels only, so it never replaces these.
+BUILTIN_NUMBA: dict[str, LatencyModel] = {
+    "x86_64": LatencyModel(call_us=0.0, dense_call_us=0.0, dense_ns=0.0221, csr_call_us=0.0,
+                           csr_ns=0.0747, csr_row_ns=0.0, act_ns=3.6438,
+                           source="built-in x86_64, numba engine"),
+}
+BUILTIN_NUMBA["AMD64"] = BUILTIN_NUMBA["x86_64"]
+ENGINES = ("numpy", "numba")
 
 
 def predict_us(layers: list[tuple[int, int, int]], model: LatencyModel) -> dict[str, Any]:
@@ -105,9 +124,21 @@ def fit_from_profile(profile: KernelProfile) -> LatencyModel:
         csr_row_ns=0.0, act_ns=0.0, source=f"fitted to {profile.source}")
 
 
-def latency_model_for(profile: KernelProfile | None = None) -> LatencyModel:
+def latency_model_for(profile: KernelProfile | None = None,
+                      engine: str = "numpy") -> LatencyModel:
     """The calibrated profile's fit when one is given or found, else this architecture's
-    built-in coefficients, else a one-line error saying how to get them."""
+    built-in coefficients, else a one-line error saying how to get them. ``engine="numba"``:
+    the built-in figures of the numba engine (no profile fit: calibration times the NumPy/SciPy
+    kernels)."""
+    if engine == "numba":
+        if MACHINE in BUILTIN_NUMBA:
+            return BUILTIN_NUMBA[MACHINE]
+        raise EdgepruneError(
+            f"--latency-engine numba: {MACHINE} has no built-in cost figures for the numba "
+            "engine (fitted on x86-64 only); use --latency-engine numpy with a calibrated "
+            "profile (`edgeprune bench --calibrate`)")
+    if engine != "numpy":
+        raise EdgepruneError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
     found = profile if profile is not None else default_kernel_profile()
     if found is not None and found.measurements:
         return fit_from_profile(found)
