@@ -55,9 +55,11 @@ def pruned_at(net: Network, ds, scores_path: Path, eta: float, outdir: Path,
               seed: int = 0, finetune_epochs: int = 0):
     """``compress`` at sparsity ``eta`` from precomputed scores; returns the CompressResult.
 
-    The paper's rule (``--score-rule paper``), pinned: the committed size and latency results
-    were measured with it before shap-sae's default became the hybrid rule (issue 13)."""
+    The paper's rule (``--score-rule paper``, ``--no-reconstruct``), pinned: the committed size
+    and latency results were measured with it before shap-sae's defaults became the hybrid rule
+    and the least-squares refit (issue 13)."""
     return compress(net, ds, outdir, CompressOptions(sparsity=eta, scores_path=str(scores_path),
                                                      seed=seed, quiet=True, score_rule="paper",
                                                      finetune_lr=1e-3,  # as committed
+                                                     reconstruct=False,
                                                      finetune_epochs=finetune_epochs))

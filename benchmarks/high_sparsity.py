@@ -30,6 +30,13 @@ Variants (every one reachable from ``edgeprune compress``; :data:`SPECS`):
   ``shap-mean`` prunes them the paper's way (a pruned link is 0), ``shap-mean-comp`` and
   ``hybrid-A-mean-comp`` (``--score-rule hybrid --alpha A``) with ``--compensate``, as the game
   they were scored in says.
+* ``*-rec``: ``--reconstruct`` (edgeprune.prune.reconstruct): after the mask is chosen (after
+  each step with ``-g3``), the kept weights and biases are refit layer by layer, input to
+  output, by ridge least squares on the training split so that each layer's pre-activations on
+  the pruned network's own inputs match the dense network's (``--ridge``, default the
+  library's 1e-3). ``magnitude-rec``, ``lap-rec`` and ``global-magnitude-rec`` are the
+  baselines with the same refit (the report's "twin" columns pair each Shapley variant with
+  them).
 
 * fine-tune recipes (``RECIPES``), each for magnitude, global magnitude, LAP and hybrid-0.25:
   ``-kd`` = ``--distill 0.5`` (knowledge distillation from the dense AE, every layer),
@@ -70,11 +77,11 @@ OUT = HERE / "results" / "high_sparsity"
 
 def _spec(base="shap", rule="paper", alpha=1.0, reference="zero", compensate=False, steps=1,
           distill=0.0, distill_on="all", schedule="constant", allocation="layer",
-          finetune_lr=None):
+          finetune_lr=None, reconstruct=False):
     return {"base": base, "rule": rule, "alpha": alpha, "reference": reference,
             "compensate": compensate, "steps": steps, "distill": distill,
             "distill_on": distill_on, "schedule": schedule, "allocation": allocation,
-            "finetune_lr": finetune_lr}
+            "finetune_lr": finetune_lr, "reconstruct": reconstruct}
 
 
 #: The fine-tune recipes of the distillation lever (suffix -> _spec keywords), each applied to
@@ -126,6 +133,14 @@ SPECS = {
     "hybrid-0.25-bg": _spec(rule="hybrid", alpha=0.25, reference="background"),
     "hybrid-0.25-bg-comp": _spec(rule="hybrid", alpha=0.25, reference="background",
                                  compensate=True),
+    "magnitude-rec": _spec("magnitude", reconstruct=True),
+    "hybrid-0.25-rec": _spec(rule="hybrid", alpha=0.25, reconstruct=True),
+    "global-magnitude-rec": _spec("global-magnitude", reconstruct=True),
+    "lap-rec": _spec("lap", reconstruct=True),
+    "shap-sae-rec": _spec(reconstruct=True),
+    "hybrid-0.5-rec": _spec(rule="hybrid", alpha=0.5, reconstruct=True),
+    "magnitude-rec-g3": _spec("magnitude", steps=3, reconstruct=True),
+    "hybrid-0.25-rec-g3": _spec(rule="hybrid", alpha=0.25, steps=3, reconstruct=True),
 }
 VARIANTS = list(SPECS)
 #: The baselines a Shapley rule has to beat (issue 13's goal).
@@ -149,15 +164,17 @@ def cached_shap(spec: str, dense, ds, seed: int, rc: dict, reference: str):
 
 
 def run_one(spec: str, seed: int, etas: list[float], variants: list[str], quiet: bool,
-            save=None, finetune: bool = True) -> dict:
+            save=None, finetune: bool = True, ridge: float | None = None) -> dict:
     """Every variant at every eta on one dataset and seed; ``save(doc)`` (optional) is called
     with the rows so far after each variant; ``finetune=False`` measures pruned only (no
-    gradual variants then)."""
+    gradual variants then); ``ridge``: --reconstruct-ridge of the ``*-rec`` variants
+    (default: the library's)."""
     from edgeprune.compress import CompressOptions
     from edgeprune.data import explanation_set, load_dataset
     from edgeprune.gradual import gradual_prune
     from edgeprune.prune import baseline_scores, prune_global_magnitude, prune_network
     from edgeprune.prune.compensate import compensate_biases
+    from edgeprune.prune.reconstruct import DEFAULT_RIDGE, reconstruct_weights
     from edgeprune.scoring import auto_alpha_scores, rule_scores, score_network
     from edgeprune.train import accuracy, train_network
 
@@ -171,6 +188,7 @@ def run_one(spec: str, seed: int, etas: list[float], variants: list[str], quiet:
     ft = {"epochs": rc["finetune_epochs"], "lr": rc["finetune_lr"],
           "batch_size": rc["batch_size"], "seed": seed, "quiet": True}
     x_explain = explanation_set(ds, rc["samples"], seed)
+    ridge = DEFAULT_RIDGE if ridge is None else ridge
     rows = []
 
     def tune(sp, net, epochs=None):  # the masked fine-tune with the variant's recipe
@@ -205,6 +223,9 @@ def run_one(spec: str, seed: int, etas: list[float], variants: list[str], quiet:
         return rule_scores(sc, net, sp["rule"], sp["alpha"])
 
     def compensated(sp, before, res):
+        if sp.get("reconstruct"):
+            return dataclasses.replace(res, network=reconstruct_weights(
+                before, res.network, ds.x_train, ridge=ridge)[0])
         if not sp["compensate"]:
             return res
         return dataclasses.replace(res, network=compensate_biases(before, res.network,
@@ -212,7 +233,7 @@ def run_one(spec: str, seed: int, etas: list[float], variants: list[str], quiet:
 
     def doc():
         return {"dataset": spec, "seed": seed, "etas": etas, "variants": variants,
-                "recipe": rc, "rows": rows}
+                "recipe": {**rc, "reconstruct_ridge": ridge}, "rows": rows}
 
     record("dense", 0.0, dense, False, 0.0)
     for variant in variants:
@@ -274,22 +295,26 @@ def modes(rows: list[dict]) -> list[bool]:
 
 
 def unique_rows(docs: list[dict]) -> list[dict]:
-    """Every row once: a seed run in several processes (variants split) repeats its dense row."""
+    """Every row once: a seed run in several processes (variants split) repeats its dense row.
+    Each row gets ``pair``, the seed and the torch version it ran under: the same seed trained
+    under another torch version is another dense model, so rows pair only within one."""
     seen, rows = set(), []
     for d in docs:
+        torch = (d.get("machine") or {}).get("torch", "?")
         for r in d["rows"]:
-            key = (r["dataset"], r["variant"], r["eta"], r["finetune"], r["seed"])
+            key = (r["dataset"], r["variant"], r["eta"], r["finetune"], r["seed"], torch)
             if key not in seen:
                 seen.add(key)
-                rows.append(r)
+                rows.append({**r, "pair": f"{r['seed']}@{torch}"})
     return rows
 
 
 def paired(rows: list[dict], variant: str, eta: float, finetune: bool, key: str,
            against: str = "magnitude"):
-    """Per-seed differences variant - ``against`` (in pp for accuracy), seeds where both ran."""
+    """Per-seed differences variant - ``against`` (in pp for accuracy), seeds where both ran
+    (a seed is its ``pair`` key when rows have one: :func:`unique_rows`)."""
     def by_seed(v):
-        return {r["seed"]: r[key] for r in rows
+        return {r.get("pair", r["seed"]): r[key] for r in rows
                 if r["variant"] == v and r["eta"] == eta and r["finetune"] == finetune}
     a, m = by_seed(variant), by_seed(against)
     seeds = sorted(set(a) & set(m))
@@ -335,17 +360,18 @@ def summarize(docs: list[dict], out: Path) -> str:
              "docstring). Classifier accuracy on the reconstructions of the test split "
              "(mnist5k: 1,000 images, 0.1 pp each; digits: 540, 0.19 pp); Δ = variant − "
              "magnitude on the same seed (same dense model, split and classifier, so every "
-             "pair ran on one machine), mean ± std over seeds; the last tables give mean ± "
-             "standard error.", "", "Machines (a seed listed under two ran its later variants on the "
-             "second; its dense model, classifier and every rerun row came out bit for bit the "
-             "same, checked on mnist5k s5):", "",
+             "pair ran on one machine; a seed run under two torch versions is two dense "
+             "models, paired separately), mean ± std over seeds; the last tables give mean ± "
+             "standard error.", "",
+             "Machines (the rows of one seed under one torch version ran on one of them):", "",
              *machines(docs), ""]
     for spec in datasets:
         rs = [r for r in rows if r["dataset"] == spec]
         dense = [100 * r["classifier_accuracy"] for r in rs if r["variant"] == "dense"]
         sd = np.std(dense, ddof=1) if len(dense) > 1 else 0.0
         lines += [f"## {spec}", "", f"Dense AE: {np.mean(dense):.2f} ± {sd:.2f} % "
-                  f"({len(dense)} seeds)", ""]
+                  f"({len(dense)} dense models: seeds, each under the torch version it ran "
+                  "with)", ""]
         for ft in modes(rs):
             lines += [f"### {'fine-tuned (10 epochs)' if ft else 'pruned only'}", "",
                       "| variant | " + " | ".join(f"acc η={e} | Δ acc vs magnitude η={e} | "
@@ -382,14 +408,17 @@ def summarize(docs: list[dict], out: Path) -> str:
     return text
 
 
-def twin(variant: str) -> str:
-    """The magnitude run with the same schedule, compensation, fine-tune recipe and allocation
-    (magnitude-comp-g3 for hybrid-0.25-comp-g3, magnitude-kd for hybrid-0.25-kd,
-    global-magnitude for hybrid-0.25-global): what separates the score rule from the rest."""
+def twin(variant: str, base: str = "magnitude") -> str:
+    """The ``base`` run (a baseline) with the same schedule, compensation, reconstruction,
+    fine-tune recipe and allocation (magnitude-comp-g3 for hybrid-0.25-comp-g3, lap-rec for
+    hybrid-0.25-rec, magnitude-kd for hybrid-0.25-kd, global-magnitude for hybrid-0.25-global):
+    what separates the score rule from the rest of the recipe."""
     sp = SPECS[variant]
     recipe = recipe_of(sp)
-    return (("global-magnitude" if sp["allocation"] == "global" else "magnitude")
-            + ("-comp" if sp["compensate"] else "")
+    if sp.get("allocation") == "global" and base == "magnitude":
+        base = "global-magnitude"
+    return (base + ("-comp" if sp["compensate"] else "")
+            + ("-rec" if sp.get("reconstruct") else "")
             + (f"-g{sp['steps']}" if sp["steps"] > 1 else "") + (f"-{recipe}" if recipe else ""))
 
 
@@ -437,31 +466,37 @@ def recipe_table(rs: list[dict], etas: list[float]) -> list[str]:
 
 def against_baselines(rs: list[dict], etas: list[float], variants: list[str]) -> list[str]:
     """Paired Δ accuracy (pp, mean ± standard error) of every Shapley variant against each
-    baseline (the goal's comparisons), against its magnitude twin (:func:`twin`) and, for the
-    fine-tuned networks, against the dense AE (as trained)."""
+    baseline (the goal's comparisons), against the baselines' twins with the same recipe
+    (:func:`twin`; "twin" is magnitude's, "twin lap" LAP's, ...) and, for the fine-tuned
+    networks, against the dense AE (as trained)."""
     shap = [v for v in variants if SPECS[v]["base"] == "shap"]
     base = [b for b in BASELINES if any(r["variant"] == b for r in rs)]
+    twins = [b for b in BASELINES if any(r["variant"] == twin(v, b) != b for v in shap
+                                         for r in rs)]
     lines = []
     for ft in modes(rs):
-        cols = [*base, "twin", *(["dense"] if ft else [])]
+        cols = [*base, *(("twin" if b == "magnitude" else f"twin {b}") for b in twins),
+                *(["dense"] if ft else [])]
         lines += [f"### Δ accuracy vs each baseline, {'fine-tuned' if ft else 'pruned only'} "
                   "(pp, mean ± standard error over seeds; twin: magnitude with the same "
-                  "--compensate/--steps)", "",
+                  "--compensate/--reconstruct/--steps, twin lap / twin global-magnitude: "
+                  "those baselines with them)", "",
                   "| variant | " + " | ".join(f"vs {b} η={e}" for e in etas for b in cols)
                   + " |", "|---|" + "---:|" * (len(etas) * len(cols))]
         for v in shap:
             cells = []
             for e in etas:
                 for b in cols:
+                    other = (twin(v, "magnitude" if b == "twin" else b.removeprefix("twin "))
+                             if b.startswith("twin") else b)
                     if b == "dense":
                         d = paired([{**r, "eta": e, "finetune": ft} if r["variant"] == "dense"
                                     else r for r in rs], v, e, ft, "classifier_accuracy", "dense")
-                    elif b == "twin":
-                        d = (paired(rs, v, e, ft, "classifier_accuracy", twin(v))
-                             if twin(v) != "magnitude" else np.array([]))
+                    elif b.startswith("twin") and other in BASELINES:
+                        d = np.array([])  # the plain baseline has its own column
                     else:
-                        d = paired(rs, v, e, ft, "classifier_accuracy", b)
-                    cells.append(fmt_se(d) + (f" ({twin(v)})" if b == "twin" and d.size
+                        d = paired(rs, v, e, ft, "classifier_accuracy", other)
+                    cells.append(fmt_se(d) + (f" ({other})" if b.startswith("twin") and d.size
                                               else ""))
             lines.append(f"| {v} | " + " | ".join(cells) + " |")
         lines.append("")
@@ -530,11 +565,15 @@ def clip_off_scale(ax, diffs, n_bars, width, n_etas, floor=-15.0) -> None:
                     fontsize=6, rotation=90, color="white")
 
 
+#: What ``compress --method shap-sae`` does by default (drawn in black).
+DEFAULT_VARIANT = "hybrid-0.25-rec"
 #: The rows of the Figure-3-style plot (the paper's methods and the rules of this issue).
 FIGURE_VARIANTS = ("magnitude", "global-magnitude", "lap", "shap-sae", "hybrid-0.25",
                    "hybrid-0.25-comp", "magnitude-comp", "hybrid-0.25-mean-comp",
                    "shap-mean-comp", "hybrid-0.25-g3", "hybrid-0.25-comp-g3",
-                   "magnitude-lr3", "hybrid-0.25-lr3", "hybrid-0.25-kd")
+                   "magnitude-lr3", "hybrid-0.25-lr3", "hybrid-0.25-kd",
+                   "magnitude-rec", "lap-rec", "global-magnitude-rec", "hybrid-0.25-rec",
+                   "hybrid-0.25-rec-g3")
 
 
 #: How far below the worst baseline run the panels of :func:`plot_vs_eta` reach (pp); the
@@ -559,8 +598,10 @@ def plot_vs_eta(rows, etas, variants, datasets, path: Path) -> None:
                     ys.append(acc.mean())
                     es.append(acc.std(ddof=1) / np.sqrt(acc.size) if acc.size > 1 else 0)
             if len(xs) > 1:
-                ax.errorbar(xs, ys, yerr=es, marker="o", ms=3, capsize=2, label=v,
-                            lw=2.2 if "comp" in v or "hybrid" in v else 1.0,
+                ax.errorbar(xs, ys, yerr=es, marker="o", ms=3, capsize=2,
+                            label=v + (" (default)" if v == DEFAULT_VARIANT else ""),
+                            color="k" if v == DEFAULT_VARIANT else None,
+                            lw=2.2 if "rec" in v else 1.0,
                             ls="-" if SPECS[v]["base"] == "shap" else "--")
         ax.set_xlabel("link sparsity η")
         ax.set_ylabel("classifier accuracy on reconstructions (%)")
@@ -591,6 +632,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--pruned-only", action="store_true",
                     help="No fine-tuning (the goal's pruned-only sweep over many etas).")
+    ap.add_argument("--ridge", type=float, default=None,
+                    help="--reconstruct-ridge of the *-rec variants (default: the library's).")
     ap.add_argument("--machine-label", default=None,
                     help="Where this runs, recorded in every run file (default: platform, CPUs "
                          "and torch version).")
@@ -638,7 +681,7 @@ def main(argv: list[str] | None = None) -> int:
                     tmp.replace(path)
 
                 save(run_one(spec, seed, etas, variants, args.quiet, save,
-                             finetune=not args.pruned_only))
+                             finetune=not args.pruned_only, ridge=args.ridge))
     return 0
 
 

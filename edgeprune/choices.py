@@ -31,6 +31,9 @@ LR_SCHEDULES = ("constant", "cosine")
 #: How the link budget is shared between layers (``--allocation``): the paper's per-layer
 #: level m (``layer``) or one budget over per-layer-normalised scores (``global``).
 ALLOCATIONS = ("layer", "global")
+#: ``compress --reconstruct-ridge``: the ridge of the least-squares refit of the kept weights,
+#: relative to the mean input Gram diagonal (the lowest validation MSE, docs/architecture.md).
+DEFAULT_RECONSTRUCT_RIDGE = 1e-3
 #: What is pruned, in the order the stages run.
 GRANULARITIES = ("neuron", "link")
 #: Estimators of the neuron game (``edgeprune.shapley.neuron_game``).

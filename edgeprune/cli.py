@@ -451,6 +451,17 @@ class AlphaType(click.ParamType):
               help="How --sparsity is shared between layers: layer (the paper's level m in "
                    "every layer) or global (one budget over scores divided by their layer's "
                    "mean).")
+@click.option("--reconstruct/--no-reconstruct", default=None,
+              help="After pruning, refit the kept weights and biases layer by layer (input to "
+                   "output) by least squares, so that each layer's pre-activations on the "
+                   "training split match the unpruned model's; the mask is not changed "
+                   "(every --method, --steps and --target-*; not for VAEs).  [default: on for "
+                   "--method shap-sae without --compensate, off for the baselines and VAEs]")
+@click.option("--reconstruct-ridge", type=click.FloatRange(min=0), default=None,
+              metavar="LAMBDA",
+              help="Ridge of --reconstruct, relative to the mean diagonal of each layer's input "
+                   f"Gram matrix; pulls towards the pruned weights  [default: "
+                   f"{choices.DEFAULT_RECONSTRUCT_RIDGE:g}]")
 @click.option("--finetune-epochs", type=click.IntRange(0), default=0, show_default=True,
               help="Epochs of masked fine-tuning after pruning (pruned links stay zero).")
 @click.option("--finetune-lr", type=click.FloatRange(min=0, min_open=True), default=None,

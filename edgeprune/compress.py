@@ -74,6 +74,8 @@ class CompressOptions:
     distill: float = 0.0  # fine-tune: weight of matching the unpruned network (edgeprune.finetune)
     distill_on: str = "all"  # ... its every layer's output ("all") or reconstruction ("output")
     finetune_schedule: str = "constant"  # the fine-tune's learning rate: constant or cosine
+    reconstruct: bool | None = None  # refit kept weights + biases (None: see reconstructs())
+    reconstruct_ridge: float | None = None  # its ridge, relative (None: DEFAULT_RIDGE)
     target_macs: int | None = None  # instead of m / eta: the least sparsity within this budget
     target_size: int | None = None  # ... or within this many bytes of model.npz
     target_latency: float | None = None  # ... or a predicted batch-1 latency (µs), units traded
@@ -171,6 +173,7 @@ class CompressOptions:
         if self.compensate and "link" not in self.granularities():
             raise ModelError("--compensate folds the means of pruned links into the biases; "
                              "use it with --granularity link or neuron,link")
+        self._check_reconstruct()
         if self.samples < 1:
             raise ModelError("--samples must be at least 1")
         if self.reference == "background" and not 1 <= self.background <= self.samples:
@@ -199,6 +202,32 @@ class CompressOptions:
         check_max_metric_drop(self.max_metric_drop)
         if self.max_metric_drop is not None and self.export_options.quantize == "none":
             raise ModelError("--max-metric-drop guards quantization; add --quantize int8")
+
+    def reconstructs(self, kind: str | None = None) -> bool:
+        """Whether the kept weights are refit after pruning (``--reconstruct``): as given, or
+        by default for ``--method shap-sae`` link pruning without ``--compensate``, except for a
+        VAE (``kind``), which it does not support yet. The baselines stay the literature's."""
+        if self.reconstruct is not None:
+            return bool(self.reconstruct)
+        return (self.method == "shap-sae" and "link" in self.granularities()
+                and not self.compensate and kind != "vae")
+
+    def _check_reconstruct(self) -> None:
+        ridge = self.reconstruct_ridge
+        if ridge is not None and not self.reconstructs():
+            raise ModelError("--reconstruct-ridge sets the ridge of --reconstruct; add "
+                             "--reconstruct")
+        if ridge is not None and (isinstance(ridge, bool) or not isinstance(ridge, (int, float))
+                                  or not math.isfinite(ridge) or ridge < 0):
+            raise ModelError(f"--reconstruct-ridge {ridge}: must be a number >= 0, e.g. 0.001")
+        if not self.reconstruct:
+            return
+        if "link" not in self.granularities():
+            raise ModelError("--reconstruct refits the weights kept by link pruning; use it "
+                             "with --granularity link or neuron,link")
+        if self.compensate:
+            raise ModelError("--reconstruct refits the biases too (it contains --compensate); "
+                             "drop --compensate")
 
 
 @dataclass
@@ -313,7 +342,7 @@ def _prune_links(work: Network, ds: Dataset, opts: CompressOptions, metadata: di
         return gradual_prune(work, ds, opts, lambda n: link_scores(n, ds, opts),
                              lambda n, e: finetune_pruned(n, ds, opts, e, teacher=work)[0],
                              lambda n: evaluate(n, ds, opts.seed),
-                             adjust=lambda before, res: _compensated(before, res, ds, opts))
+                             adjust=lambda before, res: _refit(before, res, ds, opts))
     scores, scoring = link_scores(work, ds, opts)
     if opts.target_latency is not None:
         from edgeprune.prune.latency_target import prune_to_latency, validation_loss
@@ -323,7 +352,8 @@ def _prune_links(work: Network, ds: Dataset, opts: CompressOptions, metadata: di
                                           latency_model_for(engine=opts.latency_engine),
                                           validation_loss(ds), opts.quiet)
         search["engine"] = opts.latency_engine
-        return result, {**(scoring or {}), "target": search}, None, opts.finetune_epochs
+        return (_refit(work, result, ds, opts), {**(scoring or {}), "target": search}, None,
+                opts.finetune_epochs)
     if opts.target_macs is not None or opts.target_size is not None:
         from edgeprune.prune.targets import prune_to_target, target_measure
 
@@ -332,11 +362,11 @@ def _prune_links(work: Network, ds: Dataset, opts: CompressOptions, metadata: di
             work, scores, int(opts.target_macs or opts.target_size), kind,
             target_measure(kind, opts.export_options.quantize, metadata,
                            opts.export_options.npz_compression))
-        return (_compensated(work, result, ds, opts), {**(scoring or {}), "target": search},
+        return (_refit(work, result, ds, opts), {**(scoring or {}), "target": search},
                 None, opts.finetune_epochs)
     result = prune_network(work, scores, importance_level=opts.importance_level,
                            sparsity=opts.sparsity, allocation=opts.allocation)
-    result = _compensated(work, result, ds, opts)
+    result = _refit(work, result, ds, opts)
     if work.kind == "vae" and work.logvar is not None:  # its head, at the chain's level m
         from edgeprune.vae_pruning import prune_vae_head
 
@@ -344,6 +374,22 @@ def _prune_links(work: Network, ds: Dataset, opts: CompressOptions, metadata: di
             work, result.network, explanation_set(ds, opts.samples, opts.seed), opts, scoring,
             result.importance_level)
     return result, scoring, None, opts.finetune_epochs
+
+
+def _refit(before: Network, result, ds: Dataset, opts: CompressOptions):
+    """What happens to the kept links' values once the mask is chosen: ``--reconstruct``
+    (layer-wise least squares, :mod:`edgeprune.prune.reconstruct`), ``--compensate`` (biases
+    only) or nothing. Runs after every pruning pass (each step of --steps)."""
+    if not opts.reconstructs(before.kind):
+        return _compensated(before, result, ds, opts)
+    from dataclasses import replace
+
+    from edgeprune.prune.reconstruct import DEFAULT_RIDGE, reconstruct_weights
+
+    ridge = DEFAULT_RIDGE if opts.reconstruct_ridge is None else opts.reconstruct_ridge
+    net, record = reconstruct_weights(before, result.network, ds.x_train, ridge=ridge,
+                                      quiet=opts.quiet)
+    return replace(result, network=net, reconstruction=record)
 
 
 def _compensated(before: Network, result, ds: Dataset, opts: CompressOptions):
@@ -435,6 +481,7 @@ def _report(net, pruned, compact_net, ds, opts, result, scoring, walk, metrics,
                           for i in np.setdiff1d(np.arange(net.out_dim),
                                                 compact_net.output_index)},
         target_sparsity=result.target_sparsity,
+        reconstruction=result.reconstruction,
         import_=(net.meta or {}).get("import") or {},
         notes=list(result.notes),
         finetune_epochs=opts.finetune_epochs,

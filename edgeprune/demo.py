@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
                                       # the paper's m = 0.8 example (its eq. 3 scores), as the
                                       # README shows it; compress's default rule is hybrid
                                       score_rule="paper", finetune_lr=1e-3,
+                                      reconstruct=False,
                                       provenance={"model": str(out / "model.pt")}))
     print(result.report)
     scoring = result.report.scoring

@@ -29,7 +29,8 @@ def check_vae_options(net: Network, opts) -> None:
                ("--steps N", opts.steps != 1),
                ("--target-macs/--target-size", opts.target_macs is not None
                 or opts.target_size is not None),
-               ("--quantize", opts.export_options.quantize != "none")]
+               ("--quantize", opts.export_options.quantize != "none"),
+               ("--reconstruct", getattr(opts, "reconstruct", None) is True)]
     for option, given in refused:
         if given:
             raise ModelError(f"{option} is not built for VAEs yet; prune a VAE with -m or "

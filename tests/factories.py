@@ -10,6 +10,7 @@ import numpy as np
 
 from edgeprune.compacted import CompactLayer, CompactNetwork
 from edgeprune.network import Layer, Network
+from edgeprune.runtime.activations import apply_activation
 
 
 def make_network(activations: list[str], dims: list[int], seed: int = 0, latent: int | None = None,
@@ -75,3 +76,13 @@ def compact_mlp(layers: list[CompactLayer], input_dim: int, output_dim: int, *,
                           input_index=index(input_index, input_dim),
                           output_index=index(output_index, output_dim if layers else 0),
                           output_const=const, **kwargs)
+
+
+def pre_activations(net: Network, x: np.ndarray) -> list[np.ndarray]:
+    """Every layer's pre-activation ``W a + b`` on ``x`` (float64), layer by layer."""
+    out, a = [], np.asarray(x, dtype=np.float64)
+    for layer in net.layers:
+        z = a @ layer.masked_weight.T.astype(np.float64) + layer.bias
+        out.append(z)
+        a = apply_activation(z, layer.activation, layer.negative_slope)
+    return out

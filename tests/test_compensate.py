@@ -12,20 +12,10 @@ from edgeprune.data import load_dataset
 from edgeprune.network import Layer, Network
 from edgeprune.prune import baseline_scores, prune_network
 from edgeprune.prune.compensate import compensate_biases
-from edgeprune.runtime.activations import apply_activation
-from tests.factories import make_network
+from tests.factories import make_network, pre_activations
 
 ACTS = ["relu", "relu", "relu", "sigmoid"]
 DIMS = [12, 8, 4, 8, 12]
-
-
-def _pre_activations(net: Network, x: np.ndarray) -> list[np.ndarray]:
-    out, a = [], np.asarray(x, dtype=np.float64)
-    for layer in net.layers:
-        z = a @ layer.masked_weight.T.astype(np.float64) + layer.bias
-        out.append(z)
-        a = apply_activation(z, layer.activation, layer.negative_slope)
-    return out
 
 
 def test_one_identity_layer_gets_each_pruned_links_mean_contribution():
@@ -54,7 +44,7 @@ def test_every_live_unit_keeps_its_mean_pre_activation_and_dead_units_are_untouc
     res = prune_network(net, baseline_scores("magnitude", net), sparsity=0.7)
     got = compensate_biases(net, res.network, x)
     for k, (zo, zg, before, after) in enumerate(zip(
-            _pre_activations(net, x), _pre_activations(got, x), res.network.layers,
+            pre_activations(net, x), pre_activations(got, x), res.network.layers,
             got.layers, strict=True)):
         live = after.mask.any(axis=1)
         np.testing.assert_allclose(zg.mean(0)[live], zo.mean(0)[live], atol=1e-4,
@@ -84,11 +74,11 @@ def test_compress_compensate_api_and_cli(tmp_path, small_model, npy_data):
         np.testing.assert_allclose(b.bias, a.bias, rtol=1e-6, atol=1e-6)
     assert any("--compensate" in n for n in comp.report.notes)
     # the first layer's live units keep their mean pre-activation; without --compensate not
-    zo = _pre_activations(net, ds.x_train)[0].mean(0)
+    zo = pre_activations(net, ds.x_train)[0].mean(0)
     live = comp.network.layers[0].mask.any(axis=1)
-    np.testing.assert_allclose(_pre_activations(comp.network, ds.x_train)[0].mean(0)[live],
+    np.testing.assert_allclose(pre_activations(comp.network, ds.x_train)[0].mean(0)[live],
                                zo[live], atol=1e-4)
-    assert np.abs(_pre_activations(plain.network, ds.x_train)[0].mean(0)[live]
+    assert np.abs(pre_activations(plain.network, ds.x_train)[0].mean(0)[live]
                   - zo[live]).max() > 1e-2
     out = tmp_path / "cli"
     r = CliRunner().invoke(main, ["compress", str(small_model), "--data", npy_data,
@@ -116,6 +106,6 @@ def test_gradual_steps_compensate_every_step(tmp_path, npy_data):
     res = compress(net, ds, tmp_path / "g", CompressOptions(
         sparsity=0.8, steps=2, method="magnitude", compensate=True, export="npz", quiet=True))
     assert len(res.report.steps) == 2 and any("--compensate" in n for n in res.report.notes)
-    zo, zg = _pre_activations(net, ds.x_train), _pre_activations(res.network, ds.x_train)
+    zo, zg = pre_activations(net, ds.x_train), pre_activations(res.network, ds.x_train)
     live = res.network.layers[0].mask.any(axis=1)  # first layer: nothing below it changed
     np.testing.assert_allclose(zg[0].mean(0)[live], zo[0].mean(0)[live], atol=1e-4)

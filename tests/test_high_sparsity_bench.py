@@ -54,6 +54,8 @@ def test_standard_error_twins_and_duplicate_dense_rows():
     assert hs.fmt_se(np.array([1.0, 3.0])) == "+2.00 ± 1.00 (n=2)"
     assert hs.twin("hybrid-0.25-comp-g3") == "magnitude-comp-g3"
     assert hs.twin("hybrid-0.25") == "magnitude" and hs.twin("shap-mean-comp") == "magnitude-comp"
+    assert hs.twin("hybrid-0.25-rec", "lap") == "lap-rec"
+    assert hs.twin("hybrid-0.25-rec-g3") == "magnitude-rec-g3"
     rows = _rows()
     docs = [{"rows": rows}, {"rows": [r for r in rows if r["variant"] == "dense"]}]
     assert len(hs.unique_rows(docs)) == len(rows)  # a seed split over processes: dense once
@@ -105,3 +107,21 @@ def test_one_digits_run_end_to_end(tmp_path, monkeypatch):
     assert {r["finetune"] for r in doc["rows"]} == {False}
     assert {(r["variant"], r["eta"]) for r in doc["rows"]} >= {("hybrid-0.25-comp", 0.5),
                                                                  ("magnitude", 0.9)}
+
+
+def test_reconstructed_variants_are_paired_with_each_baselines_twin():
+    import high_sparsity as hs
+
+    rows = []
+    for seed in range(2):
+        for variant, acc in (("magnitude", 0.5), ("lap", 0.52), ("magnitude-rec", 0.80),
+                             ("lap-rec", 0.81), ("hybrid-0.25-rec", 0.84 + 0.01 * seed)):
+            rows.append({"dataset": "digits", "variant": variant, "eta": 0.9,
+                         "finetune": False, "seed": seed, "classifier_accuracy": acc})
+    lines = hs.against_baselines(rows, [0.9], ["magnitude", "lap", "magnitude-rec", "lap-rec",
+                                               "hybrid-0.25-rec"])
+    header = next(line for line in lines if line.startswith("| variant"))
+    assert "vs twin η=0.9" in header and "vs twin lap η=0.9" in header
+    row = next(line for line in lines if line.startswith("| hybrid-0.25-rec"))
+    assert "+4.50 ± 0.50 (n=2) (magnitude-rec)" in row and "+3.50 ± 0.50 (n=2) (lap-rec)" in row
+    assert "+34.50 ± 0.50 (n=2)" in row  # against plain magnitude

@@ -138,6 +138,7 @@ def test_run_logvar_cli(tmp_path, vae_file, digits):
 @pytest.mark.parametrize("extra, match", [
     (["--quantize", "int8"], "--quantize is not built for VAEs"),
     (["--steps", "2"], "--steps N is not built for VAEs"),
+    (["--reconstruct"], "--reconstruct is not built for VAEs"),
     (["--granularity", "neuron", "--sparsity", None], "--granularity neuron"),
 ])
 def test_unsupported_vae_options_are_one_line(tmp_path, vae_file, extra, match):

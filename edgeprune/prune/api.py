@@ -40,6 +40,7 @@ class PruneResult:
     target_sparsity: float | None = None
     notes: list[str] = field(default_factory=list)
     logvar_head: dict | None = None  # a VAE: how its log-variance head was pruned (vae_pruning)
+    reconstruction: dict | None = None  # --reconstruct: its record (prune.reconstruct)
 
     def to_dict(self) -> dict:
         """A JSON-friendly summary (without the network and support sets)."""
@@ -51,6 +52,7 @@ class PruneResult:
             "unused_inputs": self.unused_inputs,
             "constant_outputs": {str(k): v for k, v in self.constant_outputs.items()},
             "notes": list(self.notes),
+            **({"reconstruction": self.reconstruction} if self.reconstruction else {}),
         }
 
 
