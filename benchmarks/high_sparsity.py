@@ -141,6 +141,9 @@ SPECS = {
     "hybrid-0.5-rec": _spec(rule="hybrid", alpha=0.5, reconstruct=True),
     "magnitude-rec-g3": _spec("magnitude", steps=3, reconstruct=True),
     "hybrid-0.25-rec-g3": _spec(rule="hybrid", alpha=0.25, steps=3, reconstruct=True),
+    # both defaults of `compress` together: the refit and the 3e-3 fine-tune (and its twin)
+    "hybrid-0.25-rec-lr3": _spec(rule="hybrid", alpha=0.25, reconstruct=True, finetune_lr=3e-3),
+    "magnitude-rec-lr3": _spec("magnitude", reconstruct=True, finetune_lr=3e-3),
 }
 VARIANTS = list(SPECS)
 #: The baselines a Shapley rule has to beat (issue 13's goal).
