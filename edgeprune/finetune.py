@@ -66,8 +66,8 @@ def check_finetune_recipe(distill: float, distill_on: str, schedule: str) -> Non
 
 def check_teacher(teacher: Network, student: Network) -> None:
     """The teacher must have the student's layer shapes (the student is a masked copy)."""
-    shapes = [layer.weight.shape for layer in teacher.layers]
-    if shapes != [layer.weight.shape for layer in student.layers]:
+    shapes = teacher.layer_shapes
+    if shapes != student.layer_shapes:
         raise EdgepruneError(f"--distill: the teacher's layers {shapes} differ from the pruned "
                              "network's; distil from the network the links were pruned from")
 

@@ -148,6 +148,11 @@ class Network:
         return [self.in_dim] + [layer.out_dim for layer in self.layers]
 
     @property
+    def layer_shapes(self) -> list[tuple[int, int]]:
+        """Every layer's weight shape (out, in): what a masked copy of this network shares."""
+        return [layer.weight.shape for layer in self.layers]
+
+    @property
     def activations(self) -> list[str]:
         return [layer.activation for layer in self.layers]
 

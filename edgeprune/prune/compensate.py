@@ -33,8 +33,7 @@ from edgeprune.runtime.activations import apply_activation
 def compensate_biases(original: Network, pruned: Network, x: np.ndarray) -> Network:
     """A copy of ``pruned`` whose live units' biases match ``original``'s mean pre-activation
     on the samples ``x`` (N, in_dim). The networks must have the same shapes."""
-    if [lay.weight.shape for lay in original.layers] != [lay.weight.shape for lay in
-                                                           pruned.layers]:
+    if original.layer_shapes != pruned.layer_shapes:
         raise ValueError("compensate_biases: the networks have different layer shapes")
     out = pruned.copy()
     a_orig = np.asarray(x, dtype=np.float64)

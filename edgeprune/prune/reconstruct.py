@@ -105,8 +105,7 @@ def reconstruct_weights(original: Network, pruned: Network, x: np.ndarray, *,
     as given (``error_pruned``) and reconstructed (``error_reconstructed``)."""
     from tqdm.auto import tqdm
 
-    if [lay.weight.shape for lay in original.layers] != [lay.weight.shape for lay in
-                                                           pruned.layers]:
+    if original.layer_shapes != pruned.layer_shapes:
         raise ValueError("reconstruct_weights: the networks have different layer shapes")
     if not (np.isfinite(ridge) and ridge >= 0):
         raise ValueError(f"reconstruct_weights: ridge must be a finite number >= 0, got {ridge}")
