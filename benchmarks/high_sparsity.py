@@ -172,12 +172,13 @@ def run_one(spec: str, seed: int, etas: list[float], variants: list[str], quiet:
     with the rows so far after each variant; ``finetune=False`` measures pruned only (no
     gradual variants then); ``ridge``: --reconstruct-ridge of the ``*-rec`` variants
     (default: the library's)."""
+    from edgeprune.choices import DEFAULT_RECONSTRUCT_RIDGE
     from edgeprune.compress import CompressOptions
     from edgeprune.data import explanation_set, load_dataset
     from edgeprune.gradual import gradual_prune
     from edgeprune.prune import baseline_scores, prune_global_magnitude, prune_network
     from edgeprune.prune.compensate import compensate_biases
-    from edgeprune.prune.reconstruct import DEFAULT_RIDGE, reconstruct_weights
+    from edgeprune.prune.reconstruct import reconstruct_weights
     from edgeprune.scoring import auto_alpha_scores, rule_scores, score_network
     from edgeprune.train import accuracy, train_network
 
@@ -191,7 +192,7 @@ def run_one(spec: str, seed: int, etas: list[float], variants: list[str], quiet:
     ft = {"epochs": rc["finetune_epochs"], "lr": rc["finetune_lr"],
           "batch_size": rc["batch_size"], "seed": seed, "quiet": True}
     x_explain = explanation_set(ds, rc["samples"], seed)
-    ridge = DEFAULT_RIDGE if ridge is None else ridge
+    ridge = DEFAULT_RECONSTRUCT_RIDGE if ridge is None else ridge
     rows = []
 
     def tune(sp, net, epochs=None):  # the masked fine-tune with the variant's recipe

@@ -21,6 +21,7 @@ from edgeprune.checkpoint import save_checkpoint
 from edgeprune.choices import (
     DEFAULT_ALPHA,
     DEFAULT_MEMORY_BUDGET,
+    DEFAULT_RECONSTRUCT_RIDGE,
     DEFAULT_SCORE_RULE,
     METHODS,
 )
@@ -75,7 +76,7 @@ class CompressOptions:
     distill_on: str = "all"  # ... its every layer's output ("all") or reconstruction ("output")
     finetune_schedule: str = "constant"  # the fine-tune's learning rate: constant or cosine
     reconstruct: bool | None = None  # refit kept weights + biases (None: see reconstructs())
-    reconstruct_ridge: float | None = None  # its ridge, relative (None: DEFAULT_RIDGE)
+    reconstruct_ridge: float | None = None  # its ridge, relative (None: DEFAULT_RECONSTRUCT_RIDGE)
     target_macs: int | None = None  # instead of m / eta: the least sparsity within this budget
     target_size: int | None = None  # ... or within this many bytes of model.npz
     target_latency: float | None = None  # ... or a predicted batch-1 latency (µs), units traded
@@ -384,9 +385,9 @@ def _refit(before: Network, result, ds: Dataset, opts: CompressOptions):
         return _compensated(before, result, ds, opts)
     from dataclasses import replace
 
-    from edgeprune.prune.reconstruct import DEFAULT_RIDGE, reconstruct_weights
+    from edgeprune.prune.reconstruct import reconstruct_weights
 
-    ridge = DEFAULT_RIDGE if opts.reconstruct_ridge is None else opts.reconstruct_ridge
+    ridge = DEFAULT_RECONSTRUCT_RIDGE if opts.reconstruct_ridge is None else opts.reconstruct_ridge
     net, record = reconstruct_weights(before, result.network, ds.x_train, ridge=ridge,
                                       quiet=opts.quiet)
     return replace(result, network=net, reconstruction=record)

@@ -35,8 +35,6 @@ from edgeprune.choices import DEFAULT_RECONSTRUCT_RIDGE
 from edgeprune.network import Network
 from edgeprune.runtime.activations import apply_activation
 
-#: ``--reconstruct-ridge``: lam relative to the mean diagonal of the layer's input Gram matrix.
-DEFAULT_RIDGE = DEFAULT_RECONSTRUCT_RIDGE
 #: Stacked k x k systems held at once (float64), bounding the memory of one batch.
 _BATCH_BYTES = 64 * 1024**2
 
@@ -95,7 +93,7 @@ def _solve_rows(gram: np.ndarray, cross: np.ndarray, w0: np.ndarray, mask: np.nd
 
 
 def reconstruct_weights(original: Network, pruned: Network, x: np.ndarray, *,
-                        ridge: float = DEFAULT_RIDGE, quiet: bool = True,
+                        ridge: float = DEFAULT_RECONSTRUCT_RIDGE, quiet: bool = True,
                         ) -> tuple[Network, dict]:
     """A copy of ``pruned`` whose kept weights and live biases are refit, layer by layer, so
     that its pre-activations on the samples ``x`` (N, in_dim) match ``original``'s (module
